@@ -1,0 +1,1 @@
+"""Accounts, plans and API keys: the key format and the SQL that stores them."""

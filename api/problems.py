@@ -1,0 +1,177 @@
+"""Errors as RFC 9457 problem responses, mapped in one place.
+
+Code raises an `ApiError` subclass; Werkzeug's own HTTP errors (unknown route, wrong method, body
+too large) and anything unexpected are translated here too, so every error a client sees is an
+`application/problem+json` body with a stable `type`, the `status`, a human `detail` and the
+`request_id` to quote to support. Unexpected exceptions are logged with their traceback and answer
+a generic 500 that reveals nothing internal.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from flask import Flask, Response, g, json, request
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+# Problem types are URI references relative to the API host; `type` values are stable contract.
+PROBLEM_TYPE_BASE = "/problems/"
+
+
+class ApiError(Exception):
+    """Base of every error that becomes a problem response."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal Server Error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.headers = headers or {}
+        self.extensions = extensions
+
+
+class BadRequestError(ApiError):
+    """The request is malformed (unparseable body, bad query parameter)."""
+
+    status, slug, title = 400, "bad-request", "Bad Request"
+
+
+class UnauthorizedError(ApiError):
+    """No usable credentials."""
+
+    status, slug, title = 401, "unauthorized", "Unauthorized"
+
+
+class ForbiddenError(ApiError):
+    """Authenticated, but not allowed."""
+
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
+class NotFoundError(ApiError):
+    """No such resource (or not one the caller may know about)."""
+
+    status, slug, title = 404, "not-found", "Not Found"
+
+
+class MethodNotAllowedError(ApiError):
+    """The route exists but not with this method."""
+
+    status, slug, title = 405, "method-not-allowed", "Method Not Allowed"
+
+
+class ConflictError(ApiError):
+    """The request conflicts with the resource's current state."""
+
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLargeError(ApiError):
+    """The body is larger than the API accepts."""
+
+    status, slug, title = 413, "payload-too-large", "Payload Too Large"
+
+
+class UnsupportedMediaTypeError(ApiError):
+    """The body is not JSON."""
+
+    status, slug, title = 415, "unsupported-media-type", "Unsupported Media Type"
+
+
+class ValidationFailedError(ApiError):
+    """The body parsed but its values are not acceptable."""
+
+    status, slug, title = 422, "validation-failed", "Unprocessable Content"
+
+
+class ServiceUnavailableError(ApiError):
+    """A dependency is down; the client may retry."""
+
+    status, slug, title = 503, "service-unavailable", "Service Unavailable"
+
+
+_SLUG_BY_STATUS = {cls.status: cls for cls in ApiError.__subclasses__()}
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> Response:
+    """Build an `application/problem+json` response."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.path,
+        "request_id": g.get("request_id"),
+    }
+    body.update(extensions)
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_CONTENT_TYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _from_api_error(error: ApiError) -> Response:
+    return problem_response(
+        error.status,
+        error.slug,
+        error.title,
+        error.detail,
+        headers=error.headers,
+        **error.extensions,
+    )
+
+
+def _from_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    known = _SLUG_BY_STATUS.get(status)
+    slug = known.slug if known else f"http-{status}"
+    title = known.title if known else (error.name or "Error")
+    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+    detail = error.description or title
+    if status == 404:
+        detail = f"No resource at {request.path}."
+    elif status == 405:
+        detail = f"{request.method} is not allowed on {request.path}."
+    return problem_response(status, slug, title, detail, headers=headers)
+
+
+def _from_unexpected(error: Exception) -> Response:
+    logger.exception(
+        "unhandled error on %s %s (request_id=%s)",
+        request.method,
+        request.path,
+        g.get("request_id"),
+    )
+    return problem_response(
+        500,
+        ApiError.slug,
+        ApiError.title,
+        "The server failed to handle this request; quote the request_id to support.",
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Route every error raised in `app` to a problem response."""
+    app.register_error_handler(ApiError, _from_api_error)
+    app.register_error_handler(HTTPException, _from_http_exception)
+    app.register_error_handler(Exception, _from_unexpected)

@@ -1,0 +1,33 @@
+"""The `timo-hub` command: operator tooling and the one-command development stack."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from timo_hub.cli.context import CliContext
+from timo_hub.cli.dev import dev
+from timo_hub.cli.migrate import migrate
+from timo_hub.settings import Settings, SettingsError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="timo-hub")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Timo Hub metering backend."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    ctx.obj = CliContext(settings)
+
+
+cli.add_command(dev)
+cli.add_command(migrate)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(cli.main(prog_name="timo-hub", standalone_mode=True))

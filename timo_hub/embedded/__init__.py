@@ -1,0 +1,25 @@
+"""Real PostgreSQL and Redis servers started from Python wheels when no URL is configured.
+
+`resolve_services(settings)` is what every entry point calls: it returns settings that name
+concrete servers, starting (or joining) the embedded ones under `TIMO_HOME` for whatever URL is
+unset. Servers started here stop when the last process holding them exits.
+"""
+
+from __future__ import annotations
+
+from timo_hub.embedded.postgres import start_postgres
+from timo_hub.embedded.redis import EmbeddedRedis
+from timo_hub.settings import Settings
+
+
+def resolve_services(settings: Settings) -> Settings:
+    """Return `settings` with database and Redis URLs, starting embedded servers where unset."""
+    if not settings.uses_embedded_services:
+        return settings
+    settings.home.mkdir(parents=True, exist_ok=True)
+    database_url = settings.database_url or start_postgres(settings.home / "postgres")
+    redis_url = settings.redis_url or EmbeddedRedis(settings.home / "redis").acquire()
+    return settings.with_services(database_url=database_url, redis_url=redis_url)
+
+
+__all__ = ["EmbeddedRedis", "resolve_services", "start_postgres"]

@@ -1,0 +1,59 @@
+"""The connections one process uses, built from resolved settings, opened lazily.
+
+A `Runtime` is what the Flask app and the Celery app each hold: the settings, the PostgreSQL pool,
+the Redis client and the broker URL. Building one does no I/O, so it is safe in an app factory that
+runs before gunicorn or Celery fork; each connection opens on first use in the process using it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import kombu
+import redis
+
+from timo_hub.db import Database
+from timo_hub.settings import Settings
+
+REDIS_SOCKET_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Settings plus the process's lazily opened connections."""
+
+    settings: Settings
+    database: Database
+    redis: redis.Redis
+    broker_url: str
+
+    def close(self) -> None:
+        """Release the process's connections."""
+        self.database.close()
+        self.redis.connection_pool.disconnect()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Build the runtime for settings whose service URLs are already resolved."""
+    if settings.database_url is None or settings.redis_url is None:
+        raise ValueError("build_runtime needs resolved settings (see timo_hub.embedded)")
+    return Runtime(
+        settings=settings,
+        database=Database(settings.database_url),
+        # redis-py's pool notices a fork and reconnects in the child by itself.
+        redis=redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
+            health_check_interval=30,
+        ),
+        broker_url=settings.effective_broker_url,
+    )
+
+
+def check_broker(url: str, timeout: float = 2.0) -> None:
+    """Open and close a connection to the broker; raise if it cannot be reached in `timeout`."""
+    with kombu.Connection(
+        url, connect_timeout=timeout, transport_options={"max_retries": 0}
+    ) as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)

@@ -1,0 +1,169 @@
+"""The one place that reads the environment.
+
+`Settings.from_env()` reads the `TIMO_*` variables of DESIGN.md once, validates them and returns an
+immutable object that every process passes around. Nothing else in the code base reads
+`os.environ` for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+Environment = Literal["development", "test", "production"]
+
+# Anyone can read this value in the source, so it only protects development data. Production
+# refuses to start with it (see `_production_has_no_dev_defaults`).
+DEV_KEY_PEPPER = "timo-dev-pepper-not-for-production"
+MIN_PRODUCTION_PEPPER_LENGTH = 32
+
+_DATABASE_SCHEMES = {"postgresql", "postgres"}
+_REDIS_SCHEMES = {"redis", "rediss", "unix"}
+_BROKER_SCHEMES = {"redis", "rediss", "redis+socket", "amqp", "amqps", "pyamqp"}
+
+
+class SettingsError(Exception):
+    """The environment does not describe a configuration the product can start with."""
+
+
+class Settings(BaseModel):
+    """Validated configuration of one process. `None` URLs mean "use the embedded server"."""
+
+    model_config = ConfigDict(frozen=True, validate_default=True)
+
+    env: Environment = "development"
+    home: Path = Path(".timo")
+    database_url: str | None = None
+    redis_url: str | None = None
+    broker_url: str | None = None
+    key_pepper: str = DEV_KEY_PEPPER
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, home: Path) -> Path:
+        return home.expanduser().resolve()
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, url: str | None) -> str | None:
+        return _check_scheme("TIMO_DATABASE_URL", url, _DATABASE_SCHEMES)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        return _check_scheme("TIMO_REDIS_URL", url, _REDIS_SCHEMES)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, url: str | None) -> str | None:
+        return _check_scheme("TIMO_BROKER_URL", url, _BROKER_SCHEMES)
+
+    @field_validator("key_pepper")
+    @classmethod
+    def _pepper_not_empty(cls, pepper: str) -> str:
+        if not pepper:
+            raise ValueError("TIMO_KEY_PEPPER must not be empty")
+        return pepper
+
+    @model_validator(mode="after")
+    def _production_has_no_dev_defaults(self) -> Settings:
+        if self.env != "production":
+            return self
+        problems = []
+        if self.database_url is None:
+            problems.append(
+                "TIMO_DATABASE_URL is required (embedded PostgreSQL is for development)"
+            )
+        if self.redis_url is None:
+            problems.append("TIMO_REDIS_URL is required (embedded Redis is for development)")
+        if self.key_pepper == DEV_KEY_PEPPER:
+            problems.append("TIMO_KEY_PEPPER must be set to a secret, not the development default")
+        elif len(self.key_pepper) < MIN_PRODUCTION_PEPPER_LENGTH:
+            problems.append(
+                f"TIMO_KEY_PEPPER must be at least {MIN_PRODUCTION_PEPPER_LENGTH} characters"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def uses_embedded_services(self) -> bool:
+        """True when PostgreSQL or Redis still has to come from an embedded server."""
+        return self.database_url is None or self.redis_url is None
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The broker URL; without `TIMO_BROKER_URL` it is the Redis of `TIMO_REDIS_URL`."""
+        if self.broker_url:
+            return self.broker_url
+        if self.redis_url is None:
+            raise SettingsError("no broker: neither TIMO_BROKER_URL nor TIMO_REDIS_URL is known")
+        return broker_url_for_redis(self.redis_url)
+
+    def with_services(self, *, database_url: str, redis_url: str) -> Settings:
+        """A copy that names concrete servers (used once embedded servers have started)."""
+        return self.model_copy(update={"database_url": database_url, "redis_url": redis_url})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read and validate the `TIMO_*` variables; `overrides` win over the environment."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field, variable in _VARIABLES.items():
+            raw = environ.get(variable)
+            if raw is not None and raw.strip() != "":
+                values[field] = raw.strip()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+
+
+_VARIABLES = {
+    "env": "TIMO_ENV",
+    "home": "TIMO_HOME",
+    "database_url": "TIMO_DATABASE_URL",
+    "redis_url": "TIMO_REDIS_URL",
+    "broker_url": "TIMO_BROKER_URL",
+    "key_pepper": "TIMO_KEY_PEPPER",
+}
+
+
+def broker_url_for_redis(redis_url: str) -> str:
+    """Translate a redis-py URL into the kombu spelling of the same server and database."""
+    parts = urlsplit(redis_url)
+    if parts.scheme != "unix":
+        return redis_url
+    # redis-py writes sockets as unix:///path?db=N, kombu as redis+socket:///path?virtual_host=N.
+    query = parts.query.replace("db=", "virtual_host=")
+    return f"redis+socket://{parts.path}" + (f"?{query}" if query else "")
+
+
+def _check_scheme(variable: str, url: str | None, schemes: set[str]) -> str | None:
+    if url is None:
+        return None
+    scheme = urlsplit(url).scheme
+    if scheme not in schemes:
+        allowed = ", ".join(sorted(f"{s}://" for s in schemes))
+        raise ValueError(
+            f"{variable} must start with one of {allowed} (got {scheme or 'no'} scheme)"
+        )
+    return url
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = error["loc"][0] if error["loc"] else None
+        variable = _VARIABLES.get(str(field), "configuration")
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "literal_error":
+            message = "must be one of development, test, production"
+        lines.append(f"{variable}: {message}" if field else message)
+    return "invalid configuration: " + "; ".join(lines)

@@ -1,0 +1,57 @@
+"""The Celery application: configuration, the process's runtime, and pool lifecycle.
+
+`create_celery_app(settings)` builds the app without touching the network. In a prefork worker the
+PostgreSQL pool is opened lazily in each child after the fork (`timo_hub.db`) and closed when the
+child exits; nothing is shared across the fork.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_shutdown
+
+from timo_hub.runtime import Runtime, build_runtime
+from timo_hub.settings import Settings
+from workers.schedule import BEAT_SCHEDULE
+
+TASK_MODULES = ["workers.tasks"]
+
+
+class TimoCelery(Celery):
+    """A Celery app that carries the process's `Runtime` for its tasks."""
+
+    runtime: Runtime
+
+
+def create_celery_app(settings: Settings) -> TimoCelery:
+    """Build the Celery app for resolved `settings`."""
+    runtime = build_runtime(settings)
+    app = TimoCelery("timo", broker=runtime.broker_url, include=TASK_MODULES, set_as_current=True)
+    app.runtime = runtime
+    app.conf.update(
+        timezone="UTC",
+        enable_utc=True,
+        task_serializer="json",
+        accept_content=["json"],
+        # Results are never read: tasks report through PostgreSQL and Redis.
+        task_ignore_result=True,
+        # Acknowledge after the work is done, and hand the message back if the worker dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        # Redis redelivers an unacknowledged message after this many seconds.
+        broker_transport_options={"visibility_timeout": 3600},
+        beat_schedule=BEAT_SCHEDULE,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+@worker_process_shutdown.connect
+def _close_connections(**_: object) -> None:
+    from celery import current_app
+
+    runtime = getattr(current_app, "runtime", None)
+    if runtime is not None:
+        runtime.close()

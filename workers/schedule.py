@@ -1,0 +1,14 @@
+"""The beat schedule: every periodic task, with its explicit name and interval (UTC)."""
+
+from __future__ import annotations
+
+HEARTBEAT_INTERVAL_SECONDS = 30.0
+
+BEAT_SCHEDULE = {
+    "workers-heartbeat": {
+        "task": "timo.workers.heartbeat",
+        "schedule": HEARTBEAT_INTERVAL_SECONDS,
+        # A heartbeat older than its interval says nothing new; drop it rather than queue it.
+        "options": {"expires": HEARTBEAT_INTERVAL_SECONDS},
+    },
+}
