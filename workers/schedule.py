@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-HEARTBEAT_INTERVAL_SECONDS = 30.0
+HEARTBEAT_INTERVAL_SECONDS = 15.0
 
 BEAT_SCHEDULE = {
     "workers-heartbeat": {
