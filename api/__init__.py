@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import problems, request_ids
+from api import authentication, problems, request_ids
 from api import runtime as app_runtime
 from timo_hub.embedded import resolve_services
 from timo_hub.runtime import build_runtime
@@ -31,7 +31,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(overrides)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    app_runtime.init_app(app, build_runtime(settings))
+    runtime = build_runtime(settings)
+    app_runtime.init_app(app, runtime)
+    authentication.init_app(app, runtime.redis)
     request_ids.init_app(app)
     problems.init_app(app)
 
@@ -39,3 +41,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(blueprint)
     return app
+
+
+def close_app(app: Flask) -> None:
+    """Release what `create_app` opened (connections, the cache listener); for tests and tools."""
+    app.extensions[authentication.EXTENSION].cache.close()
+    app.extensions[app_runtime.EXTENSION].close()

@@ -12,7 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+import psycopg
+import redis
 from flask import Flask, Response, g, json, request
+from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 logger = logging.getLogger(__name__)
@@ -170,8 +173,28 @@ def _from_unexpected(error: Exception) -> Response:
     )
 
 
+def _from_dependency_down(error: Exception) -> Response:
+    logger.warning(
+        "dependency unavailable on %s %s (request_id=%s): %s",
+        request.method,
+        request.path,
+        g.get("request_id"),
+        error,
+    )
+    # Fail closed: without PostgreSQL or Redis no call can be authenticated or metered.
+    return problem_response(
+        503,
+        ServiceUnavailableError.slug,
+        ServiceUnavailableError.title,
+        "A service this API depends on is unavailable; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def init_app(app: Flask) -> None:
     """Route every error raised in `app` to a problem response."""
     app.register_error_handler(ApiError, _from_api_error)
+    for dependency_error in (redis.RedisError, psycopg.OperationalError, PoolTimeout):
+        app.register_error_handler(dependency_error, _from_dependency_down)
     app.register_error_handler(HTTPException, _from_http_exception)
     app.register_error_handler(Exception, _from_unexpected)

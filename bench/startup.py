@@ -33,7 +33,9 @@ def _time_to_healthy(home: Path) -> float:
     started = time.monotonic()
     dev = subprocess.Popen(
         [sys.executable, "-m", "timo_hub.cli", "dev"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         while time.monotonic() - started < BUDGET_SECONDS * 2:

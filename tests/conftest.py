@@ -14,8 +14,9 @@ from celery.contrib.testing.worker import start_worker
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api import create_app
+from api import close_app, create_app
 from tests.support import services
+from tests.support.accounts import Customer, new_customer
 from timo_hub import migrate
 from timo_hub.runtime import Runtime, build_runtime
 from timo_hub.settings import Settings
@@ -73,7 +74,7 @@ def app(runtime: Runtime, settings: Settings) -> Iterator[Flask]:
     """The Flask app on the test servers."""
     app = create_app({"SETTINGS": settings, "TESTING": True})
     yield app
-    app.extensions["timo"].close()
+    close_app(app)
 
 
 @pytest.fixture
@@ -98,3 +99,9 @@ def celery_worker(celery_app: TimoCelery) -> Iterator[object]:
     celery_app.conf.broker_heartbeat = 0
     with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING") as w:
         yield w
+
+
+@pytest.fixture
+def customer(runtime: Runtime) -> Customer:
+    """An account on the developer plan with one working key."""
+    return new_customer(runtime)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import kombu
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from timo_hub.db import Database
 from timo_hub.settings import Settings
@@ -46,6 +48,9 @@ def build_runtime(settings: Settings) -> Runtime:
             socket_timeout=REDIS_SOCKET_TIMEOUT,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
             health_check_interval=30,
+            # One immediate retry replaces a pooled connection a Redis restart killed; more, with
+            # redis-py's default backoff, would hold a request for seconds when Redis is down.
+            retry=Retry(NoBackoff(), 1),
         ),
         broker_url=settings.effective_broker_url,
     )

@@ -1,6 +1,7 @@
-"""Accounts and API keys in PostgreSQL.
+"""Accounts, plans and API keys in PostgreSQL.
 
-Functions take a connection first; SQL lives in named constants.
+Functions take a connection first and leave transaction control to the caller; SQL lives in named
+constants. Nothing here knows about HTTP or caching.
 """
 
 from __future__ import annotations
@@ -8,54 +9,118 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 import psycopg
 from psycopg.rows import class_row
 
 from api.accounts import keys
+from api.accounts.cache import Principal
 
-INSERT_ACCOUNT = """
-INSERT INTO accounts (email, plan) VALUES (%(email)s, %(plan)s)
-RETURNING id, email, plan, status, created_at
+ACCOUNT_COLUMNS = """
+    a.id, a.email, a.status, a.created_at,
+    p.name AS plan, p.monthly_limit, p.price_usd
 """
-SELECT_ACCOUNT_BY_EMAIL = """
-SELECT id, email, plan, status, created_at FROM accounts WHERE lower(email) = lower(%(email)s)
+SELECT_ACCOUNT = f"""
+SELECT {ACCOUNT_COLUMNS} FROM accounts a JOIN plans p ON p.name = a.plan WHERE a.id = %(id)s
 """
-INSERT_KEY = """
+SELECT_ACCOUNT_BY_EMAIL = f"""
+SELECT {ACCOUNT_COLUMNS} FROM accounts a JOIN plans p ON p.name = a.plan
+WHERE lower(a.email) = lower(%(email)s)
+"""
+SELECT_ACCOUNTS = f"""
+SELECT {ACCOUNT_COLUMNS} FROM accounts a JOIN plans p ON p.name = a.plan
+ORDER BY a.created_at, a.id
+"""
+INSERT_ACCOUNT = "INSERT INTO accounts (email, plan) VALUES (%(email)s, %(plan)s) RETURNING id"
+UPDATE_ACCOUNT_PLAN = "UPDATE accounts SET plan = %(plan)s WHERE id = %(id)s RETURNING id"
+UPDATE_ACCOUNT_STATUS = "UPDATE accounts SET status = %(status)s WHERE id = %(id)s RETURNING id"
+LOCK_ACCOUNT = "SELECT id FROM accounts WHERE id = %(id)s FOR UPDATE"
+SELECT_PLAN_NAMES = "SELECT name FROM plans ORDER BY sort_order"
+
+KEY_COLUMNS = "id, account_id, name, prefix, created_at, last_used_at, revoked_at"
+SELECT_KEYS = f"""
+SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = %(account_id)s
+ORDER BY created_at DESC, id
+"""
+SELECT_KEY = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = %(id)s"
+COUNT_ACTIVE_KEYS = """
+SELECT count(*) FROM api_keys WHERE account_id = %(account_id)s AND revoked_at IS NULL
+"""
+INSERT_KEY = f"""
 INSERT INTO api_keys (account_id, name, prefix, key_hash)
 VALUES (%(account_id)s, %(name)s, %(prefix)s, %(key_hash)s)
-RETURNING id
+RETURNING {KEY_COLUMNS}
 """
-SELECT_ACTIVE_KEY_ID = """
-SELECT id FROM api_keys WHERE key_hash = %(key_hash)s AND revoked_at IS NULL
+REVOKE_KEY = f"""
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+WHERE id = %(id)s AND (%(account_id)s::uuid IS NULL OR account_id = %(account_id)s::uuid)
+RETURNING {KEY_COLUMNS}
+"""
+SELECT_PRINCIPAL = """
+SELECT k.id AS key_id, k.account_id, a.status AS account_status, p.name AS plan, p.monthly_limit
+FROM api_keys k JOIN accounts a ON a.id = k.account_id JOIN plans p ON p.name = a.plan
+WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL
+"""
+# Conditional so that several processes touching one key write at most about once a minute.
+TOUCH_KEY = """
+UPDATE api_keys SET last_used_at = now()
+WHERE id = %(id)s AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => %(s)s))
 """
 
 
 @dataclass(frozen=True)
 class Account:
-    """An account row."""
+    """An account with its plan."""
 
     id: uuid.UUID
     email: str
-    plan: str
     status: str
     created_at: datetime
+    plan: str
+    monthly_limit: int | None
+    price_usd: Decimal | None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key's public record; the secret and its hash are never loaded."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
 
 
 @dataclass(frozen=True)
 class IssuedKey:
-    """A key just created: its id and the secret, which exists nowhere else after this."""
+    """A key just created: its record and the secret, which exists nowhere else after this."""
 
-    id: uuid.UUID
+    key: ApiKey
     secret: str
+
+
+def plan_names(conn: psycopg.Connection) -> list[str]:
+    """The plans, cheapest first."""
+    return [row[0] for row in conn.execute(SELECT_PLAN_NAMES)]
 
 
 def create_account(conn: psycopg.Connection, email: str, plan: str) -> Account:
     """Insert an account on `plan`."""
-    with conn.cursor(row_factory=class_row(Account)) as cur:
-        row = cur.execute(INSERT_ACCOUNT, {"email": email, "plan": plan}).fetchone()
+    row = conn.execute(INSERT_ACCOUNT, {"email": email, "plan": plan}).fetchone()
     assert row is not None
-    return row
+    account = get_account(conn, row[0])
+    assert account is not None
+    return account
+
+
+def get_account(conn: psycopg.Connection, account_id: uuid.UUID) -> Account | None:
+    """The account with this id, or None."""
+    with conn.cursor(row_factory=class_row(Account)) as cur:
+        return cur.execute(SELECT_ACCOUNT, {"id": account_id}).fetchone()
 
 
 def find_account_by_email(conn: psycopg.Connection, email: str) -> Account | None:
@@ -64,25 +129,87 @@ def find_account_by_email(conn: psycopg.Connection, email: str) -> Account | Non
         return cur.execute(SELECT_ACCOUNT_BY_EMAIL, {"email": email}).fetchone()
 
 
-def issue_key(conn: psycopg.Connection, account_id: uuid.UUID, name: str, pepper: str) -> IssuedKey:
+def list_accounts(conn: psycopg.Connection) -> list[Account]:
+    """Every account, oldest first."""
+    with conn.cursor(row_factory=class_row(Account)) as cur:
+        return cur.execute(SELECT_ACCOUNTS).fetchall()
+
+
+def set_plan(conn: psycopg.Connection, account_id: uuid.UUID, plan: str) -> bool:
+    """Move an account to `plan`; False if there is no such account."""
+    return (
+        conn.execute(UPDATE_ACCOUNT_PLAN, {"id": account_id, "plan": plan}).fetchone() is not None
+    )
+
+
+def set_status(conn: psycopg.Connection, account_id: uuid.UUID, status: str) -> bool:
+    """Set an account's status; False if there is no such account."""
+    row = conn.execute(UPDATE_ACCOUNT_STATUS, {"id": account_id, "status": status}).fetchone()
+    return row is not None
+
+
+def lock_account(conn: psycopg.Connection, account_id: uuid.UUID) -> bool:
+    """Lock the account row until the transaction ends; False if there is no such account."""
+    return conn.execute(LOCK_ACCOUNT, {"id": account_id}).fetchone() is not None
+
+
+def count_active_keys(conn: psycopg.Connection, account_id: uuid.UUID) -> int:
+    """How many unrevoked keys the account has."""
+    row = conn.execute(COUNT_ACTIVE_KEYS, {"account_id": account_id}).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def list_keys(conn: psycopg.Connection, account_id: uuid.UUID) -> list[ApiKey]:
+    """The account's keys, newest first, revoked ones included."""
+    with conn.cursor(row_factory=class_row(ApiKey)) as cur:
+        return cur.execute(SELECT_KEYS, {"account_id": account_id}).fetchall()
+
+
+def get_key(conn: psycopg.Connection, key_id: uuid.UUID) -> ApiKey | None:
+    """The key with this id, or None."""
+    with conn.cursor(row_factory=class_row(ApiKey)) as cur:
+        return cur.execute(SELECT_KEY, {"id": key_id}).fetchone()
+
+
+def insert_key(
+    conn: psycopg.Connection, account_id: uuid.UUID, name: str, pepper: str
+) -> IssuedKey:
     """Create a key for an account and return the secret, the only time it is available."""
     new_key = keys.generate(pepper)
-    row = conn.execute(
-        INSERT_KEY,
-        {
-            "account_id": account_id,
-            "name": name,
-            "prefix": new_key.prefix,
-            "key_hash": new_key.key_hash,
-        },
-    ).fetchone()
-    assert row is not None
-    return IssuedKey(id=row[0], secret=new_key.secret)
+    params = {
+        "account_id": account_id,
+        "name": name,
+        "prefix": new_key.prefix,
+        "key_hash": new_key.key_hash,
+    }
+    with conn.cursor(row_factory=class_row(ApiKey)) as cur:
+        record = cur.execute(INSERT_KEY, params).fetchone()
+    assert record is not None
+    return IssuedKey(key=record, secret=new_key.secret)
+
+
+def revoke_key(
+    conn: psycopg.Connection, key_id: uuid.UUID, account_id: uuid.UUID | None = None
+) -> ApiKey | None:
+    """Revoke a key (of `account_id`, when given); idempotent; None if no such key."""
+    with conn.cursor(row_factory=class_row(ApiKey)) as cur:
+        return cur.execute(REVOKE_KEY, {"id": key_id, "account_id": account_id}).fetchone()
+
+
+def find_principal(conn: psycopg.Connection, key_hash: bytes) -> Principal | None:
+    """Who an unrevoked key with this hash belongs to, or None."""
+    with conn.cursor(row_factory=class_row(Principal)) as cur:
+        return cur.execute(SELECT_PRINCIPAL, {"key_hash": key_hash}).fetchone()
+
+
+def touch_key(conn: psycopg.Connection, key_id: uuid.UUID, min_interval_seconds: float) -> None:
+    """Record that a key was used, unless that was recorded less than the interval ago."""
+    conn.execute(TOUCH_KEY, {"id": key_id, "s": min_interval_seconds})
 
 
 def key_is_active(conn: psycopg.Connection, secret: str, pepper: str) -> bool:
     """True when `secret` is a stored, unrevoked key."""
     if not keys.is_well_formed(secret):
         return False
-    row = conn.execute(SELECT_ACTIVE_KEY_ID, {"key_hash": keys.hash_key(secret, pepper)}).fetchone()
-    return row is not None
+    return find_principal(conn, keys.hash_key(secret, pepper)) is not None

@@ -2,7 +2,10 @@
 
 from flask import Blueprint
 
+from api.authentication import authenticate_request
+
 blueprint = Blueprint("v1", __name__, url_prefix="/api/v1")
+blueprint.before_request(authenticate_request)
 
 # Route modules register themselves on the blueprint when imported.
-from api.v1 import health  # noqa: E402, F401
+from api.v1 import account, health, keys  # noqa: E402, F401

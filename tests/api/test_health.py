@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from flask.testing import FlaskClient
 
-from api import create_app
+from api import close_app, create_app
 from timo_hub.settings import Settings
 
 # Nothing listens on port 1: connecting is refused at once, a real "server down".
@@ -35,7 +35,7 @@ def _health_with(settings: Settings, **broken: str) -> tuple[int, dict]:
         response = app.test_client().get("/api/v1/health")
         return response.status_code, response.get_json()
     finally:
-        app.extensions["timo"].close()
+        close_app(app)
 
 
 def test_postgres_down_is_503_degraded(runtime: object, settings: Settings) -> None:

@@ -24,8 +24,14 @@ STARTUP_BUDGET_SECONDS = 60
 
 def _env(home: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIMO_")}
-    env.update({"TIMO_HOME": str(home), "PORT": str(port), "WEB_CONCURRENCY": "1",
-                "WORKER_CONCURRENCY": "1"})
+    env.update(
+        {
+            "TIMO_HOME": str(home),
+            "PORT": str(port),
+            "WEB_CONCURRENCY": "1",
+            "WORKER_CONCURRENCY": "1",
+        }
+    )
     return env
 
 
@@ -37,7 +43,9 @@ class DevProcess:
         self.log = home.parent / f"dev-{time.monotonic_ns()}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "timo_hub.cli", "dev"],
-            env=_env(home, port), stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            env=_env(home, port),
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
         )
 
     @property
@@ -86,8 +94,12 @@ def _stored_key_is_active(home: Path, key: str) -> bool:
         rt.close()
     """
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=_env(home, 0),
-        capture_output=True, text=True, timeout=120, check=True,
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=_env(home, 0),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     return result.stdout.strip() == "True"
 

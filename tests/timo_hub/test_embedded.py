@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from api import create_app
+from api import close_app, create_app
 from tests.support.processes import embedded_server_pids
 from timo_hub.embedded import EmbeddedRedis, resolve_services
 from timo_hub.settings import Settings
@@ -33,7 +33,12 @@ def _env(home: Path) -> dict[str, str]:
 def _python(home: Path, code: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        env=_env(home), capture_output=True, text=True, timeout=120, check=True, **kwargs,
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        **kwargs,
     )
 
 
@@ -82,7 +87,10 @@ def test_a_command_starts_the_servers_and_stops_them_on_exit(tmp_path: Path) -> 
     home = tmp_path / "home"
     result = subprocess.run(
         [sys.executable, "-m", "timo_hub.cli", "migrate"],
-        env=_env(home), capture_output=True, text=True, timeout=120,
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "Applied 0001_plans_accounts_api_keys" in result.stdout
@@ -101,7 +109,10 @@ def test_data_survives_a_restart_of_the_servers(tmp_path: Path) -> None:
 def _start_holder(home: Path) -> subprocess.Popen[str]:
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(HOLD)],
-        env=_env(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=_env(home),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "holding"
@@ -147,5 +158,5 @@ def test_health_follows_redis_down_and_back_up(tmp_path: Path) -> None:
         redis_server.acquire()
         assert client.get("/api/v1/health").status_code == 200
     finally:
-        app.extensions["timo"].close()
+        close_app(app)
         redis_server.release()

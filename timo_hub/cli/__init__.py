@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from timo_hub.cli.accounts import accounts, keys
 from timo_hub.cli.context import CliContext
 from timo_hub.cli.dev import dev
 from timo_hub.cli.migrate import migrate
@@ -22,8 +23,11 @@ def cli(ctx: click.Context) -> None:
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     ctx.obj = CliContext(settings)
+    ctx.call_on_close(ctx.obj.close)
 
 
+cli.add_command(accounts)
+cli.add_command(keys)
 cli.add_command(dev)
 cli.add_command(migrate)
 

@@ -30,5 +30,10 @@ class CliContext:
         """Connections for commands that talk to PostgreSQL or Redis."""
         return build_runtime(self.resolved)
 
+    def close(self) -> None:
+        """Close the connections a command opened."""
+        if "runtime" in self.__dict__:
+            self.runtime.close()
+
 
 pass_cli = click.make_pass_decorator(CliContext)

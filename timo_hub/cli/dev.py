@@ -81,7 +81,7 @@ def ensure_demo_key(ctx: CliContext) -> tuple[str, bool]:
         account = store.find_account_by_email(conn, DEMO_EMAIL)
         if account is None:
             account = store.create_account(conn, DEMO_EMAIL, DEMO_PLAN)
-        issued = store.issue_key(conn, account.id, "Demo key", pepper)
+        issued = store.insert_key(conn, account.id, "Demo key", pepper)
     _write_secret(key_file, issued.secret)
     return issued.secret, True
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import fasteners
 import psutil
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class EmbeddedRedis:
         if pid is None:
             return
         try:
-            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5).shutdown(save=True)
+            self._client(timeout=5).shutdown(save=True)
         except redis.ConnectionError:
             pass  # the server closes the connection as it exits
         except redis.RedisError as exc:
@@ -142,9 +144,16 @@ class EmbeddedRedis:
 
     def _answers(self) -> bool:
         try:
-            return bool(redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1).ping())
+            return bool(self._client(timeout=1).ping())
         except (redis.RedisError, OSError):
             return False
+
+    def _client(self, timeout: float) -> redis.Redis:
+        # No retries: redis-py's default backoff would spend seconds reconnecting to a server we
+        # just shut down, or that is not up yet.
+        return redis.Redis(
+            unix_socket_path=str(self.socket), socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
 
     def _live_holders(self) -> list[int]:
         try:

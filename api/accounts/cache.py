@@ -1,0 +1,194 @@
+"""A per-process cache of who a key belongs to, invalidated through Redis pub/sub.
+
+Authenticating from PostgreSQL on every request would put a database round trip on the hot path,
+so each web process keeps `key hash -> Principal` in memory. Correctness rests on three rules:
+
+* A revoke, suspension or plan change commits in PostgreSQL, then publishes the key or account id
+  on `CHANNEL` before its response goes out; every process's listener evicts what it names.
+* The cache is used only while this process's subscription is up. Every (re)subscription starts a
+  new generation; an entry from an older generation is a miss, so messages missed while
+  disconnected cannot leave stale entries behind.
+* A lookup that raced with an invalidation (a message arrived between its database read and its
+  store) is not cached, so a revoked key can never be re-cached from a read that predates it.
+
+Entries also expire after `TTL_SECONDS`, a safety net, not the mechanism.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+
+import redis
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "timo:auth:invalidate"
+TTL_SECONDS = 30.0
+MAX_ENTRIES = 100_000
+_RETRY_SECONDS = 0.5
+_POLL_SECONDS = 0.25  # how long close() may wait for the listener to notice
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller behind a valid key: the key, its account, the account's plan and state."""
+
+    key_id: uuid.UUID
+    account_id: uuid.UUID
+    account_status: str
+    plan: str
+    monthly_limit: int | None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    principal: Principal
+    generation: int
+    expires_at: float
+
+
+def publish_invalidation(
+    client: redis.Redis, *, key_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None
+) -> None:
+    """Tell every web process to forget a key or all of an account's keys."""
+    if key_id is not None:
+        client.publish(CHANNEL, f"key:{key_id}")
+    if account_id is not None:
+        client.publish(CHANNEL, f"account:{account_id}")
+
+
+class PrincipalCache:
+    """Key hash -> Principal, valid only while the invalidation subscription is healthy."""
+
+    def __init__(self, client: redis.Redis, ttl: float = TTL_SECONDS) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._entries: dict[bytes, _Entry] = {}
+        self._generation: int | None = None  # None: not subscribed, cache unusable
+        self._next_generation = 0
+        self._invalidations = 0
+        self._listener_pid: int | None = None
+        self._stop = threading.Event()
+        self._subscribed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def lookup(self, key_hash: bytes, load: Callable[[], Principal | None]) -> Principal | None:
+        """The principal for `key_hash`, from memory when safe, else from `load()`."""
+        self._ensure_listener()
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key_hash)
+            generation = self._generation
+            if entry and entry.generation == generation and entry.expires_at > now:
+                return entry.principal
+            seen_invalidations = self._invalidations
+        principal = load()
+        if principal is None or generation is None:
+            return principal
+        with self._lock:
+            unchanged = self._generation == generation and self._invalidations == seen_invalidations
+            if unchanged:
+                if len(self._entries) >= MAX_ENTRIES:
+                    self._entries.clear()  # crude but bounded; a full cache refills in seconds
+                self._entries[key_hash] = _Entry(principal, generation, now + self._ttl)
+        return principal
+
+    def forget(
+        self, *, key_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None
+    ) -> None:
+        """Evict at once in this process (the one that made the change); others hear pub/sub."""
+        with self._lock:
+            self._invalidations += 1
+            self._evict(
+                lambda p: (
+                    (key_id is not None and p.key_id == key_id)
+                    or (account_id is not None and p.account_id == account_id)
+                )
+            )
+
+    def wait_until_subscribed(self, timeout: float = 5.0) -> bool:
+        """Start the listener if needed and wait for its subscription (tests, warm-up)."""
+        self._ensure_listener()
+        return self._subscribed.wait(timeout)
+
+    def close(self) -> None:
+        """Stop the listener thread and drop every entry."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2 * _POLL_SECONDS + 1)
+        with self._lock:
+            self._entries.clear()
+            self._generation = None
+
+    def _ensure_listener(self) -> None:
+        if self._listener_pid == os.getpid():
+            return
+        with self._lock:
+            if self._listener_pid == os.getpid():
+                return
+            # After a fork the parent's thread does not exist here: start our own, forget all.
+            self._entries.clear()
+            self._generation = None
+            self._subscribed.clear()
+            self._listener_pid = os.getpid()
+        self._thread = threading.Thread(
+            target=self._listen, name="auth-cache-invalidation", daemon=True
+        )
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=False)
+            try:
+                pubsub.subscribe(CHANNEL)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=_POLL_SECONDS)
+                    if message is not None:
+                        self._handle(message)
+            except (redis.RedisError, OSError, ValueError) as exc:
+                if not self._stop.is_set():
+                    logger.warning("auth cache: invalidation channel lost (%s); cache off", exc)
+            finally:
+                self._disable()
+                with suppress(Exception):
+                    pubsub.close()
+            self._stop.wait(_RETRY_SECONDS)
+
+    def _handle(self, message: dict) -> None:
+        if message["type"] == "subscribe":
+            with self._lock:
+                self._next_generation += 1
+                self._generation = self._next_generation
+            self._subscribed.set()
+            return
+        if message["type"] != "message":
+            return
+        kind, _, ident = message["data"].decode().partition(":")
+        with self._lock:
+            self._invalidations += 1
+            if kind == "key":
+                self._evict(lambda p: str(p.key_id) == ident)
+            elif kind == "account":
+                self._evict(lambda p: str(p.account_id) == ident)
+            else:
+                self._entries.clear()
+
+    def _evict(self, matches: Callable[[Principal], bool]) -> None:
+        # Invalidations are rare next to lookups, so a scan beats keeping a second index.
+        for key_hash in [h for h, e in self._entries.items() if matches(e.principal)]:
+            del self._entries[key_hash]
+
+    def _disable(self) -> None:
+        with self._lock:
+            self._generation = None
+            self._entries.clear()
+        self._subscribed.clear()

@@ -1,0 +1,140 @@
+"""The rules of accounts and keys, shared by the HTTP API and the operator CLI.
+
+Each function runs one transaction and, for changes that affect authentication (revoke, suspend,
+plan change), publishes the cache invalidation after the commit and before returning, so that by
+the time a caller sees the answer every web process has been told.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import psycopg
+
+from api.accounts import store
+from api.accounts.cache import publish_invalidation
+from api.problems import ConflictError, NotFoundError, ValidationFailedError
+from timo_hub.runtime import Runtime
+
+MAX_ACTIVE_KEYS = 25
+FIRST_KEY_NAME = "Default key"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class AccountNotFoundError(NotFoundError):
+    """No account with that id."""
+
+
+class KeyNotFoundError(NotFoundError):
+    """No key with that id (for this account)."""
+
+
+class UnknownPlanError(ValidationFailedError):
+    """No plan with that name."""
+
+
+class InvalidEmailError(ValidationFailedError):
+    """Not an email address."""
+
+
+class DuplicateEmailError(ConflictError):
+    """Another account already uses that email (in any letter case)."""
+
+
+class KeyLimitReachedError(ConflictError):
+    """The account already has the maximum number of active keys."""
+
+
+def parse_id(raw: str, error: type[NotFoundError], noun: str) -> uuid.UUID:
+    """Parse a resource id; a malformed id is simply not found."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise error(f"No {noun} with id {raw!r}.") from None
+
+
+def create_account(
+    runtime: Runtime, email: str, plan: str
+) -> tuple[store.Account, store.IssuedKey]:
+    """Open an account on `plan` with its first key."""
+    email = email.strip()
+    if len(email) > 320 or not _EMAIL.match(email):
+        raise InvalidEmailError(f"{email!r} is not an email address.", field="email")
+    with runtime.database.connection() as conn:
+        _check_plan(conn, plan)
+        try:
+            with conn.transaction():
+                account = store.create_account(conn, email, plan)
+        except psycopg.errors.UniqueViolation:
+            raise DuplicateEmailError(f"An account with email {email!r} exists.") from None
+        issued = store.insert_key(conn, account.id, FIRST_KEY_NAME, runtime.settings.key_pepper)
+    return account, issued
+
+
+def get_account(runtime: Runtime, account_id: uuid.UUID) -> store.Account:
+    """The account, or AccountNotFoundError."""
+    with runtime.database.connection() as conn:
+        account = store.get_account(conn, account_id)
+    if account is None:
+        raise AccountNotFoundError(f"No account with id {account_id}.")
+    return account
+
+
+def issue_key(runtime: Runtime, account_id: uuid.UUID, name: str) -> store.IssuedKey:
+    """Create a key, refusing beyond `MAX_ACTIVE_KEYS` active keys."""
+    with runtime.database.connection() as conn:
+        # The row lock serialises concurrent creations for one account, so the count holds.
+        if not store.lock_account(conn, account_id):
+            raise AccountNotFoundError(f"No account with id {account_id}.")
+        if store.count_active_keys(conn, account_id) >= MAX_ACTIVE_KEYS:
+            raise KeyLimitReachedError(
+                f"An account may have at most {MAX_ACTIVE_KEYS} active keys; revoke one first.",
+                max_active_keys=MAX_ACTIVE_KEYS,
+            )
+        return store.insert_key(conn, account_id, name, runtime.settings.key_pepper)
+
+
+def list_keys(runtime: Runtime, account_id: uuid.UUID) -> list[store.ApiKey]:
+    """The account's keys, newest first."""
+    with runtime.database.connection() as conn:
+        return store.list_keys(conn, account_id)
+
+
+def revoke_key(
+    runtime: Runtime, key_id: uuid.UUID, account_id: uuid.UUID | None = None
+) -> store.ApiKey:
+    """Revoke a key (only one of `account_id`'s, when given) and tell every web process."""
+    with runtime.database.connection() as conn:
+        key = store.revoke_key(conn, key_id, account_id)
+    if key is None:
+        raise KeyNotFoundError(f"No API key with id {key_id}.")
+    publish_invalidation(runtime.redis, key_id=key.id)
+    return key
+
+
+def set_plan(runtime: Runtime, account_id: uuid.UUID, plan: str) -> store.Account:
+    """Move an account to another plan, effective on its next request."""
+    with runtime.database.connection() as conn:
+        _check_plan(conn, plan)
+        if not store.set_plan(conn, account_id, plan):
+            raise AccountNotFoundError(f"No account with id {account_id}.")
+    publish_invalidation(runtime.redis, account_id=account_id)
+    return get_account(runtime, account_id)
+
+
+def set_status(runtime: Runtime, account_id: uuid.UUID, status: str) -> store.Account:
+    """Suspend or reactivate an account, effective on its next request."""
+    with runtime.database.connection() as conn:
+        if not store.set_status(conn, account_id, status):
+            raise AccountNotFoundError(f"No account with id {account_id}.")
+    publish_invalidation(runtime.redis, account_id=account_id)
+    return get_account(runtime, account_id)
+
+
+def _check_plan(conn: psycopg.Connection, plan: str) -> None:
+    plans = store.plan_names(conn)
+    if plan not in plans:
+        raise UnknownPlanError(
+            f"Unknown plan {plan!r}; choose one of {', '.join(plans)}.", field="plan"
+        )

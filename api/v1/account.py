@@ -1,0 +1,19 @@
+"""`GET /api/v1/account`: who the caller is."""
+
+from __future__ import annotations
+
+from flask import jsonify
+from flask.typing import ResponseReturnValue
+
+from api.accounts import service
+from api.authentication import current_principal
+from api.runtime import current_runtime
+from api.v1 import blueprint
+from api.v1.models import AccountOut
+
+
+@blueprint.get("/account")
+def get_account() -> ResponseReturnValue:
+    """The caller's account and plan."""
+    account = service.get_account(current_runtime(), current_principal().account_id)
+    return jsonify(AccountOut.of(account).model_dump(mode="json"))

@@ -1,0 +1,141 @@
+"""The principal cache against real Redis pub/sub: hits, invalidation, races, lost channel."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from api.accounts.cache import Principal, PrincipalCache, publish_invalidation
+from timo_hub.runtime import Runtime
+from timo_hub.settings import Settings
+
+
+def _principal(account_id: uuid.UUID | None = None) -> Principal:
+    return Principal(uuid.uuid4(), account_id or uuid.uuid4(), "active", "free", 1000)
+
+
+@pytest.fixture
+def cache(runtime: Runtime) -> Iterator[PrincipalCache]:
+    cache = PrincipalCache(runtime.redis)
+    assert cache.wait_until_subscribed()
+    yield cache
+    cache.close()
+
+
+class CountingLoader:
+    def __init__(self, principal: Principal | None) -> None:
+        self.principal = principal
+        self.calls = 0
+
+    def __call__(self) -> Principal | None:
+        self.calls += 1
+        return self.principal
+
+
+def _eventually(condition: Callable[[], bool], timeout: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def test_a_second_lookup_is_served_from_memory(cache: PrincipalCache) -> None:
+    load = CountingLoader(_principal())
+    assert cache.lookup(b"h", load) == load.principal
+    assert cache.lookup(b"h", load) == load.principal
+    assert load.calls == 1
+
+
+def test_unknown_keys_are_not_cached(cache: PrincipalCache) -> None:
+    load = CountingLoader(None)
+    cache.lookup(b"h", load)
+    cache.lookup(b"h", load)
+    assert load.calls == 2
+
+
+def test_a_published_key_invalidation_evicts(cache: PrincipalCache, runtime: Runtime) -> None:
+    load = CountingLoader(_principal())
+    cache.lookup(b"h", load)
+    publish_invalidation(runtime.redis, key_id=load.principal.key_id)  # type: ignore[union-attr]
+
+    def reloaded() -> bool:
+        cache.lookup(b"h", load)
+        return load.calls > 1
+
+    _eventually(reloaded)
+
+
+def test_an_account_invalidation_evicts_all_its_keys(
+    cache: PrincipalCache, runtime: Runtime
+) -> None:
+    account = uuid.uuid4()
+    loads = {h: CountingLoader(_principal(account)) for h in (b"a", b"b")}
+    bystander = CountingLoader(_principal())
+    for h, load in loads.items():
+        cache.lookup(h, load)
+    cache.lookup(b"c", bystander)
+    publish_invalidation(runtime.redis, account_id=account)
+
+    def all_reloaded() -> bool:
+        for h, load in loads.items():
+            cache.lookup(h, load)
+        return all(load.calls > 1 for load in loads.values())
+
+    _eventually(all_reloaded)
+    cache.lookup(b"c", bystander)
+    assert bystander.calls == 1
+
+
+def test_a_read_that_raced_an_invalidation_is_not_cached(
+    cache: PrincipalCache, runtime: Runtime
+) -> None:
+    principal = _principal()
+    calls = 0
+
+    def load_while_revoked_elsewhere() -> Principal:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            # Between our database read and our store, someone revokes and publishes.
+            publish_invalidation(runtime.redis, key_id=principal.key_id)
+            time.sleep(0.2)
+        return principal
+
+    cache.lookup(b"h", load_while_revoked_elsewhere)
+    cache.lookup(b"h", load_while_revoked_elsewhere)
+    assert calls == 2
+
+
+def test_without_a_subscription_nothing_is_served_from_memory(settings: Settings) -> None:
+    unreachable = redis.Redis.from_url("redis://127.0.0.1:1/0")  # the channel cannot be joined
+    cache = PrincipalCache(unreachable)
+    try:
+        load = CountingLoader(_principal())
+        cache.lookup(b"h", load)
+        cache.lookup(b"h", load)
+        assert load.calls == 2
+    finally:
+        cache.close()
+
+
+def test_a_lost_channel_drops_entries_and_recovers(cache: PrincipalCache, runtime: Runtime) -> None:
+    load = CountingLoader(_principal())
+    cache.lookup(b"h", load)
+    # Kill the listener's connection, as a Redis restart or a network cut would.
+    for client in runtime.redis.client_list(_type="pubsub"):
+        runtime.redis.client_kill_filter(_id=client["id"])
+
+    # Whether redis-py resubscribes by itself or our loop does, the new subscription is a new
+    # generation: the entry cached before the cut is not trusted again.
+    def reloaded() -> bool:
+        cache.lookup(b"h", load)
+        return load.calls > 1
+
+    _eventually(reloaded, timeout=2.0)
+    assert cache.wait_until_subscribed()
+    cache.lookup(b"h", load)
+    assert load.calls == 2

@@ -1,0 +1,124 @@
+"""Bearer-key authentication: every way to fail, suspension, throttling, last use."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api.accounts import keys, service
+from api.authentication import FAILURE_LIMIT
+from tests.support.accounts import Customer
+from timo_hub.runtime import Runtime
+
+PROTECTED = ["/api/v1/account", "/api/v1/auth/keys"]
+
+
+def _assert_401(response, error: str | None) -> None:  # type: ignore[no-untyped-def]
+    assert response.status_code == 401
+    assert response.mimetype == "application/problem+json"
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ")
+    if error:
+        assert f'error="{error}"' in challenge
+    body = response.get_json()
+    assert body["type"] == "/problems/unauthorized"
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    assert "X-RateLimit-Limit" not in response.headers
+
+
+@pytest.mark.parametrize("path", PROTECTED)
+def test_missing_credentials_are_401(client: FlaskClient, path: str) -> None:
+    _assert_401(client.get(path), None)
+
+
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "timo_live_x"])
+def test_other_schemes_and_empty_tokens_are_401(client: FlaskClient, header: str) -> None:
+    _assert_401(client.get("/api/v1/account", headers={"Authorization": header}), None)
+
+
+def test_a_key_with_a_bad_checksum_is_401(client: FlaskClient, customer: Customer) -> None:
+    broken = customer.secret[:-1] + ("A" if customer.secret[-1] != "A" else "B")
+    response = client.get("/api/v1/account", headers={"Authorization": f"Bearer {broken}"})
+    _assert_401(response, "invalid_token")
+    assert broken not in response.get_data(as_text=True)
+
+
+def test_an_unknown_well_formed_key_is_401(client: FlaskClient, runtime: Runtime) -> None:
+    stranger = keys.generate("another-pepper").secret
+    _assert_401(
+        client.get("/api/v1/account", headers={"Authorization": f"Bearer {stranger}"}),
+        "invalid_token",
+    )
+
+
+def test_the_scheme_is_case_insensitive(client: FlaskClient, customer: Customer) -> None:
+    response = client.get("/api/v1/account", headers={"Authorization": f"bearer {customer.secret}"})
+    assert response.status_code == 200
+
+
+def test_a_key_revoked_elsewhere_is_refused_within_a_second(
+    client: FlaskClient, runtime: Runtime, customer: Customer
+) -> None:
+    assert client.get("/api/v1/account", headers=customer.auth).status_code == 200  # now cached
+    service.revoke_key(runtime, service.parse_id(customer.key_id, service.KeyNotFoundError, "key"))
+    deadline = time.monotonic() + 1.0
+    while client.get("/api/v1/account", headers=customer.auth).status_code == 200:
+        assert time.monotonic() < deadline, "revoked key still accepted after 1 s"
+        time.sleep(0.01)
+    _assert_401(client.get("/api/v1/account", headers=customer.auth), "invalid_token")
+
+
+def test_suspended_is_403_and_reactivated_is_200(
+    client: FlaskClient, runtime: Runtime, customer: Customer
+) -> None:
+    assert client.get("/api/v1/account", headers=customer.auth).status_code == 200
+    service.set_status(runtime, customer.account.id, "suspended")
+    deadline = time.monotonic() + 1.0
+    while (response := client.get("/api/v1/account", headers=customer.auth)).status_code == 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert response.status_code == 403
+    assert response.get_json()["type"] == "/problems/forbidden"
+
+    service.set_status(runtime, customer.account.id, "active")
+    deadline = time.monotonic() + 1.0
+    while client.get("/api/v1/account", headers=customer.auth).status_code == 403:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_repeated_bad_keys_from_one_address_are_throttled(app: Flask, customer: Customer) -> None:
+    attacker = app.test_client()
+    attacker.environ_base["REMOTE_ADDR"] = "203.0.113.7"
+    bad = {"Authorization": f"Bearer {keys.generate('x').secret}"}
+    for _ in range(FAILURE_LIMIT):
+        assert attacker.get("/api/v1/account", headers=bad).status_code == 401
+    throttled = attacker.get("/api/v1/account", headers=bad)
+    assert throttled.status_code == 429
+    assert throttled.get_json()["type"] == "/problems/too-many-failed-authentications"
+    assert 1 <= int(throttled.headers["Retry-After"]) <= 60
+    assert "X-RateLimit-Limit" not in throttled.headers  # counted against no account
+
+    # Other addresses are unaffected.
+    neighbour = app.test_client()
+    neighbour.environ_base["REMOTE_ADDR"] = "198.51.100.1"
+    assert neighbour.get("/api/v1/account", headers=customer.auth).status_code == 200
+
+
+def test_last_used_is_recorded_at_most_once_a_minute(
+    client: FlaskClient, customer: Customer
+) -> None:
+    def last_used() -> str | None:
+        # Closing the response is what the WSGI server does once it is sent; the write follows.
+        with client.get("/api/v1/auth/keys", headers=customer.auth) as response:
+            listing = response.get_json()
+        return next(k["last_used_at"] for k in listing["keys"] if k["id"] == customer.key_id)
+
+    assert last_used() is None  # recorded after the response, so not visible in that response
+    first = last_used()
+    assert first is not None
+    time.sleep(0.05)
+    assert last_used() == first  # throttled: no write on every request

@@ -1,0 +1,60 @@
+"""A key's plaintext exists in exactly one response: not in PostgreSQL, Redis or any log line."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+import pytest
+from flask.testing import FlaskClient
+from psycopg import sql
+
+from tests.support.accounts import Customer
+from timo_hub.runtime import Runtime
+
+
+def _database_text(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ]
+        dump = []
+        for table in tables:
+            query = sql.SQL("SELECT t::text FROM {} t").format(sql.Identifier(table))
+            dump.extend(row[0] for row in conn.execute(query))
+    return "\n".join(dump)
+
+
+def _redis_text(runtime: Runtime) -> str:
+    dump = []
+    for key in runtime.redis.scan_iter():
+        dump.append(key.decode(errors="replace"))
+        if runtime.redis.type(key) == b"string":
+            dump.append((runtime.redis.get(key) or b"").decode(errors="replace"))
+    return "\n".join(dump)
+
+
+def test_plaintext_is_nowhere_but_the_creating_response(
+    client: FlaskClient, runtime: Runtime, customer: Customer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    created = client.post(
+        "/api/v1/auth/keys", headers=customer.auth, json={"name": "secret test"}
+    ).get_json()
+    secret = created["key"]
+    auth = {"Authorization": f"Bearer {secret}"}
+    client.get("/api/v1/account", headers=auth).close()
+    client.get("/api/v1/auth/keys", headers=auth).close()
+    client.get("/api/v1/account", headers={"Authorization": f"Bearer {secret[:-1]}x"})
+    client.delete(f"/api/v1/auth/keys/{created['id']}", headers=auth)
+    client.get("/api/v1/account", headers=auth)  # now revoked: 401
+
+    body = secret[len("timo_live_") :]
+    for where, text in (
+        ("database", _database_text(runtime.settings.database_url or "")),
+        ("redis", _redis_text(runtime)),
+        ("logs", caplog.text),
+    ):
+        assert body not in text, f"key material found in {where}"
+        assert customer.secret[len("timo_live_") :] not in text, f"key material in {where}"

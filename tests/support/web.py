@@ -1,0 +1,70 @@
+"""Real web processes (gunicorn serving `api:create_app()`) on the test servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from tests.support.processes import free_port
+from timo_hub.settings import Settings
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process use `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIMO_")}
+    env.update(
+        {
+            "TIMO_ENV": settings.env,
+            "TIMO_HOME": str(settings.home),
+            "TIMO_DATABASE_URL": settings.database_url or "",
+            "TIMO_REDIS_URL": settings.redis_url or "",
+            "TIMO_BROKER_URL": settings.effective_broker_url,
+            "TIMO_KEY_PEPPER": settings.key_pepper,
+        }
+    )
+    return env
+
+
+@contextmanager
+def web_process(settings: Settings, workers: int = 1) -> Iterator[str]:
+    """Run gunicorn on a free port; yield its base URL; stop it afterwards."""
+    port = free_port()
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    process = subprocess.Popen(
+        [
+            str(gunicorn),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--no-control-socket",
+            "api:create_app()",
+        ],
+        env=settings_environment(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                if requests.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not come up"
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -1,0 +1,200 @@
+"""`timo-hub accounts …` and `timo-hub keys …`: operator management of accounts and API keys.
+
+The commands call the same service functions as the HTTP API, so the rules (unique emails, known
+plans, the active-key limit, cache invalidation on revoke, suspend and plan change) are one code.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import click
+
+from api.accounts import service, store
+from api.problems import ApiError
+from timo_hub.cli.context import CliContext, pass_cli
+from timo_hub.runtime import Runtime
+
+
+@contextmanager
+def _operator_errors() -> Iterator[None]:
+    try:
+        yield
+    except ApiError as exc:
+        raise click.ClickException(exc.detail) from None
+
+
+def _account_id(raw: str) -> uuid.UUID:
+    with _operator_errors():
+        return service.parse_id(raw, service.AccountNotFoundError, "account")
+
+
+def _describe(account: store.Account) -> str:
+    limit = "unlimited"
+    if account.monthly_limit is not None:
+        limit = f"{account.monthly_limit:,} calls/month"
+    return (
+        f"Account {account.id}\n"
+        f"  email:   {account.email}\n"
+        f"  plan:    {account.plan} ({limit})\n"
+        f"  status:  {account.status}\n"
+        f"  created: {account.created_at.isoformat()}"
+    )
+
+
+@click.group()
+def accounts() -> None:
+    """Create and manage customer accounts."""
+
+
+@accounts.command("create")
+@click.option("--email", required=True, help="The account's email (unique, any letter case).")
+@click.option("--plan", required=True, help="free, starter, developer, business or enterprise.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_cli
+def create_account(ctx: CliContext, email: str, plan: str, as_json: bool) -> None:
+    """Open an account and print its first API key (shown only now)."""
+    with _operator_errors():
+        account, issued = service.create_account(ctx.runtime, email, plan)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "account_id": str(account.id),
+                    "api_key": issued.secret,
+                    "key_id": str(issued.key.id),
+                }
+            )
+        )
+        return
+    click.echo(_describe(account))
+    click.echo(f"API key {issued.key.id} (shown once, store it now):\n  {issued.secret}")
+
+
+@accounts.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_cli
+def list_accounts(ctx: CliContext, as_json: bool) -> None:
+    """List every account, oldest first."""
+    with ctx.runtime.database.connection() as conn:
+        rows = store.list_accounts(conn)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "id": str(a.id),
+                        "email": a.email,
+                        "plan": a.plan,
+                        "status": a.status,
+                        "created_at": a.created_at.isoformat(),
+                    }
+                    for a in rows
+                ]
+            )
+        )
+        return
+    click.echo(f"{'ID':<36}  {'EMAIL':<32}  {'PLAN':<10}  {'STATUS':<9}  CREATED")
+    for a in rows:
+        created = a.created_at.strftime("%Y-%m-%d %H:%M")
+        click.echo(f"{a.id!s:<36}  {a.email:<32}  {a.plan:<10}  {a.status:<9}  {created}")
+
+
+@accounts.command("show")
+@click.argument("account_id")
+@pass_cli
+def show_account(ctx: CliContext, account_id: str) -> None:
+    """Show an account and its keys."""
+    parsed = _account_id(account_id)
+    with _operator_errors():
+        account = service.get_account(ctx.runtime, parsed)
+    click.echo(_describe(account))
+    click.echo("  keys:")
+    for key in service.list_keys(ctx.runtime, parsed):
+        state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+        used = f"last used {key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never used"
+        click.echo(f"    {key.id}  {key.prefix}…  {key.name!r}  {state}, {used}")
+
+
+def _change(
+    ctx: CliContext,
+    account_id: str,
+    action: Callable[[Runtime, uuid.UUID, str], store.Account],
+    value: str,
+) -> None:
+    parsed = _account_id(account_id)
+    with _operator_errors():
+        account = action(ctx.runtime, parsed, value)
+    click.echo(_describe(account))
+
+
+@accounts.command("set-plan")
+@click.argument("account_id")
+@click.argument("plan")
+@pass_cli
+def set_plan(ctx: CliContext, account_id: str, plan: str) -> None:
+    """Move an account to another plan; effective on its next request."""
+    _change(ctx, account_id, service.set_plan, plan)
+
+
+@accounts.command("suspend")
+@click.argument("account_id")
+@pass_cli
+def suspend(ctx: CliContext, account_id: str) -> None:
+    """Suspend an account: its keys get 403 until it is activated."""
+    _change(ctx, account_id, service.set_status, "suspended")
+
+
+@accounts.command("activate")
+@click.argument("account_id")
+@pass_cli
+def activate(ctx: CliContext, account_id: str) -> None:
+    """Reactivate a suspended account."""
+    _change(ctx, account_id, service.set_status, "active")
+
+
+@click.group()
+def keys() -> None:
+    """Create and revoke API keys."""
+
+
+@keys.command("create")
+@click.argument("account_id")
+@click.option("--name", required=True, help="A label for the key (1-100 characters).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_cli
+def create_key(ctx: CliContext, account_id: str, name: str, as_json: bool) -> None:
+    """Create an API key for an account and print it (shown only now)."""
+    parsed = _account_id(account_id)
+    name = name.strip()
+    if not 1 <= len(name) <= 100:
+        raise click.BadParameter("must be 1 to 100 characters", param_hint="--name")
+    with _operator_errors():
+        issued = service.issue_key(ctx.runtime, parsed, name)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "account_id": str(parsed),
+                    "api_key": issued.secret,
+                    "key_id": str(issued.key.id),
+                }
+            )
+        )
+        return
+    click.echo(f"API key {issued.key.id} for account {parsed} (shown once, store it now):")
+    click.echo(f"  {issued.secret}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@pass_cli
+def revoke_key(ctx: CliContext, key_id: str) -> None:
+    """Revoke an API key; every web process refuses it within a second."""
+    with _operator_errors():
+        parsed = service.parse_id(key_id, service.KeyNotFoundError, "API key")
+        key = service.revoke_key(ctx.runtime, parsed)
+    click.echo(f"Revoked key {key.id} ({key.prefix}…, {key.name!r}) of account {key.account_id}.")
