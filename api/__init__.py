@@ -12,6 +12,7 @@ from flask import Flask
 
 from api import authentication, problems, request_ids
 from api import runtime as app_runtime
+from api.quota import enforcement as quota
 from timo_hub.embedded import resolve_services
 from timo_hub.runtime import build_runtime
 from timo_hub.settings import Settings
@@ -34,6 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     runtime = build_runtime(settings)
     app_runtime.init_app(app, runtime)
     authentication.init_app(app, runtime.redis)
+    quota.init_app(app, runtime)
     request_ids.init_app(app)
     problems.init_app(app)
 
@@ -46,4 +48,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 def close_app(app: Flask) -> None:
     """Release what `create_app` opened (connections, the cache listener); for tests and tools."""
     app.extensions[authentication.EXTENSION].cache.close()
+    app.extensions[quota.EXTENSION].close()
     app.extensions[app_runtime.EXTENSION].close()

@@ -15,18 +15,16 @@ import uuid
 from collections.abc import Callable
 
 import redis
-from flask import Flask, Response, after_this_request, current_app, g, request
-from flask.typing import ResponseReturnValue
+from flask import Flask, current_app, g, request
 
 from api.accounts import keys, store
 from api.accounts.cache import Principal, PrincipalCache
-from api.problems import ApiError, ForbiddenError, UnauthorizedError
+from api.problems import ApiError, UnauthorizedError
 from api.runtime import current_runtime
 
 logger = logging.getLogger(__name__)
 
 EXTENSION = "timo_auth"
-PUBLIC_ENDPOINTS = frozenset({"v1.health"})
 LAST_USED_INTERVAL_SECONDS = 60.0
 # Failed authentications allowed per client address per window before answering 429.
 FAILURE_LIMIT = 20
@@ -49,7 +47,7 @@ class Authenticator:
         self._touch_lock = threading.Lock()
 
     def authenticate(self) -> Principal:
-        """The principal of the current request, or an `ApiError` (401/403/429)."""
+        """The principal of the current request (suspended or not), or an `ApiError` (401/429)."""
         secret = _bearer_token()
         if not keys.is_well_formed(secret):
             # Refused without a lookup: a mistyped key never reaches PostgreSQL.
@@ -61,8 +59,6 @@ class Authenticator:
         if principal is None:
             self._count_failure()
             raise _unauthorized("The API key is unknown or revoked.", "invalid_token")
-        if principal.account_status != "active":
-            raise ForbiddenError("This account is suspended; contact support.")
         return principal
 
     def touch_later(self, principal: Principal) -> Callable[[], None] | None:
@@ -137,23 +133,9 @@ def current_principal() -> Principal:
     return g.principal
 
 
-def authenticate_request() -> ResponseReturnValue | None:
-    """Blueprint `before_request`: authenticate unless the endpoint is public."""
-    if request.endpoint in PUBLIC_ENDPOINTS:
-        return None
-    authenticator: Authenticator = current_app.extensions[EXTENSION]
-    principal = authenticator.authenticate()
-    g.principal = principal
-    touch = authenticator.touch_later(principal)
-    if touch is not None:
-
-        @after_this_request
-        def _touch_after_sending(response: Response) -> Response:
-            # Runs once the response has gone out: the write costs the caller nothing.
-            response.call_on_close(touch)
-            return response
-
-    return None
+def current_authenticator() -> Authenticator:
+    """The app's authenticator."""
+    return current_app.extensions[EXTENSION]
 
 
 def init_app(app: Flask, client: redis.Redis) -> Authenticator:

@@ -2,10 +2,12 @@
 
 from flask import Blueprint
 
-from api.authentication import authenticate_request
+from api.access import admit_request
+from api.quota.enforcement import add_rate_limit_headers
 
 blueprint = Blueprint("v1", __name__, url_prefix="/api/v1")
-blueprint.before_request(authenticate_request)
+blueprint.before_request(admit_request)
+blueprint.after_request(add_rate_limit_headers)
 
 # Route modules register themselves on the blueprint when imported.
-from api.v1 import account, health, keys  # noqa: E402, F401
+from api.v1 import account, health, keys, quota  # noqa: E402, F401

@@ -101,3 +101,14 @@ class CreateApiKeyIn(BaseModel):
         if any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in name):
             raise ValueError("must not contain control characters or unpaired surrogates")
         return name
+
+
+class QuotaOut(BaseModel):
+    """`GET /api/v1/account/quota`: this month's usage, this call included."""
+
+    limit: int | None = Field(description="Calls allowed this UTC month; null means unlimited.")
+    used: int = Field(description="Calls admitted this month, including this one.")
+    remaining: int | None = Field(description="Calls left this month; null means unlimited.")
+    reset: int = Field(description="Epoch seconds when the next month's quota starts.")
+    period_start: UtcDatetime = Field(description="Start of this UTC month (inclusive).")
+    period_end: UtcDatetime = Field(description="Start of the next UTC month (exclusive).")

@@ -1,0 +1,111 @@
+"""Atomic admission: one Redis round trip checks the month's counter and counts the call.
+
+The Lua script runs atomically in Redis, so however many web processes call it at once, no more
+than `limit` calls are admitted in a month. It sets the counter's expiry in the same step as
+creating it, so no counter ever lives without one. When the counter is missing (new month, or
+Redis lost its data) the script refuses to guess: it answers "missing" and the caller reseeds it
+from the durable ledger in PostgreSQL, then asks again. redis-py's `Script` sends EVALSHA and falls
+back to EVAL by itself when Redis has forgotten the script (after a restart).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from api.quota.period import Period
+
+# KEYS[1] counter. ARGV: limit (-1 unlimited), expire-at epoch, seed (-1 none), 1 count / 0 peek.
+# Returns {state, used}: state 1 admitted, 0 refused, -1 counter missing (seed required).
+ADMIT_LUA = """
+local used = redis.call('GET', KEYS[1])
+if not used then
+  local seed = tonumber(ARGV[3])
+  if seed < 0 then return {-1, 0} end
+  used = seed
+  redis.call('SET', KEYS[1], used)
+  redis.call('EXPIREAT', KEYS[1], ARGV[2])
+else
+  used = tonumber(used)
+end
+if ARGV[4] == '0' then return {0, used} end
+local limit = tonumber(ARGV[1])
+if limit >= 0 and used >= limit then return {0, used} end
+return {1, redis.call('INCR', KEYS[1])}
+"""
+
+# Raise a counter to at least ARGV[1] (never lower it); keep or set its expiry.
+RAISE_LUA = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local target = tonumber(ARGV[1])
+if current < target then
+  redis.call('SET', KEYS[1], target)
+  redis.call('EXPIREAT', KEYS[1], ARGV[2])
+  return target
+end
+return current
+"""
+
+MISSING = -1
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The outcome of one admission: counted or not, and the month's count afterwards."""
+
+    admitted: bool
+    used: int
+    limit: int | None
+    period: Period
+
+    @property
+    def remaining(self) -> int | None:
+        """Calls left this month (never negative); None when unlimited."""
+        if self.limit is None:
+            return None
+        return max(self.limit - self.used, 0)
+
+
+def counter_key(account_id: uuid.UUID | str, period: Period) -> str:
+    """The Redis key of an account's counter for a period (hash-tagged by account)."""
+    return f"timo:quota:{{{account_id}}}:{period.label}"
+
+
+class Admitter:
+    """Runs the admission script; the counter's seed comes from a callable on a miss."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._script = client.register_script(ADMIT_LUA)
+        self._raise = client.register_script(RAISE_LUA)
+
+    def admit(
+        self,
+        account_id: uuid.UUID,
+        limit: int | None,
+        period: Period,
+        seed: Callable[[], int],
+        *,
+        count: bool = True,
+    ) -> Admission:
+        """Count one call if the month's limit allows it; `seed()` rebuilds a missing counter."""
+        key = counter_key(account_id, period)
+        args = [-1 if limit is None else limit, period.counter_expires_at, -1, 1 if count else 0]
+        state, used = self._script(keys=[key], args=args)
+        if state == MISSING:
+            args[2] = int(seed())
+            state, used = self._script(keys=[key], args=args)
+        return Admission(admitted=state == 1, used=int(used), limit=limit, period=period)
+
+    def raise_to(self, account_id: uuid.UUID, period: Period, used: int) -> int:
+        """Raise the counter to `used` unless it is already higher; return its value."""
+        key = counter_key(account_id, period)
+        return int(self._raise(keys=[key], args=[used, period.counter_expires_at]))
+
+    @staticmethod
+    def read(client: redis.Redis, account_id: uuid.UUID, period: Period) -> int | None:
+        """The counter's value, or None when it is missing."""
+        value = client.get(counter_key(account_id, period))
+        return None if value is None else int(value)

@@ -1,0 +1,77 @@
+"""The quota period: the UTC calendar month containing a moment."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+# Counters outlive their month by this much, so reconciliation can still read last month's.
+COUNTER_GRACE_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Period:
+    """One UTC month: `[start, end)`."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def label(self) -> str:
+        """`YYYY-MM`, as used in counter keys."""
+        return f"{self.start.year:04d}-{self.start.month:02d}"
+
+    @property
+    def first_day(self) -> date:
+        """The month's first day, as the ledger stores it."""
+        return self.start.date()
+
+    @property
+    def reset_epoch(self) -> int:
+        """Epoch seconds when the next period starts (`X-RateLimit-Reset`)."""
+        return int(self.end.timestamp())
+
+    @property
+    def counter_expires_at(self) -> int:
+        """Epoch seconds after which the month's counter may disappear."""
+        return self.reset_epoch + COUNTER_GRACE_SECONDS
+
+    def seconds_until_reset(self, now: float) -> int:
+        """Whole seconds from `now` to the next period, rounded up, at least 1."""
+        return max(1, math.ceil(self.end.timestamp() - now))
+
+
+def period_containing(moment: datetime) -> Period:
+    """The UTC month that contains `moment`."""
+    moment = moment.astimezone(UTC)
+    start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
+    if moment.month == 12:
+        end = datetime(moment.year + 1, 1, 1, tzinfo=UTC)
+    else:
+        end = datetime(moment.year, moment.month + 1, 1, tzinfo=UTC)
+    return Period(start, end)
+
+
+def period_for_first_day(day: date) -> Period:
+    """The period whose first day is `day`."""
+    return period_containing(datetime(day.year, day.month, 1, tzinfo=UTC))
+
+
+class PeriodClock:
+    """`period_containing(now)`, recomputed only when the month changes (hot-path friendly)."""
+
+    def __init__(self) -> None:
+        self._period: Period | None = None
+        self._valid_until = -math.inf
+        self._valid_from = math.inf
+
+    def current(self, now: float) -> Period:
+        """The period containing epoch second `now`."""
+        if not (self._valid_from <= now < self._valid_until):
+            period = period_containing(datetime.fromtimestamp(now, UTC))
+            self._period = period
+            self._valid_from = period.start.timestamp()
+            self._valid_until = period.end.timestamp()
+        assert self._period is not None
+        return self._period

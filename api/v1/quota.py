@@ -1,0 +1,25 @@
+"""`GET /api/v1/account/quota`: this month's usage, from the admission of this very call."""
+
+from __future__ import annotations
+
+from flask import g, jsonify
+from flask.typing import ResponseReturnValue
+
+from api.quota.admission import Admission
+from api.v1 import blueprint
+from api.v1.models import QuotaOut
+
+
+@blueprint.get("/account/quota")
+def get_quota() -> ResponseReturnValue:
+    """Limit, used, remaining and the reset time; agrees with this response's headers."""
+    admission: Admission = g.admission
+    body = QuotaOut(
+        limit=admission.limit,
+        used=admission.used,
+        remaining=admission.remaining,
+        reset=admission.period.reset_epoch,
+        period_start=admission.period.start,
+        period_end=admission.period.end,
+    )
+    return jsonify(body.model_dump(mode="json"))
