@@ -7,10 +7,11 @@ created and migrated once per session and emptied before each test that uses it;
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -18,6 +19,7 @@ from api import close_app, create_app
 from tests.support import services
 from tests.support.accounts import Customer, new_customer
 from timo_hub import migrate
+from timo_hub.cli import cli
 from timo_hub.runtime import Runtime, build_runtime
 from timo_hub.settings import Settings
 from workers.celery_app import TimoCelery, create_celery_app
@@ -105,3 +107,21 @@ def celery_worker(celery_app: TimoCelery) -> Iterator[object]:
 def customer(runtime: Runtime) -> Customer:
     """An account on the developer plan with one working key."""
     return new_customer(runtime)
+
+
+@pytest.fixture
+def run(settings: Settings, runtime: Runtime) -> Callable[..., Result]:
+    """Invoke `timo-hub` in-process against the test servers."""
+    env = {
+        "TIMO_ENV": "test",
+        "TIMO_HOME": str(settings.home),
+        "TIMO_DATABASE_URL": settings.database_url,
+        "TIMO_REDIS_URL": settings.redis_url,
+        "TIMO_BROKER_URL": settings.broker_url,
+        "TIMO_KEY_PEPPER": settings.key_pepper,
+    }
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+    return invoke

@@ -6,30 +6,9 @@ import json
 import uuid
 
 import pytest
-from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
 
 from api.accounts import keys as key_format
-from timo_hub.cli import cli
-from timo_hub.runtime import Runtime
-from timo_hub.settings import Settings
-
-
-@pytest.fixture
-def run(settings: Settings, runtime: Runtime):  # type: ignore[no-untyped-def]
-    env = {
-        "TIMO_ENV": "test",
-        "TIMO_HOME": str(settings.home),
-        "TIMO_DATABASE_URL": settings.database_url,
-        "TIMO_REDIS_URL": settings.redis_url,
-        "TIMO_BROKER_URL": settings.broker_url,
-        "TIMO_KEY_PEPPER": settings.key_pepper,
-    }
-
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-
-    return invoke
 
 
 def _create(run, email: str = "ops@example.com", plan: str = "starter") -> dict:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from timo_hub.cli.accounts import accounts, keys
 from timo_hub.cli.context import CliContext
 from timo_hub.cli.dev import dev
 from timo_hub.cli.migrate import migrate
+from timo_hub.cli.quota import quota
 from timo_hub.settings import Settings, SettingsError
 
 
@@ -30,6 +31,7 @@ cli.add_command(accounts)
 cli.add_command(keys)
 cli.add_command(dev)
 cli.add_command(migrate)
+cli.add_command(quota)
 
 
 def main() -> None:

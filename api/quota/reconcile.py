@@ -1,0 +1,63 @@
+"""Compare each account's Redis counter with the durable ledger and repair the lower one.
+
+Redis counts every admission exactly but can lose its data; the ledger survives but trails by the
+web processes' unwritten tallies (or more, if one was killed). The truth is therefore at least the
+larger of the two, and repair raises whichever is lower to it: a counter never goes down, so a
+repair can never hand out quota.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from api.accounts import store
+from api.quota.admission import Admitter
+from api.quota.ledger import period_usage, raise_used
+from api.quota.period import Period
+from timo_hub.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One account's counter against its ledger for a period."""
+
+    account_id: uuid.UUID
+    redis: int | None
+    ledger: int
+
+    @property
+    def difference(self) -> int:
+        """Redis minus ledger (a missing counter counts as 0)."""
+        return (self.redis or 0) - self.ledger
+
+    @property
+    def repaired_to(self) -> int:
+        """The value both sides hold after repair."""
+        return max(self.redis or 0, self.ledger)
+
+
+def compare(runtime: Runtime, period: Period) -> list[Drift]:
+    """Every account with usage in `period` on either side, with both counts."""
+    with runtime.database.connection() as conn:
+        ledger = period_usage(conn, period.first_day)
+        accounts = [a.id for a in store.list_accounts(conn)]
+    drifts = []
+    for account_id in accounts:
+        counter = Admitter.read(runtime.redis, account_id, period)
+        stored = ledger.get(account_id, 0)
+        if counter is None and stored == 0:
+            continue
+        drifts.append(Drift(account_id, counter, stored))
+    return drifts
+
+
+def repair(runtime: Runtime, period: Period, drifts: list[Drift]) -> None:
+    """Raise the lower side of every drift to the higher."""
+    admitter = Admitter(runtime.redis)
+    with runtime.database.connection() as conn:
+        for drift in drifts:
+            if drift.difference == 0 and drift.redis is not None:
+                continue
+            admitter.raise_to(drift.account_id, period, drift.repaired_to)
+            raise_used(conn, drift.account_id, period.first_day, drift.repaired_to)
