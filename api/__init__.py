@@ -34,7 +34,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     runtime = build_runtime(settings)
     app_runtime.init_app(app, runtime)
-    authentication.init_app(app, runtime.redis)
+    authentication.init_app(app, runtime)
     quota.init_app(app, runtime)
     request_ids.init_app(app)
     problems.init_app(app)

@@ -8,28 +8,34 @@ headers (see `api.quota.enforcement.add_rate_limit_headers`).
 
 from __future__ import annotations
 
-from flask import Response, after_this_request, g, request
+from flask import Response, after_this_request, current_app, g, request
 
-from api.authentication import current_authenticator
+from api.authentication import EXTENSION as AUTHENTICATOR
+from api.authentication import Authenticator
 from api.problems import ForbiddenError
-from api.quota.enforcement import current_quota, refuse
+from api.quota.enforcement import EXTENSION as QUOTA
+from api.quota.enforcement import Quota, refuse
 
 PUBLIC_ENDPOINTS = frozenset({"v1.health"})
 
 
 def admit_request() -> None:
     """Blueprint `before_request`: let the call through, or raise the problem that refuses it."""
-    if request.endpoint in PUBLIC_ENDPOINTS:
+    # Resolve the context proxies once: this runs on every call and each hop costs.
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    if req.endpoint in PUBLIC_ENDPOINTS:
         return
-    authenticator = current_authenticator()
-    principal = authenticator.authenticate()
-    g.principal = principal
-    quota = current_quota()
+    extensions = current_app.extensions
+    authenticator: Authenticator = extensions[AUTHENTICATOR]
+    quota: Quota = extensions[QUOTA]
+    ctx_g = g._get_current_object()  # type: ignore[attr-defined]
+    principal = authenticator.authenticate(req.headers.get("Authorization"), req.remote_addr)
+    ctx_g.principal = principal
     if principal.account_status != "active":
-        g.admission = quota.admit(principal, count=False)
+        ctx_g.admission = quota.admit(principal, count=False)
         raise ForbiddenError("This account is suspended; contact support.")
     admission = quota.admit(principal)
-    g.admission = admission
+    ctx_g.admission = admission
     if not admission.admitted:
         raise refuse(admission)
 

@@ -14,13 +14,12 @@ import time
 import uuid
 from collections.abc import Callable
 
-import redis
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, g
 
 from api.accounts import keys, store
 from api.accounts.cache import Principal, PrincipalCache
 from api.problems import ApiError, UnauthorizedError
-from api.runtime import current_runtime
+from timo_hub.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -39,41 +38,45 @@ class TooManyFailedAuthenticationsError(ApiError):
 
 
 class Authenticator:
-    """Resolves the bearer key of a request to a `Principal`, caching per process."""
+    """Resolves bearer keys to principals, caching per process."""
 
-    def __init__(self, cache: PrincipalCache) -> None:
-        self.cache = cache
+    def __init__(self, runtime: Runtime) -> None:
+        self.cache = PrincipalCache(runtime.redis)
+        self._runtime = runtime
+        self._pepper = runtime.settings.key_pepper
         self._last_touch: dict[uuid.UUID, float] = {}
         self._touch_lock = threading.Lock()
 
-    def authenticate(self) -> Principal:
-        """The principal of the current request (suspended or not), or an `ApiError` (401/429)."""
-        secret = _bearer_token()
+    def authenticate(self, authorization: str | None, address: str | None) -> Principal:
+        """The principal behind an `Authorization` header (suspended or not), or 401/429."""
+        secret = _bearer_token(authorization)
+        key_hash = keys.hash_key(secret, self._pepper)
+        principal = self.cache.peek(key_hash)
+        if principal is not None:
+            return principal  # cached, so it was well formed and valid when it was stored
         if not keys.is_well_formed(secret):
             # Refused without a lookup: a mistyped key never reaches PostgreSQL.
-            self._count_failure()
+            self._count_failure(address)
             raise _unauthorized("The API key is malformed.", "invalid_token")
-        runtime = current_runtime()
-        key_hash = keys.hash_key(secret, runtime.settings.key_pepper)
-        principal = self.cache.lookup(key_hash, lambda: self._load(key_hash))
+        principal = self.cache.lookup(key_hash, lambda: self._load(key_hash, address))
         if principal is None:
-            self._count_failure()
+            self._count_failure(address)
             raise _unauthorized("The API key is unknown or revoked.", "invalid_token")
         return principal
 
     def touch_later(self, principal: Principal) -> Callable[[], None] | None:
         """A callable that records `last_used_at`, at most once a minute per key and process."""
         now = time.monotonic()
+        last = self._last_touch.get(principal.key_id)
+        if last is not None and now - last < LAST_USED_INTERVAL_SECONDS:
+            return None
         with self._touch_lock:
-            last = self._last_touch.get(principal.key_id)
-            if last is not None and now - last < LAST_USED_INTERVAL_SECONDS:
-                return None
             self._last_touch[principal.key_id] = now
-        runtime = current_runtime()
+        database = self._runtime.database
 
         def touch() -> None:
             try:
-                with runtime.database.connection() as conn:
+                with database.connection() as conn:
                     store.touch_key(conn, principal.key_id, LAST_USED_INTERVAL_SECONDS)
             except Exception:  # bookkeeping must never fail a request that already succeeded
                 logger.warning(
@@ -82,37 +85,37 @@ class Authenticator:
 
         return touch
 
-    def _load(self, key_hash: bytes) -> Principal | None:
-        self._check_failure_budget()
-        with current_runtime().database.connection() as conn:
+    def _load(self, key_hash: bytes, address: str | None) -> Principal | None:
+        self._check_failure_budget(address)
+        with self._runtime.database.connection() as conn:
             return store.find_principal(conn, key_hash)
 
-    def _check_failure_budget(self) -> None:
-        failures = current_runtime().redis.get(_failure_key())
+    def _check_failure_budget(self, address: str | None) -> None:
+        client = self._runtime.redis
+        key = _failure_key(address)
+        failures = client.get(key)
         if failures is not None and int(failures) >= FAILURE_LIMIT:
-            ttl = current_runtime().redis.ttl(_failure_key())
-            retry = max(int(ttl), 1)
+            retry = max(int(client.ttl(key)), 1)
             raise TooManyFailedAuthenticationsError(
                 "Too many requests with invalid API keys from this address; try again later.",
                 headers={"Retry-After": str(retry)},
             )
 
-    def _count_failure(self) -> None:
-        self._check_failure_budget()
-        client = current_runtime().redis
-        pipe = client.pipeline()
+    def _count_failure(self, address: str | None) -> None:
+        self._check_failure_budget(address)
+        key = _failure_key(address)
+        pipe = self._runtime.redis.pipeline()
         # SET NX starts the window; INCR keeps its expiry (EXPIRE NX would need Redis 7).
-        pipe.set(_failure_key(), 0, ex=FAILURE_WINDOW_SECONDS, nx=True)
-        pipe.incr(_failure_key())
+        pipe.set(key, 0, ex=FAILURE_WINDOW_SECONDS, nx=True)
+        pipe.incr(key)
         pipe.execute()
 
 
-def _failure_key() -> str:
-    return _FAILURE_KEY.format(address=request.remote_addr or "unknown")
+def _failure_key(address: str | None) -> str:
+    return _FAILURE_KEY.format(address=address or "unknown")
 
 
-def _bearer_token() -> str:
-    header = request.headers.get("Authorization", "")
+def _bearer_token(header: str | None) -> str:
     if not header:
         raise _unauthorized("Send your API key as 'Authorization: Bearer <key>'.", None)
     scheme, _, token = header.partition(" ")
@@ -138,8 +141,8 @@ def current_authenticator() -> Authenticator:
     return current_app.extensions[EXTENSION]
 
 
-def init_app(app: Flask, client: redis.Redis) -> Authenticator:
+def init_app(app: Flask, runtime: Runtime) -> Authenticator:
     """Attach an authenticator with its own invalidation-backed cache to `app`."""
-    authenticator = Authenticator(PrincipalCache(client))
+    authenticator = Authenticator(runtime)
     app.extensions[EXTENSION] = authenticator
     return authenticator

@@ -6,8 +6,8 @@ response, so a client can quote it and an operator can find the request.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from flask import Flask, Response, g, request
 
@@ -17,12 +17,13 @@ _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def _assign() -> None:
-    supplied = request.headers.get(HEADER, "")
-    g.request_id = supplied if _ACCEPTABLE.match(supplied) else uuid.uuid4().hex
+    supplied = request.headers.get(HEADER)
+    # 128 random bits as hex, like a UUID4 without the UUID object (this runs on every request).
+    g.request_id = supplied if supplied and _ACCEPTABLE.match(supplied) else os.urandom(16).hex()
 
 
 def _expose(response: Response) -> Response:
-    response.headers[HEADER] = g.get("request_id") or uuid.uuid4().hex
+    response.headers[HEADER] = g.get("request_id") or os.urandom(16).hex()
     return response
 
 

@@ -80,6 +80,19 @@ class PrincipalCache:
         self._subscribed = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def peek(self, key_hash: bytes) -> Principal | None:
+        """The cached principal for `key_hash` if it may be trusted right now, else None."""
+        if self._listener_pid != os.getpid():
+            return None
+        entry = self._entries.get(key_hash)  # a dict read is atomic; no lock on the hot path
+        if (
+            entry is not None
+            and entry.generation == self._generation
+            and entry.expires_at > time.monotonic()
+        ):
+            return entry.principal
+        return None
+
     def lookup(self, key_hash: bytes, load: Callable[[], Principal | None]) -> Principal | None:
         """The principal for `key_hash`, from memory when safe, else from `load()`."""
         self._ensure_listener()
@@ -152,7 +165,7 @@ class PrincipalCache:
                     message = pubsub.get_message(timeout=_POLL_SECONDS)
                     if message is not None:
                         self._handle(message)
-            except (redis.RedisError, OSError, ValueError) as exc:
+            except Exception as exc:  # the listener must outlive any failure; it only disables
                 if not self._stop.is_set():
                     logger.warning("auth cache: invalidation channel lost (%s); cache off", exc)
             finally:

@@ -22,7 +22,9 @@ def test_calls_fail_closed_then_resume_without_a_fresh_quota(
 ) -> None:
     server = EmbeddedRedis(tmp_path / "redis")
     url = server.acquire()
-    app = create_app({"SETTINGS": settings.model_copy(update={"redis_url": url, "broker_url": None})})
+    app = create_app(
+        {"SETTINGS": settings.model_copy(update={"redis_url": url, "broker_url": None})}
+    )
     client = app.test_client()
     customer = new_customer(runtime, plan="free")
     quota = "/api/v1/account/quota"

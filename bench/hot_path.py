@@ -1,0 +1,172 @@
+"""What authentication and quota admission cost a request, against two baselines, in one run.
+
+Serves, one after another and with the same gunicorn settings:
+  (a) a bare Flask JSON endpoint (no auth, no metering),
+  (b) that endpoint behind Flask-Limiter with Redis storage,
+  (c) `GET /api/v1/account/quota`: bearer auth + atomic admission + durable ledger,
+drives each with wrk for a fixed time, and prints requests/s, p50 and p99 latency, and the ratios
+c/a and c/b. Targets: c/a >= 0.6, c/b >= 1.0, p99(c) - p99(a) <= 2 ms.
+
+Run: `make bench-hot-path` (installs wrk and Flask-Limiter if needed). Uses TIMO_DATABASE_URL /
+TIMO_REDIS_URL when set, embedded servers in a temporary TIMO_HOME otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from api.accounts import service  # noqa: E402
+from timo_hub import migrate  # noqa: E402
+from timo_hub.embedded import resolve_services  # noqa: E402
+from timo_hub.runtime import build_runtime  # noqa: E402
+from timo_hub.settings import Settings  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Result:
+    """One wrk run."""
+
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _to_ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def _serve_and_measure(name: str, app: str, path: str, env: dict[str, str], args) -> Result:  # type: ignore[no-untyped-def]
+    port = _free_port()
+    gunicorn = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(args.workers),
+        "--worker-class",
+        args.worker_class,
+        "--threads",
+        str(args.threads),
+        "--no-control-socket",
+        "--log-level",
+        "warning",
+        "--pythonpath",
+        f"{ROOT},{ROOT / 'bench'}",
+        app,
+    ]
+    server = subprocess.Popen(gunicorn, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                request = urllib.request.Request(url, headers={"Authorization": env["BENCH_AUTH"]})
+                with urllib.request.urlopen(request, timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{name}: server did not come up") from None
+                time.sleep(0.1)
+        wrk = [
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            str(args.connections),
+            "--latency",
+            "-H",
+            f"Authorization: {env['BENCH_AUTH']}",
+        ]
+        subprocess.run([*wrk, "-d", "2s", url], capture_output=True, check=True)  # warm-up
+        out = subprocess.run(
+            [*wrk, "-d", f"{args.seconds}s", url], capture_output=True, text=True, check=True
+        ).stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _to_ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return Result(name, rps, p50, p99, int(non_2xx.group(1)) if non_2xx else 0)
+
+
+def main() -> None:
+    """Measure the three servers and print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--worker-class", default="gthread", choices=["sync", "gthread"])
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: `make bench-hot-path` installs it (apt-get)")
+
+    with tempfile.TemporaryDirectory(prefix="timo-bench-") as home:
+        settings = resolve_services(Settings.from_env(home=Path(home)))
+        migrate.migrate(settings.database_url or "")
+        runtime = build_runtime(settings)
+        _, issued = service.create_account(
+            runtime, f"bench-{time.time_ns()}@example.com", "enterprise"
+        )
+        runtime.close()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIMO_")}
+        env.update(
+            {
+                "TIMO_HOME": home,
+                "TIMO_DATABASE_URL": settings.database_url or "",
+                "TIMO_REDIS_URL": settings.redis_url or "",
+                "TIMO_BROKER_URL": settings.effective_broker_url,
+                "TIMO_KEY_PEPPER": settings.key_pepper,
+                "BENCH_REDIS_URL": settings.redis_url or "",
+                "BENCH_AUTH": f"Bearer {issued.secret}",
+            }
+        )
+        results = [
+            _serve_and_measure("a bare Flask", "apps:bare_app()", "/bare", env, args),
+            _serve_and_measure("b Flask-Limiter", "apps:limited_app()", "/bare", env, args),
+            _serve_and_measure(
+                "c timo quota", "api:create_app()", "/api/v1/account/quota", env, args
+            ),
+        ]
+
+    print(
+        f"\ngunicorn {args.workers} workers, {args.worker_class}"
+        f"{f' x{args.threads} threads' if args.worker_class == 'gthread' else ''}; "
+        f"wrk 1 thread, {args.connections} connections, {args.seconds}s each"
+    )
+    print(f"{'server':<18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+    for r in results:
+        print(f"{r.name:<18}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.non_2xx:>9}")
+    a, b, c = results
+    print(f"\nc/a throughput {c.rps / a.rps:.2f}  (target >= 0.60)")
+    print(f"c/b throughput {c.rps / b.rps:.2f}  (target >= 1.00)")
+    print(f"p99 added by auth + admission: {c.p99_ms - a.p99_ms:+.2f} ms  (target <= 2 ms)")
+
+
+if __name__ == "__main__":
+    main()
