@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: dev test test-fast lint bench clean
+.PHONY: dev test test-fast lint bench bench-startup bench-hot-path clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,19 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(VENV)/.installed
+bench: bench-startup bench-hot-path
+
+bench-startup: $(VENV)/.installed
 	$(BIN)/python bench/startup.py
+
+$(VENV)/.installed-bench: pyproject.toml | $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
+	touch $@
+
+# The load generator is wrk (Debian package); installing it needs root, as on our machines.
+bench-hot-path: $(VENV)/.installed-bench
+	$(BIN)/python bench/hot_path.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

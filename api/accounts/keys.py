@@ -51,7 +51,7 @@ def is_well_formed(candidate: str) -> bool:
 
 def hash_key(secret: str, pepper: str) -> bytes:
     """The value stored for a key: HMAC-SHA256(pepper, key)."""
-    return hmac.new(pepper.encode(), secret.encode(), hashlib.sha256).digest()
+    return hmac.digest(pepper.encode(), secret.encode(), hashlib.sha256)
 
 
 def display_prefix(secret: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 # Counters outlive their month by this much, so reconciliation can still read last month's.
@@ -12,30 +12,27 @@ COUNTER_GRACE_SECONDS = 7 * 24 * 3600
 
 @dataclass(frozen=True)
 class Period:
-    """One UTC month: `[start, end)`."""
+    """One UTC month: `[start, end)`. Derived values are computed once (they are read per call)."""
 
     start: datetime
     end: datetime
+    label: str = field(init=False)
+    """`YYYY-MM`, as used in counter keys."""
+    reset_epoch: int = field(init=False)
+    """Epoch seconds when the next period starts (`X-RateLimit-Reset`)."""
+    counter_expires_at: int = field(init=False)
+    """Epoch seconds after which the month's counter may disappear."""
 
-    @property
-    def label(self) -> str:
-        """`YYYY-MM`, as used in counter keys."""
-        return f"{self.start.year:04d}-{self.start.month:02d}"
+    def __post_init__(self) -> None:
+        reset = int(self.end.timestamp())
+        object.__setattr__(self, "label", f"{self.start.year:04d}-{self.start.month:02d}")
+        object.__setattr__(self, "reset_epoch", reset)
+        object.__setattr__(self, "counter_expires_at", reset + COUNTER_GRACE_SECONDS)
 
     @property
     def first_day(self) -> date:
         """The month's first day, as the ledger stores it."""
         return self.start.date()
-
-    @property
-    def reset_epoch(self) -> int:
-        """Epoch seconds when the next period starts (`X-RateLimit-Reset`)."""
-        return int(self.end.timestamp())
-
-    @property
-    def counter_expires_at(self) -> int:
-        """Epoch seconds after which the month's counter may disappear."""
-        return self.reset_epoch + COUNTER_GRACE_SECONDS
 
     def seconds_until_reset(self, now: float) -> int:
         """Whole seconds from `now` to the next period, rounded up, at least 1."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import g, jsonify
+from flask import current_app, g
 from flask.typing import ResponseReturnValue
 
 from api.quota.admission import Admission
@@ -22,4 +22,4 @@ def get_quota() -> ResponseReturnValue:
         period_start=admission.period.start,
         period_end=admission.period.end,
     )
-    return jsonify(body.model_dump(mode="json"))
+    return current_app.response_class(body.model_dump_json(), mimetype="application/json")

@@ -7,9 +7,13 @@ unset. Servers started here stop when the last process holding them exits.
 
 from __future__ import annotations
 
-from timo_hub.embedded.postgres import start_postgres
+from pathlib import Path
+
+from timo_hub.embedded.postgres import start_postgres, stop_postgres
 from timo_hub.embedded.redis import EmbeddedRedis
 from timo_hub.settings import Settings
+
+_redis_servers: dict[Path, EmbeddedRedis] = {}
 
 
 def resolve_services(settings: Settings) -> Settings:
@@ -18,8 +22,21 @@ def resolve_services(settings: Settings) -> Settings:
         return settings
     settings.home.mkdir(parents=True, exist_ok=True)
     database_url = settings.database_url or start_postgres(settings.home / "postgres")
-    redis_url = settings.redis_url or EmbeddedRedis(settings.home / "redis").acquire()
+    redis_url = settings.redis_url
+    if redis_url is None:
+        server = _redis_servers.setdefault(settings.home, EmbeddedRedis(settings.home / "redis"))
+        redis_url = server.acquire()
     return settings.with_services(database_url=database_url, redis_url=redis_url)
 
 
-__all__ = ["EmbeddedRedis", "resolve_services", "start_postgres"]
+def release_services(home: Path) -> None:
+    """Let go of the embedded servers under `home` now rather than at exit (the last holder
+    stops them); for tools that delete `home` afterwards."""
+    server = _redis_servers.pop(home.expanduser().resolve(), None)
+    if server is not None:
+        server.release()
+    if (home / "postgres").exists():
+        stop_postgres(home / "postgres")
+
+
+__all__ = ["EmbeddedRedis", "release_services", "resolve_services", "start_postgres"]

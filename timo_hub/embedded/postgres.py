@@ -40,6 +40,15 @@ def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> str:
     return server.get_uri(database)
 
 
+def stop_postgres(data_dir: Path) -> None:
+    """Give up this process's hold on the server in `data_dir` (the last one out stops it)."""
+    from pgserver.postgres_server import PostgresServer
+
+    server = PostgresServer._instances.get(data_dir.resolve())
+    if server is not None:
+        server.cleanup()
+
+
 def ensure_database(admin_url: str, database: str) -> None:
     """Create `database` on the server behind `admin_url` unless it exists."""
     with psycopg.connect(admin_url, autocommit=True) as conn:

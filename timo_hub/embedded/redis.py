@@ -50,6 +50,7 @@ class EmbeddedRedis:
         self.socket = _socket_path(self.data_dir)
         self._lock = fasteners.InterProcessLock(str(self.data_dir / ".lock"))
         self._held = False
+        self._known_pid: int | None = None
 
     @property
     def url(self) -> str:
@@ -63,6 +64,7 @@ class EmbeddedRedis:
             holders = self._live_holders()
             if self.server_pid() is None:
                 self._start()
+            self._known_pid = self.server_pid()
             if os.getpid() not in holders:
                 holders.append(os.getpid())
             self._write_holders(holders)
@@ -76,6 +78,9 @@ class EmbeddedRedis:
         if not self._held:
             return
         self._held = False
+        if not self.data_dir.exists():  # our home was deleted under us: no one else can use it
+            self.stop()
+            return
         with self._lock:
             holders = [pid for pid in self._live_holders() if pid != os.getpid()]
             self._write_holders(holders)
@@ -96,6 +101,11 @@ class EmbeddedRedis:
         """Shut the server down, writing its data first; kill it if it does not exit."""
         pid = self.server_pid()
         if pid is None:
+            # Our data directory may be gone (a deleted temporary home) while the server we
+            # started still runs; it must not outlive us as an orphan.
+            if self._known_pid is not None and _is_our_server(self._known_pid, self.socket):
+                _terminate(self._known_pid)
+                _wait_for_exit(self._known_pid)
             return
         try:
             self._client(timeout=5).shutdown(save=True)
@@ -172,6 +182,13 @@ def _socket_path(data_dir: Path) -> Path:
         return preferred
     digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"timo-redis-{digest}.sock"
+
+
+def _is_our_server(pid: int, socket: Path) -> bool:
+    try:
+        return str(socket) in " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
 
 
 def _terminate(pid: int) -> None:
