@@ -9,6 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from api.accounts import keys as key_format
+from tests.support.waiting import eventually
 
 
 def _create(run, email: str = "ops@example.com", plan: str = "starter") -> dict:  # type: ignore[no-untyped-def]
@@ -65,9 +66,9 @@ def test_set_plan_suspend_and_activate_reach_the_api(run, client: FlaskClient) -
 
     assert run("accounts", "set-plan", created["account_id"], "business").exit_code == 0
     assert run("accounts", "suspend", created["account_id"]).exit_code == 0
-    _eventually(lambda: client.get("/api/v1/account", headers=auth).status_code == 403)
+    eventually(lambda: client.get("/api/v1/account", headers=auth).status_code == 403)
     assert run("accounts", "activate", created["account_id"]).exit_code == 0
-    _eventually(lambda: client.get("/api/v1/account", headers=auth).status_code == 200)
+    eventually(lambda: client.get("/api/v1/account", headers=auth).status_code == 200)
     plan = client.get("/api/v1/account", headers=auth).get_json()["plan"]["name"]
     assert plan == "business"
     assert run("accounts", "set-plan", created["account_id"], "gold").exit_code == 1
@@ -84,7 +85,7 @@ def test_keys_create_and_revoke(run, client: FlaskClient) -> None:  # type: igno
     revoked = run("keys", "revoke", issued["key_id"])
     assert revoked.exit_code == 0
     assert issued["api_key"] not in revoked.output
-    _eventually(lambda: client.get("/api/v1/account", headers=auth).status_code == 401)
+    eventually(lambda: client.get("/api/v1/account", headers=auth).status_code == 401)
     assert run("keys", "revoke", issued["key_id"]).exit_code == 0  # idempotent
 
 
@@ -106,12 +107,3 @@ def test_unknown_ids_fail_clearly(run, args: tuple[str, ...]) -> None:  # type: 
     result = run(*args)
     assert result.exit_code == 1
     assert result.output.startswith("Error: No ")
-
-
-def _eventually(condition, timeout: float = 1.0) -> None:  # type: ignore[no-untyped-def]
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met within 1 s"
-        time.sleep(0.01)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
 
 from api.accounts.cache import Principal, PrincipalCache, publish_invalidation
+from tests.support.waiting import eventually
 from timo_hub.runtime import Runtime
 from timo_hub.settings import Settings
 
@@ -36,13 +37,6 @@ class CountingLoader:
         return self.principal
 
 
-def _eventually(condition: Callable[[], bool], timeout: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-
-
 def test_a_second_lookup_is_served_from_memory(cache: PrincipalCache) -> None:
     load = CountingLoader(_principal())
     assert cache.lookup(b"h", load) == load.principal
@@ -66,7 +60,7 @@ def test_a_published_key_invalidation_evicts(cache: PrincipalCache, runtime: Run
         cache.lookup(b"h", load)
         return load.calls > 1
 
-    _eventually(reloaded)
+    eventually(reloaded)
 
 
 def test_an_account_invalidation_evicts_all_its_keys(
@@ -85,7 +79,7 @@ def test_an_account_invalidation_evicts_all_its_keys(
             cache.lookup(h, load)
         return all(load.calls > 1 for load in loads.values())
 
-    _eventually(all_reloaded)
+    eventually(all_reloaded)
     cache.lookup(b"c", bystander)
     assert bystander.calls == 1
 
@@ -135,7 +129,7 @@ def test_a_lost_channel_drops_entries_and_recovers(cache: PrincipalCache, runtim
         cache.lookup(b"h", load)
         return load.calls > 1
 
-    _eventually(reloaded, timeout=2.0)
+    eventually(reloaded, timeout=2.0)
     assert cache.wait_until_subscribed()
     cache.lookup(b"h", load)
     assert load.calls == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from api.quota.admission import counter_key
 from api.quota.enforcement import EXTENSION
 from api.quota.period import period_containing
 from tests.support.accounts import Customer, new_customer
+from tests.support.waiting import eventually
 from timo_hub.runtime import Runtime
 from timo_hub.settings import Settings
 
@@ -101,7 +101,7 @@ def test_every_authenticated_status_carries_the_headers(
         assert 0 <= int(remaining) < 50000
 
     service.set_status(runtime, customer.account.id, "suspended")
-    _eventually(lambda: client.get("/api/v1/account", headers=auth).status_code == 403)
+    eventually(lambda: client.get("/api/v1/account", headers=auth).status_code == 403)
     suspended = client.get("/api/v1/account", headers=auth)
     before = int(_headers(suspended)[1])
     assert int(_headers(client.get("/api/v1/account", headers=auth))[1]) == before  # not counted
@@ -171,7 +171,7 @@ def test_a_flushed_redis_does_not_hand_out_a_fresh_quota(
             ).fetchone()
         return row[0] if row else 0
 
-    _eventually(lambda: ledger() == 5, timeout=3.0)  # the writer thread, not a test hook
+    eventually(lambda: ledger() == 5, timeout=3.0)  # the writer thread, not a test hook
     runtime.redis.flushdb()
     assert client.get(QUOTA, headers=customer.auth).get_json()["used"] == 6
 
@@ -213,13 +213,13 @@ def test_plan_changes_apply_on_the_next_request_without_resetting_usage(
     assert client.get(QUOTA, headers=customer.auth).status_code == 429
 
     service.set_plan(runtime, customer.account.id, "starter")
-    _eventually(lambda: client.get(QUOTA, headers=customer.auth).status_code == 200)
+    eventually(lambda: client.get(QUOTA, headers=customer.auth).status_code == 200)
     upgraded = client.get(QUOTA, headers=customer.auth).get_json()
     assert upgraded["limit"] == 5000
     assert upgraded["used"] == 1002
 
     service.set_plan(runtime, customer.account.id, "free")  # below current usage
-    _eventually(lambda: client.get(QUOTA, headers=customer.auth).status_code == 429)
+    eventually(lambda: client.get(QUOTA, headers=customer.auth).status_code == 429)
     refused = client.get(QUOTA, headers=customer.auth)
     assert _headers(refused)[:2] == ("1000", "0")
     assert refused.get_json()["used"] == 1002
@@ -254,10 +254,3 @@ def test_the_ledger_receives_every_admission(
             (customer.account.id, period.first_day),
         ).fetchone()
     assert used == (7,)
-
-
-def _eventually(condition, timeout: float = 1.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
