@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import authentication, problems, request_ids
+from api import authentication, metering, problems, request_ids
 from api import runtime as app_runtime
 from api.quota import enforcement as quota
 from timo_hub.embedded import resolve_services
@@ -36,6 +36,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app_runtime.init_app(app, runtime)
     authentication.init_app(app, runtime)
     quota.init_app(app, runtime)
+    metering.init_app(app, runtime)
     request_ids.init_app(app)
     problems.init_app(app)
 
@@ -49,4 +50,5 @@ def close_app(app: Flask) -> None:
     """Release what `create_app` opened (connections, the cache listener); for tests and tools."""
     app.extensions[authentication.EXTENSION].cache.close()
     app.extensions[quota.EXTENSION].close()
+    app.extensions[metering.EXTENSION].close()
     app.extensions[app_runtime.EXTENSION].close()

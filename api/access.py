@@ -12,6 +12,7 @@ from flask import Response, after_this_request, current_app, g, request
 
 from api.authentication import EXTENSION as AUTHENTICATOR
 from api.authentication import Authenticator
+from api.metering import start_clock
 from api.problems import ForbiddenError
 from api.quota.enforcement import EXTENSION as QUOTA
 from api.quota.enforcement import Quota, refuse
@@ -25,6 +26,7 @@ def admit_request() -> None:
     req = request._get_current_object()  # type: ignore[attr-defined]
     if req.endpoint in PUBLIC_ENDPOINTS:
         return
+    start_clock()
     extensions = current_app.extensions
     authenticator: Authenticator = extensions[AUTHENTICATOR]
     quota: Quota = extensions[QUOTA]

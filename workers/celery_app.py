@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.signals import worker_process_shutdown
+from kombu import Queue
 
+from events.publisher import EVENTS_QUEUE, INGEST_TASK
+from events.store import PartitionRegistry
 from timo_hub.runtime import Runtime, build_runtime
 from timo_hub.settings import Settings
 from workers.schedule import BEAT_SCHEDULE
@@ -18,9 +21,10 @@ TASK_MODULES = ["workers.tasks"]
 
 
 class TimoCelery(Celery):
-    """A Celery app that carries the process's `Runtime` for its tasks."""
+    """A Celery app that carries the process's `Runtime` (and partition cache) for its tasks."""
 
     runtime: Runtime
+    partitions: PartitionRegistry
 
 
 def create_celery_app(settings: Settings) -> TimoCelery:
@@ -28,7 +32,10 @@ def create_celery_app(settings: Settings) -> TimoCelery:
     runtime = build_runtime(settings)
     app = TimoCelery("timo", broker=runtime.broker_url, include=TASK_MODULES, set_as_current=True)
     app.runtime = runtime
+    app.partitions = PartitionRegistry()
     app.conf.update(
+        task_queues=[Queue("celery"), Queue(EVENTS_QUEUE)],
+        task_routes={INGEST_TASK: {"queue": EVENTS_QUEUE}},
         timezone="UTC",
         enable_utc=True,
         task_serializer="json",
@@ -40,8 +47,10 @@ def create_celery_app(settings: Settings) -> TimoCelery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        # Redis redelivers an unacknowledged message after this many seconds.
-        broker_transport_options={"visibility_timeout": 3600},
+        # Redis hands an unacknowledged message (its worker died) to another worker after this
+        # long. Batches take well under a second and retries are new messages, so a minute
+        # makes redelivery prompt while never racing a task that is still running.
+        broker_transport_options={"visibility_timeout": 60},
         beat_schedule=BEAT_SCHEDULE,
         worker_hijack_root_logger=False,
     )

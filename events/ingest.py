@@ -1,0 +1,82 @@
+"""Ingesting a batch of event payloads: parse, append exactly once, dead-letter the unreadable.
+
+This is what the `timo.events.ingest` task runs, and what `events import` runs on its chunks. One
+batch is one PostgreSQL transaction: the log rows, their `usage_daily` increments and the batch's
+dead letters commit together or not at all, and the worker acknowledges the message only after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from events import metrics, store
+from events.model import ApiCallRecorded, InvalidEventError
+from timo_hub.db import Database
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one batch did."""
+
+    received: int
+    appended: int
+    duplicates: int
+    dead_lettered: int
+    rejections: tuple[str, ...] = ()
+
+
+def parse_lines(lines: Iterable[object]) -> tuple[list[ApiCallRecorded], list[tuple[str, str]]]:
+    """Split payloads into events and (payload, reason) pairs for the unreadable ones."""
+    events, rejected = [], []
+    for line in lines:
+        if not isinstance(line, str | bytes):
+            rejected.append((repr(line)[:10_000], "not a JSON text"))
+            continue
+        try:
+            events.append(ApiCallRecorded.parse(line))
+        except InvalidEventError as exc:
+            text = line if isinstance(line, str) else line.decode("utf-8", errors="replace")
+            rejected.append((text[:10_000], str(exc)))
+    return events, rejected
+
+
+def ingest(
+    database: Database,
+    partitions: store.PartitionRegistry,
+    lines: Iterable[object],
+    *,
+    source: str = "queue",
+) -> IngestResult:
+    """Append a batch of event payloads to the log and the projection, exactly once."""
+    lines = list(lines)
+    events, rejected = parse_lines(lines)
+    with database.connection() as conn:
+        partitions.ensure(conn, {store.month_start(e.occurred_at) for e in events})
+        with conn.transaction():
+            result = store.append(conn, events)
+            for payload, reason in rejected:
+                store.record_dead_letter(conn, source, payload, reason)
+    metrics.EVENTS_INGESTED.inc(result.appended)
+    metrics.EVENTS_DUPLICATE.inc(result.duplicates)
+    metrics.EVENTS_DEAD_LETTERED.inc(len(rejected))
+    metrics.INGEST_BATCH_SIZE.observe(len(lines))
+    return IngestResult(
+        received=len(lines),
+        appended=result.appended,
+        duplicates=result.duplicates,
+        dead_lettered=len(rejected),
+        rejections=tuple(reason for _, reason in rejected),
+    )
+
+
+def ingest_message(
+    database: Database, partitions: store.PartitionRegistry, payload: object
+) -> IngestResult:
+    """Ingest one broker message body; anything but a list of lines is dead-lettered whole."""
+    if not isinstance(payload, list):
+        with database.connection() as conn:
+            store.record_dead_letter(conn, "queue", repr(payload)[:10_000], "message is not a list")
+        metrics.EVENTS_DEAD_LETTERED.inc()
+        return IngestResult(1, 0, 0, 1, ("message is not a list",))
+    return ingest(database, partitions, payload)

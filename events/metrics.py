@@ -1,0 +1,22 @@
+"""Counters of the event pipeline (exposed to Prometheus by the metrics endpoint)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+EVENTS_PUBLISHED = Counter("timo_events_published", "Events handed to the broker by web processes")
+EVENTS_SPOOLED = Counter(
+    "timo_events_spooled", "Events held in the local spool because the broker refused them"
+)
+EVENTS_REPLAYED = Counter(
+    "timo_events_replayed", "Spooled events published after a broker failure or process death"
+)
+PUBLISH_FAILURES = Counter("timo_event_publish_failures", "Failed attempts to publish a batch")
+EVENTS_INGESTED = Counter("timo_events_ingested", "Events appended to the log by workers")
+EVENTS_DUPLICATE = Counter("timo_events_duplicate", "Events ignored because already in the log")
+EVENTS_DEAD_LETTERED = Counter("timo_events_dead_lettered", "Unreadable event payloads")
+INGEST_BATCH_SIZE = Histogram(
+    "timo_ingest_batch_size",
+    "Events per ingested batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+)

@@ -1,0 +1,187 @@
+"""The append-only event log and the `usage_daily` projection, in PostgreSQL.
+
+`append()` is the exactly-once step: in the caller's transaction it inserts a batch of events,
+ignoring any `(event_id, occurred_at)` already present, and folds *only the rows it actually
+inserted* into `usage_daily`. A redelivered, duplicated or re-imported event therefore changes
+nothing, and because the log and the projection change in one transaction they cannot disagree.
+Functions take a connection first; SQL lives in named constants.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import psycopg
+from psycopg import sql
+
+from events.model import ApiCallRecorded
+
+PARTITION_LOCK_KEY = 0x74696D70  # "timp": serialises partition DDL across workers
+
+APPEND_AND_FOLD = """
+WITH incoming AS (
+    SELECT * FROM unnest(
+        %(event_ids)s::uuid[], %(occurred)s::timestamptz[], %(accounts)s::uuid[],
+        %(keys)s::uuid[], %(methods)s::text[], %(endpoints)s::text[], %(statuses)s::smallint[],
+        %(durations)s::float8[], %(request_ids)s::text[], %(versions)s::smallint[]
+    ) AS i (event_id, occurred_at, account_id, key_id, method, endpoint, status, duration_ms,
+            request_id, schema_version)
+), appended AS (
+    INSERT INTO events (event_id, occurred_at, account_id, key_id, method, endpoint, status,
+                        duration_ms, request_id, schema_version)
+    SELECT * FROM incoming
+    ON CONFLICT (event_id, occurred_at) DO NOTHING
+    RETURNING account_id, occurred_at, key_id, endpoint, status, duration_ms
+), folded AS (
+    INSERT INTO usage_daily AS u (account_id, day, key_id, endpoint, status, calls,
+                                  duration_ms_sum)
+    SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, key_id, endpoint, status,
+           count(*), sum(duration_ms)
+    FROM appended
+    GROUP BY 1, 2, 3, 4, 5
+    -- A fixed order makes concurrent batches lock usage_daily rows in the same order.
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (account_id, day, key_id, endpoint, status) DO UPDATE
+    SET calls = u.calls + EXCLUDED.calls, duration_ms_sum = u.duration_ms_sum + EXCLUDED.duration_ms_sum
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM appended)
+"""
+
+EXISTING_PARTITIONS = """
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'events'::regclass
+"""
+CREATE_PARTITION = (
+    "CREATE TABLE IF NOT EXISTS {name} PARTITION OF events FOR VALUES FROM ({start}) TO ({end})"
+)
+INSERT_DEAD_LETTER = "INSERT INTO dead_letters (source, payload, error) VALUES (%s, %s, %s)"
+
+DELETE_USAGE_SINCE = "DELETE FROM usage_daily WHERE day >= %(since)s"
+REBUILD_USAGE_FOR_DAY = """
+INSERT INTO usage_daily (account_id, day, key_id, endpoint, status, calls, duration_ms_sum)
+SELECT account_id, %(day)s::date, key_id, endpoint, status, count(*), sum(duration_ms)
+FROM events
+WHERE occurred_at >= %(day)s::date AT TIME ZONE 'UTC'
+  AND occurred_at < (%(day)s::date + 1) AT TIME ZONE 'UTC'
+GROUP BY account_id, key_id, endpoint, status
+"""
+EVENT_DAYS_SINCE = """
+SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date FROM events
+WHERE occurred_at >= %(since)s::date AT TIME ZONE 'UTC' ORDER BY 1
+"""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """How a batch went: how many events were new, how many were already in the log."""
+
+    appended: int
+    duplicates: int
+
+
+def month_start(moment: datetime | date) -> date:
+    """The first day of the UTC month of `moment`."""
+    if isinstance(moment, datetime):
+        moment = moment.astimezone(UTC).date()
+    return moment.replace(day=1)
+
+
+def next_month(day: date) -> date:
+    """The first day of the month after `day`'s."""
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+def partition_name(month: date) -> str:
+    """`events_yYYYYmMM`."""
+    return f"events_y{month.year:04d}m{month.month:02d}"
+
+
+class PartitionRegistry:
+    """Which monthly partitions exist; creates missing ones (idempotent, concurrency-safe)."""
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+        self._lock = threading.Lock()
+
+    def ensure(self, conn: psycopg.Connection, months: Iterable[date]) -> list[str]:
+        """Make sure a partition exists for each month; return the names created now."""
+        wanted = {partition_name(m): m for m in months}
+        with self._lock:
+            missing = {n: m for n, m in wanted.items() if n not in self._known}
+        if not missing:
+            return []
+        created = []
+        # DDL in its own transaction, under an advisory lock, so that concurrent workers do not
+        # race each other's CREATE and a batch's transaction holds no DDL locks.
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK_KEY,))
+            existing = {row[0] for row in conn.execute(EXISTING_PARTITIONS)}
+            for name, month in sorted(missing.items()):
+                if name not in existing:
+                    conn.execute(
+                        sql.SQL(CREATE_PARTITION).format(
+                            name=sql.Identifier(name),
+                            start=sql.Literal(f"{month.isoformat()} 00:00:00+00"),
+                            end=sql.Literal(f"{next_month(month).isoformat()} 00:00:00+00"),
+                        )
+                    )
+                    created.append(name)
+            existing.update(missing)
+        with self._lock:
+            self._known.update(existing)
+        return created
+
+    def forget(self) -> None:
+        """Drop the cache (after partitions were dropped)."""
+        with self._lock:
+            self._known.clear()
+
+
+def existing_partitions(conn: psycopg.Connection) -> list[str]:
+    """Names of the event log's partitions."""
+    return sorted(row[0] for row in conn.execute(EXISTING_PARTITIONS))
+
+
+def append(conn: psycopg.Connection, events: Sequence[ApiCallRecorded]) -> AppendResult:
+    """Append new events and fold exactly those into `usage_daily`, in the caller's transaction."""
+    if not events:
+        return AppendResult(0, 0)
+    params = {
+        "event_ids": [e.event_id for e in events],
+        "occurred": [e.occurred_at for e in events],
+        "accounts": [e.account_id for e in events],
+        "keys": [e.key_id for e in events],
+        "methods": [e.method for e in events],
+        "endpoints": [e.endpoint for e in events],
+        "statuses": [e.status for e in events],
+        "durations": [e.duration_ms for e in events],
+        "request_ids": [e.request_id for e in events],
+        "versions": [e.schema_version for e in events],
+    }
+    row = conn.execute(APPEND_AND_FOLD, params).fetchone()
+    appended = int(row[0]) if row else 0
+    return AppendResult(appended=appended, duplicates=len(events) - appended)
+
+
+def record_dead_letter(conn: psycopg.Connection, source: str, payload: str, error: str) -> None:
+    """Keep an unreadable message with the reason it was refused."""
+    conn.execute(INSERT_DEAD_LETTER, (source, payload, error))
+
+
+def event_days_since(conn: psycopg.Connection, since: date) -> list[date]:
+    """The UTC days from `since` on that have events."""
+    return [row[0] for row in conn.execute(EVENT_DAYS_SINCE, {"since": since})]
+
+
+def delete_usage_since(conn: psycopg.Connection, since: date) -> None:
+    """Remove the projection's rows from `since` on (a rebuild rewrites them)."""
+    conn.execute(DELETE_USAGE_SINCE, {"since": since})
+
+
+def rebuild_usage_day(conn: psycopg.Connection, day: date) -> None:
+    """Recompute one day of `usage_daily` from the log."""
+    conn.execute(REBUILD_USAGE_FOR_DAY, {"day": day})
