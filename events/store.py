@@ -45,7 +45,8 @@ WITH incoming AS (
     -- A fixed order makes concurrent batches lock usage_daily rows in the same order.
     ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (account_id, day, key_id, endpoint, status) DO UPDATE
-    SET calls = u.calls + EXCLUDED.calls, duration_ms_sum = u.duration_ms_sum + EXCLUDED.duration_ms_sum
+    SET calls = u.calls + EXCLUDED.calls,
+        duration_ms_sum = u.duration_ms_sum + EXCLUDED.duration_ms_sum
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM appended)
