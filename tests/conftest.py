@@ -8,6 +8,7 @@ created and migrated once per session and emptied before each test that uses it;
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -72,9 +73,10 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
 
 
 @pytest.fixture
-def app(runtime: Runtime, settings: Settings) -> Iterator[Flask]:
-    """The Flask app on the test servers."""
-    app = create_app({"SETTINGS": settings, "TESTING": True})
+def app(runtime: Runtime, settings: Settings, tmp_path: Path) -> Iterator[Flask]:
+    """The Flask app on the test servers, with its own `TIMO_HOME` (so its own event spool)."""
+    own_home = settings.model_copy(update={"home": tmp_path / "home"})
+    app = create_app({"SETTINGS": own_home, "TESTING": True})
     yield app
     close_app(app)
 
@@ -99,6 +101,7 @@ def celery_worker(celery_app: TimoCelery) -> Iterator[object]:
     # With AMQP heartbeats on, the in-thread solo worker only notices the stop request at its
     # next heartbeat tick (about 10 s); production keeps heartbeats, the harness needs none.
     celery_app.conf.broker_heartbeat = 0
+    celery_app.control.purge()  # RabbitMQ keeps messages between tests; start from empty queues
     with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING") as w:
         yield w
 

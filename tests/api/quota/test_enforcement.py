@@ -222,7 +222,10 @@ def test_plan_changes_apply_on_the_next_request_without_resetting_usage(
     eventually(lambda: client.get(QUOTA, headers=customer.auth).status_code == 429)
     refused = client.get(QUOTA, headers=customer.auth)
     assert _headers(refused)[:2] == ("1000", "0")
-    assert refused.get_json()["used"] == 1002
+    # A call that raced the plan-change message may still have been admitted on the old plan.
+    counter = int(runtime.redis.get(counter_key(customer.account.id, THIS_MONTH)))
+    assert refused.get_json()["used"] == counter
+    assert 1002 <= counter <= 1003
 
 
 def test_redis_down_fails_closed_with_503(

@@ -1,0 +1,62 @@
+"""Making usage events and reading the log and projection back, for tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+
+from events.model import ApiCallRecorded, new_event_id
+from timo_hub.runtime import Runtime
+
+
+def make_event(
+    account_id: uuid.UUID | None = None,
+    *,
+    occurred_at: datetime | None = None,
+    status: int = 200,
+    endpoint: str = "/api/v1/account",
+    key_id: uuid.UUID | None = None,
+    event_id: uuid.UUID | None = None,
+    duration_ms: float = 1.5,
+) -> ApiCallRecorded:
+    """A valid event with sensible defaults."""
+    return ApiCallRecorded(
+        event_id=event_id or new_event_id(),
+        occurred_at=occurred_at or datetime.now(UTC),
+        account_id=account_id or uuid.uuid4(),
+        key_id=key_id or uuid.uuid4(),
+        method="GET",
+        endpoint=endpoint,
+        status=status,
+        duration_ms=duration_ms,
+        request_id=uuid.uuid4().hex,
+    )
+
+
+def log_counts(runtime: Runtime) -> Counter[tuple[str, str]]:
+    """Events in the log per (account, UTC day)."""
+    with runtime.database.connection() as conn:
+        rows = conn.execute(
+            "SELECT account_id::text, (occurred_at AT TIME ZONE 'UTC')::date::text, count(*) "
+            "FROM events GROUP BY 1, 2"
+        ).fetchall()
+    return Counter({(a, d): n for a, d, n in rows})
+
+
+def projection_counts(runtime: Runtime) -> Counter[tuple[str, str]]:
+    """Calls in `usage_daily` per (account, day)."""
+    with runtime.database.connection() as conn:
+        rows = conn.execute(
+            "SELECT account_id::text, day::text, sum(calls) FROM usage_daily GROUP BY 1, 2"
+        ).fetchall()
+    return Counter({(a, d): int(n) for a, d, n in rows})
+
+
+def usage_rows(runtime: Runtime) -> list[tuple]:
+    """Every `usage_daily` row, sorted (for comparing a live projection with a rebuild)."""
+    with runtime.database.connection() as conn:
+        return conn.execute(
+            "SELECT account_id, day, key_id, endpoint, status, calls, "
+            "round(duration_ms_sum::numeric, 3) FROM usage_daily ORDER BY 1, 2, 3, 4, 5"
+        ).fetchall()
