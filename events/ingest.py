@@ -41,6 +41,24 @@ def parse_lines(lines: Iterable[object]) -> tuple[list[ApiCallRecorded], list[tu
     return events, rejected
 
 
+def append_batch(
+    database: Database,
+    partitions: store.PartitionRegistry,
+    events: list[ApiCallRecorded],
+    *,
+    dead_letters: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    source: str = "queue",
+) -> store.AppendResult:
+    """One transaction: append `events` (exactly once) and record `dead_letters`."""
+    with database.connection() as conn:
+        partitions.ensure(conn, {store.month_start(e.occurred_at) for e in events})
+        with conn.transaction():
+            result = store.append(conn, events)
+            for payload, reason in dead_letters:
+                store.record_dead_letter(conn, source, payload, reason)
+    return result
+
+
 def ingest(
     database: Database,
     partitions: store.PartitionRegistry,
@@ -51,12 +69,7 @@ def ingest(
     """Append a batch of event payloads to the log and the projection, exactly once."""
     lines = list(lines)
     events, rejected = parse_lines(lines)
-    with database.connection() as conn:
-        partitions.ensure(conn, {store.month_start(e.occurred_at) for e in events})
-        with conn.transaction():
-            result = store.append(conn, events)
-            for payload, reason in rejected:
-                store.record_dead_letter(conn, source, payload, reason)
+    result = append_batch(database, partitions, events, dead_letters=rejected, source=source)
     metrics.EVENTS_INGESTED.inc(result.appended)
     metrics.EVENTS_DUPLICATE.inc(result.duplicates)
     metrics.EVENTS_DEAD_LETTERED.inc(len(rejected))

@@ -61,7 +61,6 @@ CREATE_PARTITION = (
 )
 INSERT_DEAD_LETTER = "INSERT INTO dead_letters (source, payload, error) VALUES (%s, %s, %s)"
 
-DELETE_USAGE_SINCE = "DELETE FROM usage_daily WHERE day >= %(since)s"
 REBUILD_USAGE_FOR_DAY = """
 INSERT INTO usage_daily (account_id, day, key_id, endpoint, status, calls, duration_ms_sum)
 SELECT account_id, %(day)s::date, key_id, endpoint, status, count(*), sum(duration_ms)
@@ -176,11 +175,6 @@ def record_dead_letter(conn: psycopg.Connection, source: str, payload: str, erro
 def event_days_since(conn: psycopg.Connection, since: date) -> list[date]:
     """The UTC days from `since` on that have events."""
     return [row[0] for row in conn.execute(EVENT_DAYS_SINCE, {"since": since})]
-
-
-def delete_usage_since(conn: psycopg.Connection, since: date) -> None:
-    """Remove the projection's rows from `since` on (a rebuild rewrites them)."""
-    conn.execute(DELETE_USAGE_SINCE, {"since": since})
 
 
 def rebuild_usage_day(conn: psycopg.Connection, day: date) -> None:

@@ -124,7 +124,7 @@ def run(settings: Settings, runtime: Runtime) -> Callable[..., Result]:
         "TIMO_KEY_PEPPER": settings.key_pepper,
     }
 
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return CliRunner().invoke(cli, list(args), env=env, input=input, catch_exceptions=False)
 
     return invoke

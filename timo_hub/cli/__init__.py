@@ -9,6 +9,7 @@ import click
 from timo_hub.cli.accounts import accounts, keys
 from timo_hub.cli.context import CliContext
 from timo_hub.cli.dev import dev
+from timo_hub.cli.events import events, projections_group
 from timo_hub.cli.migrate import migrate
 from timo_hub.cli.quota import quota
 from timo_hub.settings import Settings, SettingsError
@@ -31,6 +32,8 @@ cli.add_command(accounts)
 cli.add_command(keys)
 cli.add_command(dev)
 cli.add_command(migrate)
+cli.add_command(events)
+cli.add_command(projections_group, name="projections")
 cli.add_command(quota)
 
 
