@@ -68,6 +68,8 @@ def record_call(response: Response) -> Response:
 
 def init_app(app: Flask, runtime: Runtime) -> EventPublisher:
     """Attach this process's event publisher (spool under `TIMO_HOME/spool/events`)."""
-    publisher = EventPublisher(runtime.settings.home / "spool" / "events", runtime.broker_url)
+    publisher = EventPublisher(
+        runtime.settings.home / "spool" / "events", runtime.broker_url, runtime.database
+    )
     app.extensions[EXTENSION] = publisher
     return publisher

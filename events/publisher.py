@@ -1,36 +1,59 @@
-"""Publishing usage events: spool on the request path, ship to the broker in the background.
+"""Publishing usage events: spool on the request path, ship to the broker, confirm in the log.
 
 `EventPublisher.publish()` costs the request one line written to the local spool. A shipper thread
 per process sends spooled lines to the `events` queue in batches (one Celery task message per batch
-of up to `BATCH_SIZE` events, over the app's pooled producer connection), with a short bounded
-retry; when the broker still refuses, the events simply stay spooled and are retried with backoff
-until it is back. Publishing is confirmed by the broker (AMQP publisher confirms; a Redis LPUSH
-that returned) before the spool offset moves, so nothing is acknowledged that the broker lacks.
+of up to `BATCH_SIZE` events, over the app's pooled producer connection) with a short bounded
+retry; when the broker still refuses, the events stay spooled and are retried with backoff.
+
+Delivery is confirmed end to end: a shipped batch stays in the spool until the shipper has seen its
+events in the event log (one indexed query per batch). A batch not there after `RESHIP_AFTER`
+seconds is shipped again. This covers what broker acknowledgements cannot: Redis's consumer pops a
+message before recording it as unacknowledged, so a worker killed at that instant loses it, and a
+Redis broker restarted without persistence loses its queue. Re-sent events that did arrive are
+ignored by the log, so re-shipping never double-counts.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from celery import Celery
+from kombu import Exchange, Queue
 
-from events import metrics
+from events import metrics, store
 from events.model import ApiCallRecorded
 from events.spool import Segment, Spool
+from timo_hub.db import Database
 
 logger = logging.getLogger(__name__)
 
 INGEST_TASK = "timo.events.ingest"
 EVENTS_QUEUE = "events"
+# Explicit exchange and routing key: a bare Queue("events") would be bound with Celery's default
+# key and also receive what is meant for the "celery" queue (and vice versa).
+TASK_QUEUES = (
+    Queue("celery", Exchange("celery", type="direct"), routing_key="celery"),
+    Queue(EVENTS_QUEUE, Exchange(EVENTS_QUEUE, type="direct"), routing_key=EVENTS_QUEUE),
+)
+TASK_ROUTES = {INGEST_TASK: {"queue": EVENTS_QUEUE}}
+
 BATCH_SIZE = 1000
 BATCH_BYTES = 1024 * 1024
 SHIP_INTERVAL_SECONDS = 0.05
 ADOPT_INTERVAL_SECONDS = 10.0
+VERIFY_INTERVAL_SECONDS = 1.0
+# Longer than the Redis visibility timeout (60 s) plus its restore cycle, so that a message the
+# broker will still redeliver by itself is not sent twice for nothing.
+RESHIP_AFTER_SECONDS = 90.0
 MAX_BACKOFF_SECONDS = 5.0
 RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
@@ -42,6 +65,8 @@ def producer_app(broker_url: str) -> Celery:
     if broker_url.startswith(("amqp", "pyamqp")):
         transport_options["confirm_publish"] = True
     app.conf.update(
+        task_queues=TASK_QUEUES,
+        task_routes=TASK_ROUTES,
         task_serializer="json",
         broker_transport_options=transport_options,
         broker_connection_timeout=2,
@@ -50,54 +75,105 @@ def producer_app(broker_url: str) -> Celery:
     return app
 
 
-class EventPublisher:
-    """This process's spool and the thread that ships it."""
+@dataclass
+class _InFlight:
+    """A shipped batch not yet seen in the log."""
 
-    def __init__(self, spool_dir: Path, broker_url: str) -> None:
+    segment: Segment
+    start: int
+    end: int
+    keys: list[tuple[str, datetime]]
+    shipped_at: float
+
+
+class EventPublisher:
+    """This process's spool, the thread that ships it, and the check that it arrived."""
+
+    def __init__(
+        self,
+        spool_dir: Path,
+        broker_url: str,
+        database: Database,
+        *,
+        reship_after: float = RESHIP_AFTER_SECONDS,
+    ) -> None:
         self.spool = Spool(spool_dir)
         self._app = producer_app(broker_url)
+        self._database = database
+        self._reship_after = reship_after
+        self._in_flight: deque[_InFlight] = deque()
         self._thread_pid: int | None = None
         self._lock = threading.Lock()
+        self._ship_lock = threading.Lock()
         self._stop = threading.Event()
         self._failing = False
-        self._replaying: set[Path] = set()
+        self._closed = False
 
     def publish(self, event: ApiCallRecorded) -> None:
-        """Record an event; it reaches the broker shortly, whatever happens to this process."""
+        """Record an event; it reaches the log shortly, whatever happens to this process."""
         self.spool.append(event.to_json())
         if self._thread_pid != os.getpid():
             self._start()
 
     def ship_once(self) -> int:
-        """Send everything spooled now; return how many events went out. Raises if the broker
-        refuses (what was not sent stays spooled)."""
+        """Send everything spooled and not yet sent; return how many events went out. Raises if
+        the broker refuses (what was not sent stays spooled)."""
         shipped = 0
-        for segment in self.spool.segments_to_ship():
-            shipped += self._ship_segment(segment)
+        with self._ship_lock:
+            for segment in self.spool.segments_to_ship():
+                shipped += self._ship_segment(segment)
         if shipped and self._failing:
             logger.info("event publishing recovered")
         self._failing = False
         return shipped
 
-    def drain(self, timeout: float = 10.0) -> bool:
-        """Ship until the spool is empty or `timeout` passes (tests, shutdown)."""
+    def verify_once(self, now: float | None = None) -> int:
+        """Confirm shipped batches that reached the log; re-send those overdue. Returns the
+        number of events confirmed."""
+        now = time.monotonic() if now is None else now
+        confirmed = 0
+        with self._ship_lock:
+            pending = list(self._in_flight)
+        if not pending:
+            return 0
+        with self._database.connection() as conn:
+            for batch in pending:
+                if store.count_present(conn, batch.keys) == len(batch.keys):
+                    confirmed += len(batch.keys)
+                    with self._ship_lock:
+                        self._in_flight.remove(batch)
+                        self._advance_verified(batch.segment)
+                elif now - batch.shipped_at >= self._reship_after:
+                    self._reship(batch, now)
+        return confirmed
+
+    def drain(self, timeout: float = 10.0, *, verified: bool = False) -> bool:
+        """Ship (and, with `verified`, confirm) until nothing is left or `timeout` passes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 self.spool.adopt_orphans()
                 self.ship_once()
+                if verified:
+                    self.verify_once()
             except Exception:
                 time.sleep(0.1)
                 continue
-            if self.spool.backlog_bytes() == 0:
+            if self.spool.backlog_bytes(verified=verified) == 0:
                 return True
+            time.sleep(0.02)
         return False
 
     def close(self) -> None:
-        """Stop shipping, make one last attempt, keep the rest on disk for the next process."""
+        """Stop; make one last attempt to ship; keep what is unconfirmed on disk for later."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
         self._stop.set()
         try:
             self.ship_once()
+            self.verify_once()
         except Exception as exc:
             logger.warning("events left in the spool at exit: %s", exc)
         self.spool.close()
@@ -105,38 +181,64 @@ class EventPublisher:
     def _ship_segment(self, segment: Segment) -> int:
         shipped = 0
         while True:
+            start = segment.shipped
             lines, consumed = segment.read_lines(BATCH_SIZE, BATCH_BYTES)
             if not lines and not consumed:
                 break
             if lines:
-                try:
-                    self._send(lines)
-                except Exception:
-                    metrics.PUBLISH_FAILURES.inc()
-                    if not self._failing:
-                        metrics.EVENTS_SPOOLED.inc(len(lines))
-                        self._replaying.add(segment.path)
-                    self._failing = True
-                    raise
-                metrics.EVENTS_PUBLISHED.inc(len(lines))
-                if segment.sealed or segment.path in self._replaying:
-                    metrics.EVENTS_REPLAYED.inc(len(lines))
+                self._send_counted(lines, replay=segment.sealed)
+                self._in_flight.append(
+                    _InFlight(segment, start, start + consumed, _keys(lines), time.monotonic())
+                )
             segment.mark_shipped(consumed)
             shipped += len(lines)
-        self._replaying.discard(segment.path)
-        if segment.sealed and segment.size() <= segment.shipped:
-            self.spool.retire(segment)
+        self._advance_verified(segment)
         return shipped
 
-    def _send(self, lines: list[str]) -> None:
-        self._app.send_task(
-            INGEST_TASK, args=[lines], queue=EVENTS_QUEUE, retry=True, retry_policy=RETRY_POLICY
+    def _reship(self, batch: _InFlight, now: float) -> None:
+        lines, _ = batch.segment.read_range(batch.start, BATCH_SIZE, batch.end - batch.start)
+        logger.warning(
+            "%d events shipped %.0f s ago are not in the log; sending them again",
+            len(lines),
+            now - batch.shipped_at,
         )
+        self._send_counted(lines, replay=True)
+        batch.shipped_at = now
+
+    def _send_counted(self, lines: list[str], *, replay: bool) -> None:
+        try:
+            self._app.send_task(
+                INGEST_TASK,
+                args=[lines],
+                queue=EVENTS_QUEUE,
+                retry=True,
+                retry_policy=RETRY_POLICY,
+            )
+        except Exception:
+            metrics.PUBLISH_FAILURES.inc()
+            if not self._failing:
+                metrics.EVENTS_SPOOLED.inc(len(lines))
+            self._failing = True
+            raise
+        metrics.EVENTS_PUBLISHED.inc(len(lines))
+        if replay or self._failing:
+            metrics.EVENTS_REPLAYED.inc(len(lines))
+
+    def _advance_verified(self, segment: Segment) -> None:
+        # Verified is the start of the oldest unconfirmed batch of the segment (or all shipped).
+        starts = [b.start for b in self._in_flight if b.segment is segment]
+        upto = min(starts) if starts else segment.shipped
+        if upto > segment.verified:
+            segment.mark_verified(upto)
+        if segment.sealed and segment.verified >= segment.size():
+            self.spool.retire(segment)
 
     def _start(self) -> None:
         with self._lock:
             if self._thread_pid == os.getpid():
                 return
+            # A deque of batches inherited through fork() belongs to the parent.
+            self._in_flight = deque()
             self._thread_pid = os.getpid()
             self._stop = threading.Event()
         threading.Thread(target=self._run, name="event-shipper", daemon=True).start()
@@ -144,18 +246,31 @@ class EventPublisher:
 
     def _run(self) -> None:
         backoff = SHIP_INTERVAL_SECONDS
-        next_adoption = 0.0
+        next_adoption = next_verify = 0.0
         while not self._stop.is_set():
             self.spool.appended_since_ship.wait(backoff)
             self.spool.appended_since_ship.clear()
             try:
-                if time.monotonic() >= next_adoption:
+                now = time.monotonic()
+                if now >= next_adoption:
                     self.spool.adopt_orphans()
-                    next_adoption = time.monotonic() + ADOPT_INTERVAL_SECONDS
+                    next_adoption = now + ADOPT_INTERVAL_SECONDS
                 self.ship_once()
+                if now >= next_verify:
+                    self.verify_once(now)
+                    next_verify = now + VERIFY_INTERVAL_SECONDS
                 backoff = SHIP_INTERVAL_SECONDS
             except Exception as exc:
                 backoff = min(max(backoff * 2, 0.25), MAX_BACKOFF_SECONDS)
-                logger.warning(
-                    "broker refused events (%s); spooled, retrying in %.2fs", exc, backoff
-                )
+                logger.warning("events stay spooled (%s); retrying in %.2fs", exc, backoff)
+
+
+def _keys(lines: list[str]) -> list[tuple[str, datetime]]:
+    keys = []
+    for line in lines:
+        try:
+            document = json.loads(line)
+            keys.append((document["event_id"], datetime.fromisoformat(document["occurred_at"])))
+        except (ValueError, KeyError, TypeError):
+            continue  # not an event: the worker dead-letters it; nothing to confirm
+    return keys

@@ -3,8 +3,9 @@
 The request path only appends one JSON line to a segment file (a `write(2)`, microseconds): once
 the response is sent, its event is in the page cache and survives a SIGKILL of the process, and a
 broker outage only makes the spool longer. A shipper (see `events.publisher`) reads complete lines
-from a segment, publishes them, and only then records how far it got (`<segment>.offset`), so a
-crash between the two re-sends a batch that the log then ignores by `event_id`.
+from a segment and publishes them; only once it has seen them in the event log does it record how
+far it got (`<segment>.offset`). A crash anywhere (this process, the broker, a worker) therefore
+means a batch is sent again, and the log ignores by `event_id` what it already has.
 
 Each segment is held with `flock` by the process writing it, for as long as that process lives.
 A segment nobody holds belongs to a process that died: any live process may adopt it, ship what is
@@ -30,24 +31,34 @@ DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 
 @dataclass
 class Segment:
-    """One spool file, the descriptor holding its lock, and how much of it is shipped."""
+    """One spool file, the descriptor holding its lock, and how far it has got.
+
+    `shipped` (in memory) is how many bytes were handed to the broker; `verified` (persisted in
+    `<segment>.offset`) is how many bytes are known to be in the event log. After a restart or an
+    adoption everything past `verified` is shipped again; the log ignores what it already has.
+    """
 
     path: Path
     fd: int
     shipped: int = 0
-    sealed: bool = False  # no more writes will come: delete once fully shipped
+    verified: int = 0
+    sealed: bool = False  # no more writes will come: delete once fully verified
     _reader: int | None = field(default=None, repr=False)
 
     @property
     def offset_path(self) -> Path:
-        """Where the shipped offset is kept."""
+        """Where the verified offset is kept."""
         return self.path.with_suffix(OFFSET_SUFFIX)
 
     def read_lines(self, max_lines: int, max_bytes: int) -> tuple[list[str], int]:
         """Up to `max_lines` complete lines after the shipped offset, and their byte length."""
+        return self.read_range(self.shipped, max_lines, max_bytes)
+
+    def read_range(self, start: int, max_lines: int, max_bytes: int) -> tuple[list[str], int]:
+        """Up to `max_lines` complete lines from byte `start`, and their byte length."""
         if self._reader is None:
             self._reader = os.open(self.path, os.O_RDONLY)
-        data = os.pread(self._reader, max_bytes, self.shipped)
+        data = os.pread(self._reader, max_bytes, start)
         end = data.rfind(b"\n")
         if end < 0:
             return [], 0
@@ -58,8 +69,12 @@ class Segment:
     def mark_shipped(self, consumed: int) -> None:
         """Record that `consumed` more bytes reached the broker."""
         self.shipped += consumed
+
+    def mark_verified(self, upto: int) -> None:
+        """Record (durably) that every line before byte `upto` is in the event log."""
+        self.verified = max(self.verified, upto)
         tmp = self.offset_path.with_suffix(".offset.tmp")
-        tmp.write_text(str(self.shipped))
+        tmp.write_text(str(self.verified))
         os.replace(tmp, self.offset_path)
 
     def size(self) -> int:
@@ -141,26 +156,27 @@ class Spool:
             except BlockingIOError:
                 os.close(fd)  # its writer is alive
                 continue
-            segment = Segment(path=path, fd=fd, sealed=True, shipped=_read_offset(path))
+            verified = _read_offset(path)
+            segment = Segment(path=path, fd=fd, sealed=True, shipped=verified, verified=verified)
             with self._lock:
                 self._ensure_process()
                 self._pending.append(segment)
             adopted += 1
         return adopted
 
-    def backlog_bytes(self) -> int:
-        """Bytes written but not yet shipped, over all of this process's segments."""
+    def backlog_bytes(self, *, verified: bool = False) -> int:
+        """Bytes not yet shipped (or, with `verified`, not yet known to be in the log)."""
         with self._lock:
             segments = [*self._pending, *([self._current] if self._current else [])]
-        return sum(max(s.size() - s.shipped, 0) for s in segments)
+        return sum(max(s.size() - (s.verified if verified else s.shipped), 0) for s in segments)
 
     def close(self) -> None:
-        """Close every segment; unshipped data stays on disk for adoption."""
+        """Close every segment; what is not verified stays on disk for adoption."""
         with self._lock:
             segments = [*self._pending, *([self._current] if self._current else [])]
             self._pending, self._current = [], None
         for segment in segments:
-            if segment.size() <= segment.shipped:
+            if segment.size() <= segment.verified:
                 segment.close_and_delete()
             else:
                 segment.close()

@@ -59,6 +59,12 @@ WHERE i.inhparent = 'events'::regclass
 CREATE_PARTITION = (
     "CREATE TABLE IF NOT EXISTS {name} PARTITION OF events FOR VALUES FROM ({start}) TO ({end})"
 )
+COUNT_PRESENT = """
+SELECT count(*) FROM unnest(%(ids)s::uuid[], %(at)s::timestamptz[]) AS k (event_id, occurred_at)
+WHERE EXISTS (
+    SELECT 1 FROM events e WHERE e.event_id = k.event_id AND e.occurred_at = k.occurred_at
+)
+"""
 INSERT_DEAD_LETTER = "INSERT INTO dead_letters (source, payload, error) VALUES (%s, %s, %s)"
 
 REBUILD_USAGE_FOR_DAY = """
@@ -165,6 +171,15 @@ def append(conn: psycopg.Connection, events: Sequence[ApiCallRecorded]) -> Appen
     row = conn.execute(APPEND_AND_FOLD, params).fetchone()
     appended = int(row[0]) if row else 0
     return AppendResult(appended=appended, duplicates=len(events) - appended)
+
+
+def count_present(conn: psycopg.Connection, keys: Sequence[tuple[object, object]]) -> int:
+    """How many of these (event_id, occurred_at) pairs are in the log."""
+    if not keys:
+        return 0
+    ids, at = zip(*keys, strict=True)
+    row = conn.execute(COUNT_PRESENT, {"ids": list(ids), "at": list(at)}).fetchone()
+    return int(row[0]) if row else 0
 
 
 def record_dead_letter(conn: psycopg.Connection, source: str, payload: str, error: str) -> None:

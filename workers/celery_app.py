@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.signals import worker_process_shutdown
-from kombu import Queue
 
-from events.publisher import EVENTS_QUEUE, INGEST_TASK
+from events.publisher import TASK_QUEUES, TASK_ROUTES
 from events.store import PartitionRegistry
 from timo_hub.runtime import Runtime, build_runtime
 from timo_hub.settings import Settings
@@ -34,8 +33,8 @@ def create_celery_app(settings: Settings) -> TimoCelery:
     app.runtime = runtime
     app.partitions = PartitionRegistry()
     app.conf.update(
-        task_queues=[Queue("celery"), Queue(EVENTS_QUEUE)],
-        task_routes={INGEST_TASK: {"queue": EVENTS_QUEUE}},
+        task_queues=TASK_QUEUES,
+        task_routes=TASK_ROUTES,
         timezone="UTC",
         enable_utc=True,
         task_serializer="json",

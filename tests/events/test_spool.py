@@ -22,6 +22,8 @@ def test_lines_are_read_back_in_order_and_offsets_persist(tmp_path: Path) -> Non
     segment.mark_shipped(consumed)
     rest, _ = segment.read_lines(10, 1 << 20)
     assert rest == ['{"n": 3}', '{"n": 4}']
+    assert not segment.offset_path.exists()  # shipped is not verified: nothing persisted yet
+    segment.mark_verified(consumed)
     assert segment.offset_path.read_text() == str(consumed)
     spool.close()
 
@@ -37,6 +39,7 @@ def test_full_segments_rotate_and_are_deleted_once_shipped(tmp_path: Path) -> No
     assert [s.sealed for s in segments] == [True, False]
     _, consumed = first.read_lines(100, 1 << 20)
     first.mark_shipped(consumed)
+    first.mark_verified(consumed)
     spool.retire(first)
     assert not first.path.exists()
     spool.close()
