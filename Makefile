@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: dev test test-fast lint bench bench-startup bench-hot-path clean
+.PHONY: dev test test-fast lint bench bench-startup bench-hot-path bench-ingest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: bench-startup bench-hot-path
+bench: bench-startup bench-hot-path bench-ingest
 
 bench-startup: $(VENV)/.installed
 	$(BIN)/python bench/startup.py
@@ -43,6 +43,9 @@ $(VENV)/.installed-bench: pyproject.toml | $(VENV)/.installed
 # The load generator is wrk (Debian package); installing it needs root, as on our machines.
 bench-hot-path: $(VENV)/.installed-bench
 	$(BIN)/python bench/hot_path.py
+
+bench-ingest: $(VENV)/.installed
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
