@@ -16,6 +16,7 @@ from itertools import islice
 from events import store
 from events.ingest import append_batch
 from events.model import ApiCallRecorded, InvalidEventError
+from events.retention import retention_floor
 from timo_hub.db import Database
 
 CHUNK_LINES = 2000
@@ -82,15 +83,18 @@ def _known_accounts_only(
     if not events:
         return events
     with database.connection() as conn:
+        floor = retention_floor(conn)
         known = {
             row[0] for row in conn.execute(SELECT_KNOWN_ACCOUNTS, ([e.account_id for e in events],))
         }
     kept = []
     for event, number in zip(events, numbers, strict=True):
-        if event.account_id in known:
-            kept.append(event)
-        else:
+        if event.account_id not in known:
             summary.reject(number, f"unknown account: {event.account_id}")
+        elif floor is not None and event.occurred_at.date() < floor:
+            summary.reject(number, f"before retention floor: {event.occurred_at.date()} < {floor}")
+        else:
+            kept.append(event)
     return kept
 
 

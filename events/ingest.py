@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from events import metrics, store
 from events.model import ApiCallRecorded, InvalidEventError
+from events.retention import retention_floor
 from timo_hub.db import Database
 
 
@@ -69,6 +70,7 @@ def ingest(
     """Append a batch of event payloads to the log and the projection, exactly once."""
     lines = list(lines)
     events, rejected = parse_lines(lines)
+    events = _after_retention_floor(database, events, rejected)
     result = append_batch(database, partitions, events, dead_letters=rejected, source=source)
     metrics.EVENTS_INGESTED.inc(result.appended)
     metrics.EVENTS_DUPLICATE.inc(result.duplicates)
@@ -81,6 +83,26 @@ def ingest(
         dead_lettered=len(rejected),
         rejections=tuple(reason for _, reason in rejected),
     )
+
+
+def _after_retention_floor(
+    database: Database, events: list[ApiCallRecorded], rejected: list[tuple[str, str]]
+) -> list[ApiCallRecorded]:
+    """Events older than the retention floor are refused: their month's raw data is gone and a
+    lone late event must not bring the partition back."""
+    if not events:
+        return events
+    with database.connection() as conn:
+        floor = retention_floor(conn)
+    if floor is None:
+        return events
+    kept = []
+    for event in events:
+        if event.occurred_at.date() < floor:
+            rejected.append((event.to_json(), f"occurred before the retention floor {floor}"))
+        else:
+            kept.append(event)
+    return kept
 
 
 def ingest_message(

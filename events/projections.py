@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from events import store
+from events.retention import retention_floor
 from timo_hub.db import Database
 
 LOCK_PROJECTION = "LOCK TABLE usage_daily IN SHARE ROW EXCLUSIVE MODE"
@@ -30,13 +31,16 @@ class RebuildResult:
 
 
 def retained_since(database: Database) -> date | None:
-    """The first day the log still has raw events for (the oldest partition's month)."""
+    """The first day whose raw events the log still has: the retention floor, else the oldest
+    partition's month (None when there are no events at all)."""
     with database.connection() as conn:
         names = store.existing_partitions(conn)
+        floor = retention_floor(conn)
     if not names:
         return None
     oldest = min(names)  # events_yYYYYmMM sorts chronologically
-    return date(int(oldest[8:12]), int(oldest[13:15]), 1)
+    first = date(int(oldest[8:12]), int(oldest[13:15]), 1)
+    return max(first, floor) if floor else first
 
 
 def days_to_rebuild(database: Database, since: date | None) -> list[date]:

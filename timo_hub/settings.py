@@ -42,6 +42,8 @@ class Settings(BaseModel):
     redis_url: str | None = None
     broker_url: str | None = None
     key_pepper: str = DEV_KEY_PEPPER
+    # Whole months of raw events kept (usage_daily keeps everything); None keeps them all.
+    events_retention_months: int | None = 13
 
     @field_validator("home")
     @classmethod
@@ -62,6 +64,20 @@ class Settings(BaseModel):
     @classmethod
     def _broker_scheme(cls, url: str | None) -> str | None:
         return _check_scheme("TIMO_BROKER_URL", url, _BROKER_SCHEMES)
+
+    @field_validator("events_retention_months", mode="before")
+    @classmethod
+    def _retention(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in {"none", "forever", "0"}:
+            return None
+        return value
+
+    @field_validator("events_retention_months")
+    @classmethod
+    def _retention_positive(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("TIMO_EVENTS_RETENTION_MONTHS must be at least 1 (or 'forever')")
+        return value
 
     @field_validator("key_pepper")
     @classmethod
@@ -132,6 +148,7 @@ _VARIABLES = {
     "redis_url": "TIMO_REDIS_URL",
     "broker_url": "TIMO_BROKER_URL",
     "key_pepper": "TIMO_KEY_PEPPER",
+    "events_retention_months": "TIMO_EVENTS_RETENTION_MONTHS",
 }
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 HEARTBEAT_INTERVAL_SECONDS = 15.0
 
 BEAT_SCHEDULE = {
+    "events-maintain-partitions": {
+        "task": "timo.events.maintain_partitions",
+        # Hourly is plenty for monthly partitions and keeps a fresh deployment from waiting a day.
+        "schedule": 3600.0,
+    },
     "workers-heartbeat": {
         "task": "timo.workers.heartbeat",
         "schedule": HEARTBEAT_INTERVAL_SECONDS,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import psycopg
 from celery import current_app, shared_task
 from celery.app.task import Task
@@ -9,6 +11,7 @@ from psycopg_pool import PoolTimeout
 
 from events.ingest import ingest_message
 from events.publisher import INGEST_TASK
+from events.retention import maintain
 from timo_hub.heartbeat import record_heartbeat
 
 MAX_RETRY_DELAY_SECONDS = 30
@@ -35,3 +38,17 @@ def ingest_events(self: Task, lines: object) -> dict[str, int]:
         delay = min(2 ** min(self.request.retries, 5) * 0.5, MAX_RETRY_DELAY_SECONDS)
         raise self.retry(exc=exc, countdown=delay) from exc
     return {"appended": result.appended, "duplicates": result.duplicates}
+
+
+@shared_task(name="timo.events.maintain_partitions", ignore_result=True)
+def maintain_partitions() -> dict[str, object]:
+    """Create the coming months' event partitions and drop those past retention."""
+    app = current_app
+    with app.runtime.database.connection() as conn:
+        result = maintain(
+            conn,
+            app.partitions,
+            datetime.now(UTC).date(),
+            app.runtime.settings.events_retention_months,
+        )
+    return {"created": result.created, "dropped": result.dropped}
