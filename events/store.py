@@ -59,6 +59,15 @@ WHERE i.inhparent = 'events'::regclass
 CREATE_PARTITION = (
     "CREATE TABLE IF NOT EXISTS {name} PARTITION OF events FOR VALUES FROM ({start}) TO ({end})"
 )
+# Calls that were admitted, as the log sees them: refusals (403 suspended, 429 quota) and 503
+# (admission could not run) were not counted against the quota.
+NOT_COUNTED_STATUSES = (403, 429, 503)
+COUNTED_CALLS = """
+SELECT account_id, coalesce(sum(calls), 0) FROM usage_daily
+WHERE day >= %(start)s AND day < %(end)s AND status <> ALL(%(not_counted)s)
+  AND (%(account)s::uuid IS NULL OR account_id = %(account)s::uuid)
+GROUP BY account_id
+"""
 COUNT_PRESENT = """
 SELECT count(*) FROM unnest(%(ids)s::uuid[], %(at)s::timestamptz[]) AS k (event_id, occurred_at)
 WHERE EXISTS (
@@ -171,6 +180,22 @@ def append(conn: psycopg.Connection, events: Sequence[ApiCallRecorded]) -> Appen
     row = conn.execute(APPEND_AND_FOLD, params).fetchone()
     appended = int(row[0]) if row else 0
     return AppendResult(appended=appended, duplicates=len(events) - appended)
+
+
+def counted_calls(
+    conn: psycopg.Connection, start: date, end: date, account_id: object | None = None
+) -> dict[object, int]:
+    """Admitted calls per account in `[start, end)` according to the log's projection."""
+    rows = conn.execute(
+        COUNTED_CALLS,
+        {
+            "start": start,
+            "end": end,
+            "account": account_id,
+            "not_counted": list(NOT_COUNTED_STATUSES),
+        },
+    )
+    return {row[0]: int(row[1]) for row in rows}
 
 
 def count_present(conn: psycopg.Connection, keys: Sequence[tuple[object, object]]) -> int:

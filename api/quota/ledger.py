@@ -4,9 +4,9 @@ Redis holds the counter that enforces the quota; this ledger is what that counte
 if Redis loses it. Writing PostgreSQL on every request would cost the hot path a round trip, so each
 web process adds its admissions to an in-memory tally and a background thread folds the tally into
 `quota_usage` every `FLUSH_SECONDS` (and on exit), one statement for all accounts. The ledger can
-therefore trail Redis by a fraction of a second (more if a web process is killed outright); the
-rebuild adds this process's own unflushed tally, and `timo-hub quota reconcile` repairs the rest.
-The event pipeline replaces this with counts derived from the event log.
+therefore trail Redis by a fraction of a second (more if a web process is killed outright). A
+missing counter is rebuilt from the larger of this ledger and the event log's count of admitted
+calls (`used()`), and `timo-hub quota reconcile` repairs whatever drift remains.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from datetime import date
 
 import psycopg
 
+from events.store import counted_calls, next_month
 from timo_hub.db import Database
 
 logger = logging.getLogger(__name__)
@@ -87,10 +88,18 @@ class UsageLedger:
             return self._pending.get((account_id, period), 0)
 
     def used(self, account_id: uuid.UUID, period: date) -> int:
-        """The best durable count this process knows: the ledger plus its own unwritten tally."""
+        """The best durable count known: the larger of the ledger (plus this process's unwritten
+        tally) and the event log's count of admitted calls.
+
+        Each is a lower bound that covers the other's blind spot: the ledger includes calls whose
+        events are still in flight (spooled or queued), the log includes calls whose ledger
+        tally died with a killed web process.
+        """
+        end = next_month(period)
         with self._database.connection() as conn:
             stored = durable_used(conn, account_id, period)
-        return stored + self.pending(account_id, period)
+            logged = counted_calls(conn, period, end, account_id).get(account_id, 0)
+        return max(stored + self.pending(account_id, period), logged)
 
     def flush(self) -> None:
         """Write the tally now; on failure it is kept for the next attempt."""

@@ -60,3 +60,22 @@ def test_reconcile_rejects_a_malformed_month(run) -> None:  # type: ignore[no-un
     result = run("quota", "reconcile", "--month", "2026-13")
     assert result.exit_code == 2
     assert "YYYY-MM" in result.output
+
+
+def test_a_counter_lost_with_its_ledger_is_rebuilt_from_the_event_log(
+    app: Flask, runtime: Runtime, celery_worker: object
+) -> None:
+    """The ledger row is gone too (say, restored from an old backup): the log still knows."""
+    from api.metering import EXTENSION as EVENTS
+
+    customer = new_customer(runtime, plan="free")
+    client = app.test_client()
+    for _ in range(6):
+        client.get("/api/v1/account/quota", headers=customer.auth)
+    assert app.extensions[EVENTS].drain(timeout=15, verified=True)  # all six are in the log
+    app.extensions[EXTENSION].ledger.flush()
+    period = period_containing(datetime.now(UTC))
+    with runtime.database.connection() as conn:
+        conn.execute("DELETE FROM quota_usage WHERE account_id = %s", (customer.account.id,))
+    runtime.redis.delete(counter_key(customer.account.id, period))
+    assert client.get("/api/v1/account/quota", headers=customer.auth).get_json()["used"] == 7

@@ -62,4 +62,4 @@ def reconcile(ctx: CliContext, month: str | None, dry_run: bool, as_json: bool) 
     for d in drifted:
         redis_value = "missing" if d.redis is None else str(d.redis)
         action = "" if dry_run else f" -> {d.repaired_to}"
-        click.echo(f"  {d.account_id}  redis {redis_value}  ledger {d.ledger}{action}")
+        click.echo(f"  {d.account_id}  redis {redis_value}  ledger {d.ledger}  log {d.log}{action}")
