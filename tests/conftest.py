@@ -101,7 +101,10 @@ def celery_worker(celery_app: TimoCelery) -> Iterator[object]:
     # With AMQP heartbeats on, the in-thread solo worker only notices the stop request at its
     # next heartbeat tick (about 10 s); production keeps heartbeats, the harness needs none.
     celery_app.conf.broker_heartbeat = 0
-    celery_app.control.purge()  # RabbitMQ keeps messages between tests; start from empty queues
+    # RabbitMQ keeps messages between tests: start from empty queues. A fresh connection, since
+    # kombu's global pool may hold one that a broker restart (an outage test) has killed.
+    with celery_app.connection() as conn:
+        celery_app.control.purge(connection=conn)
     with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING") as w:
         yield w
 

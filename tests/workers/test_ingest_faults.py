@@ -57,7 +57,7 @@ def _purge(settings: Settings) -> None:
     from kombu import Queue
 
     app = producer_app(settings.effective_broker_url)
-    with app.connection_for_write() as conn:
+    with app.connection() as conn:  # not from the pool: an outage test may have killed those
         for name in (EVENTS_QUEUE, "celery"):
             Queue(name, channel=conn.default_channel).declare()
             conn.default_channel.queue_purge(name)
