@@ -130,7 +130,7 @@ class Spool:
             return [*self._pending, *current]
 
     def retire(self, segment: Segment) -> None:
-        """Delete a sealed segment whose every line has been shipped."""
+        """Delete a sealed segment whose every line is confirmed in the log."""
         with self._lock:
             if segment in self._pending:
                 self._pending.remove(segment)
