@@ -69,10 +69,13 @@ WHERE day >= %(start)s AND day < %(end)s AND status <> ALL(%(not_counted)s)
 GROUP BY account_id
 """
 COUNT_PRESENT = """
-SELECT count(*) FROM unnest(%(ids)s::uuid[], %(at)s::timestamptz[]) AS k (event_id, occurred_at)
+SELECT k.grp, count(*)
+FROM unnest(%(ids)s::uuid[], %(at)s::timestamptz[], %(groups)s::int[])
+     AS k (event_id, occurred_at, grp)
 WHERE EXISTS (
     SELECT 1 FROM events e WHERE e.event_id = k.event_id AND e.occurred_at = k.occurred_at
 )
+GROUP BY k.grp
 """
 INSERT_DEAD_LETTER = "INSERT INTO dead_letters (source, payload, error) VALUES (%s, %s, %s)"
 
@@ -198,13 +201,21 @@ def counted_calls(
     return {row[0]: int(row[1]) for row in rows}
 
 
-def count_present(conn: psycopg.Connection, keys: Sequence[tuple[object, object]]) -> int:
-    """How many of these (event_id, occurred_at) pairs are in the log."""
-    if not keys:
-        return 0
-    ids, at = zip(*keys, strict=True)
-    row = conn.execute(COUNT_PRESENT, {"ids": list(ids), "at": list(at)}).fetchone()
-    return int(row[0]) if row else 0
+def count_present_by_group(
+    conn: psycopg.Connection, groups: Sequence[Sequence[tuple[object, object]]]
+) -> list[int]:
+    """For each group of (event_id, occurred_at) pairs, how many are in the log (one query)."""
+    ids, at, labels = [], [], []
+    for label, keys in enumerate(groups):
+        for event_id, occurred_at in keys:
+            ids.append(event_id)
+            at.append(occurred_at)
+            labels.append(label)
+    found = [0] * len(groups)
+    if ids:
+        for label, count in conn.execute(COUNT_PRESENT, {"ids": ids, "at": at, "groups": labels}):
+            found[label] = int(count)
+    return found
 
 
 def record_dead_letter(conn: psycopg.Connection, source: str, payload: str, error: str) -> None:

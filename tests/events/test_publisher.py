@@ -1,0 +1,56 @@
+"""The publisher: batches are confirmed in the log, and a lost one is sent again."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+from celery.contrib.testing.worker import start_worker
+from hypothesis import given
+from hypothesis import strategies as st
+
+from events.publisher import EventPublisher, _keys
+from tests.support.events import log_counts, make_event
+from tests.support.waiting import eventually
+from timo_hub.runtime import Runtime
+from timo_hub.settings import Settings
+from workers.celery_app import TimoCelery
+
+
+@given(st.integers(0, 10**6), st.datetimes(timezones=st.just(datetime.now().astimezone().tzinfo)))
+def test_fast_key_extraction_agrees_with_parsing(seed: int, moment: datetime) -> None:
+    line = make_event(occurred_at=moment).to_json()
+    document = json.loads(line)
+    assert _keys([line]) == [
+        (document["event_id"], datetime.fromisoformat(document["occurred_at"]))
+    ]
+    assert _keys(["not json", '{"event_id": 1}']) == []
+
+
+def test_a_batch_the_broker_lost_is_shipped_again(
+    settings: Settings, runtime: Runtime, celery_app: TimoCelery, tmp_path: Path
+) -> None:
+    with celery_app.connection() as conn:
+        celery_app.control.purge(connection=conn)
+    publisher = EventPublisher(
+        tmp_path, settings.effective_broker_url, runtime.database, reship_after=0.5
+    )
+    try:
+        events = [make_event() for _ in range(25)]
+        for event in events:
+            publisher.spool.append(event.to_json())
+        assert publisher.ship_once() == 25
+        with celery_app.connection() as conn:  # the broker loses the message
+            assert celery_app.control.purge(connection=conn) >= 1
+        celery_app.conf.broker_heartbeat = 0
+        with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+            time.sleep(1.0)
+            assert sum(log_counts(runtime).values()) == 0
+            assert publisher.verify_once() == 0  # not in the log, and overdue: sent again
+            eventually(lambda: sum(log_counts(runtime).values()) == 25, timeout=15)
+            eventually(lambda: not publisher._in_flight or publisher.verify_once() == 25)
+        assert publisher.spool.backlog_bytes(verified=True) == 0
+    finally:
+        publisher.close()
