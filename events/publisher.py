@@ -116,7 +116,11 @@ class EventPublisher:
 
     def publish(self, event: ApiCallRecorded) -> None:
         """Record an event; it reaches the log shortly, whatever happens to this process."""
-        self.spool.append(event.to_json())
+        self.publish_line(event.to_json())
+
+    def publish_line(self, line: str) -> None:
+        """Record an event already serialised by `ApiCallRecorded.to_json` (or its equal)."""
+        self.spool.append(line)
         if self._thread_pid != os.getpid():
             self._start()
 

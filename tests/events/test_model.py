@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from events.model import ApiCallRecorded, InvalidEventError, new_event_id
+from events.model import ApiCallRecorded, InvalidEventError, new_event_id, serialise_trusted
 from tests.support.events import make_event
 
 
@@ -51,3 +54,35 @@ def test_event_ids_are_uuid7_and_sort_by_time() -> None:
     ids = [new_event_id() for _ in range(1000)]
     assert all(i.version == 7 for i in ids)
     assert ids == sorted(ids)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+    ),
+    st.sampled_from(["GET", "POST", "DELETE"]),
+    st.sampled_from(["/api/v1/account", "/api/v1/auth/keys/{keyId}"]),
+    st.integers(100, 599),
+    st.floats(0, 1e6, allow_nan=False, allow_infinity=False).map(lambda x: round(x, 3)),
+    st.from_regex(r"[A-Za-z0-9._:\-]{1,128}", fullmatch=True),
+)
+def test_the_request_path_writes_exactly_the_model_serialisation(
+    moment: datetime, method: str, endpoint: str, status: int, duration: float, request_id: str
+) -> None:
+    ids = [new_event_id(), uuid.uuid4(), uuid.uuid4()]
+    model = ApiCallRecorded(
+        event_id=ids[0],
+        occurred_at=moment,
+        account_id=ids[1],
+        key_id=ids[2],
+        method=method,
+        endpoint=endpoint,
+        status=status,
+        duration_ms=duration,
+        request_id=request_id,
+    )
+    fast = serialise_trusted(
+        ids[0], moment, ids[1], ids[2], method, endpoint, status, duration, request_id
+    )
+    assert fast == model.to_json()
+    assert ApiCallRecorded.parse(fast) == model
