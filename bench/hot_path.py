@@ -156,9 +156,20 @@ def main() -> None:
     try:
         _run(home, args)
     finally:
-        # Stop the embedded servers before their data directory goes away.
+        # No worker runs here: drop the events the metered server published, then stop the
+        # embedded servers before their data directory goes away.
+        _purge_events(home)
         release_services(Path(home))
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _purge_events(home: str) -> None:
+    from events.publisher import producer_app
+
+    settings = resolve_services(Settings.from_env(home=Path(home)))
+    app = producer_app(settings.effective_broker_url)
+    with app.connection() as conn:
+        app.control.purge(connection=conn)
 
 
 def _run(home: str, args) -> None:  # type: ignore[no-untyped-def]
