@@ -76,6 +76,24 @@ def _purge(broker_url: str) -> None:
             conn.default_channel.queue_purge(name)
 
 
+def _solo_worker(celery: str, app: str, queue: str) -> list[str]:
+    """One worker process: the solo pool runs tasks in the consuming process itself."""
+    return [
+        celery,
+        "-A",
+        app,
+        "worker",
+        "--pool",
+        "solo",
+        "-Q",
+        queue,
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel",
+        "WARNING",
+    ]
+
+
 def _time_worker(command: list[str], env: dict[str, str], url: str, expected: int) -> float:
     worker = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -137,23 +155,7 @@ def main() -> None:
                     producer=producer,
                 )
         batched = _time_worker(
-            [
-                celery,
-                "-A",
-                "workers.entry",
-                "worker",
-                "--pool",
-                "solo",
-                "-Q",
-                EVENTS_QUEUE,
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel",
-                "WARNING",
-            ],
-            env,
-            url,
-            args.events,
+            _solo_worker(celery, "workers.entry", EVENTS_QUEUE), env, url, args.events
         )
 
         _reset(url)
@@ -165,23 +167,7 @@ def main() -> None:
                     "naive.ingest", args=[line], queue="naive_events", producer=producer
                 )
         baseline = _time_worker(
-            [
-                celery,
-                "-A",
-                "naive_worker",
-                "worker",
-                "--pool",
-                "solo",
-                "-Q",
-                "naive_events",
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel",
-                "WARNING",
-            ],
-            env,
-            url,
-            args.naive_events,
+            _solo_worker(celery, "naive_worker", "naive_events"), env, url, args.naive_events
         )
         _reset(url)
     finally:
