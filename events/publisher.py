@@ -56,6 +56,8 @@ IDLE_WAIT_SECONDS = 0.5
 ADOPT_INTERVAL_SECONDS = 10.0
 VERIFY_INTERVAL_SECONDS = 1.0
 VERIFY_MAX_KEYS = 2000
+# Shipped but unconfirmed events this process keeps track of; beyond, the spool waits on disk.
+MAX_IN_FLIGHT_EVENTS = 200_000
 # Longer than the Redis visibility timeout (60 s) plus its restore cycle, so that a message the
 # broker will still redeliver by itself is not sent twice for nothing.
 RESHIP_AFTER_SECONDS = 90.0
@@ -89,6 +91,7 @@ class _InFlight:
     end: int
     keys: list[tuple[str, datetime]]
     shipped_at: float
+    reshipped: int = 0
 
 
 class EventPublisher:
@@ -107,6 +110,7 @@ class EventPublisher:
         self._database = database
         self._reship_after = reship_after
         self._in_flight: deque[_InFlight] = deque()
+        self._in_flight_events = 0
         self._thread_pid: int | None = None
         self._lock = threading.Lock()
         self._ship_lock = threading.Lock()
@@ -152,8 +156,11 @@ class EventPublisher:
                 confirmed += len(batch.keys)
                 with self._ship_lock:
                     self._in_flight.remove(batch)
+                    self._in_flight_events -= len(batch.keys)
                     self._advance_verified(batch.segment)
-            elif now - batch.shipped_at >= self._reship_after:
+            # Each further re-send of a batch waits twice as long: during a long worker outage
+            # the broker is not flooded with copies of what it already holds.
+            elif now - batch.shipped_at >= self._reship_after * 2 ** min(batch.reshipped, 6):
                 self._reship(batch, now)
         return confirmed
 
@@ -195,11 +202,15 @@ class EventPublisher:
             lines, consumed = segment.read_lines(BATCH_SIZE, BATCH_BYTES)
             if not lines and not consumed:
                 break
+            if self._in_flight_events >= MAX_IN_FLIGHT_EVENTS:
+                # Workers are far behind (or down): stop handing the broker more and let the
+                # spool, on disk, hold the rest, rather than this process's memory.
+                break
             if lines:
                 self._send_counted(lines, replay=segment.sealed)
-                self._in_flight.append(
-                    _InFlight(segment, start, start + consumed, _keys(lines), time.monotonic())
-                )
+                batch = _InFlight(segment, start, start + consumed, _keys(lines), time.monotonic())
+                self._in_flight.append(batch)
+                self._in_flight_events += len(batch.keys)
             segment.mark_shipped(consumed)
             shipped += len(lines)
         self._advance_verified(segment)
@@ -214,6 +225,7 @@ class EventPublisher:
         )
         self._send_counted(lines, replay=True)
         batch.shipped_at = now
+        batch.reshipped += 1
 
     def _send_counted(self, lines: list[str], *, replay: bool) -> None:
         try:
@@ -260,6 +272,7 @@ class EventPublisher:
                 return
             # A deque of batches inherited through fork() belongs to the parent.
             self._in_flight = deque()
+            self._in_flight_events = 0
             self._thread_pid = os.getpid()
             self._stop = threading.Event()
         threading.Thread(target=self._run, name="event-shipper", daemon=True).start()

@@ -7,11 +7,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from celery.contrib.testing.worker import start_worker
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events.publisher import EventPublisher, _keys
+from events.publisher import EventPublisher, _keys, producer_app
 from tests.support.events import log_counts, make_event
 from tests.support.waiting import eventually
 from timo_hub.runtime import Runtime
@@ -54,3 +55,23 @@ def test_a_batch_the_broker_lost_is_shipped_again(
         assert publisher.spool.backlog_bytes(verified=True) == 0
     finally:
         publisher.close()
+
+
+def test_while_workers_are_behind_the_backlog_waits_on_disk_not_in_memory(
+    settings: Settings, runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import events.publisher as publisher_module
+
+    monkeypatch.setattr(publisher_module, "MAX_IN_FLIGHT_EVENTS", 1500)
+    monkeypatch.setattr(publisher_module, "BATCH_SIZE", 500)
+    publisher = EventPublisher(tmp_path, settings.effective_broker_url, runtime.database)
+    try:
+        for _ in range(4000):
+            publisher.spool.append(make_event().to_json())
+        assert publisher.ship_once() == 1500  # no worker confirms anything: shipping pauses
+        assert publisher.ship_once() == 0
+        assert publisher.spool.backlog_bytes() > 0
+    finally:
+        publisher.close()
+        with producer_app(settings.effective_broker_url).connection() as conn:
+            producer_app(settings.effective_broker_url).control.purge(connection=conn)
