@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from flask import Flask, current_app, g
+from flask import Flask, g
 
 from api.accounts import keys, store
 from api.accounts.cache import Principal, PrincipalCache
@@ -134,11 +134,6 @@ def _unauthorized(detail: str, error: str | None) -> UnauthorizedError:
 def current_principal() -> Principal:
     """The authenticated caller of the current request."""
     return g.principal
-
-
-def current_authenticator() -> Authenticator:
-    """The app's authenticator."""
-    return current_app.extensions[EXTENSION]
 
 
 def init_app(app: Flask, runtime: Runtime) -> Authenticator:

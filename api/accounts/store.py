@@ -43,7 +43,6 @@ SELECT_KEYS = f"""
 SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = %(account_id)s
 ORDER BY created_at DESC, id
 """
-SELECT_KEY = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = %(id)s"
 COUNT_ACTIVE_KEYS = """
 SELECT count(*) FROM api_keys WHERE account_id = %(account_id)s AND revoked_at IS NULL
 """
@@ -164,12 +163,6 @@ def list_keys(conn: psycopg.Connection, account_id: uuid.UUID) -> list[ApiKey]:
     """The account's keys, newest first, revoked ones included."""
     with conn.cursor(row_factory=class_row(ApiKey)) as cur:
         return cur.execute(SELECT_KEYS, {"account_id": account_id}).fetchall()
-
-
-def get_key(conn: psycopg.Connection, key_id: uuid.UUID) -> ApiKey | None:
-    """The key with this id, or None."""
-    with conn.cursor(row_factory=class_row(ApiKey)) as cur:
-        return cur.execute(SELECT_KEY, {"id": key_id}).fetchone()
 
 
 def insert_key(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, current_app, g
+from flask import Flask, Response, g
 
 from api.accounts.cache import Principal
 from api.problems import ApiError
@@ -83,11 +83,6 @@ def add_rate_limit_headers(response: Response) -> Response:
         headers["X-RateLimit-Remaining"] = str(admission.remaining)
     headers["X-RateLimit-Reset"] = str(admission.period.reset_epoch)
     return response
-
-
-def current_quota() -> Quota:
-    """The app's quota enforcer."""
-    return current_app.extensions[EXTENSION]
 
 
 def init_app(app: Flask, runtime: Runtime) -> Quota:

@@ -50,11 +50,6 @@ def period_containing(moment: datetime) -> Period:
     return Period(start, end)
 
 
-def period_for_first_day(day: date) -> Period:
-    """The period whose first day is `day`."""
-    return period_containing(datetime(day.year, day.month, 1, tzinfo=UTC))
-
-
 class PeriodClock:
     """`period_containing(now)`, recomputed only when the month changes (hot-path friendly)."""
 
