@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
+
+import psycopg
 
 from events import metrics, store
 from events.model import ApiCallRecorded, InvalidEventError
@@ -52,11 +55,21 @@ def append_batch(
 ) -> store.AppendResult:
     """One transaction: append `events` (exactly once) and record `dead_letters`."""
     with database.connection() as conn:
-        partitions.ensure(conn, {store.month_start(e.occurred_at) for e in events})
-        with conn.transaction():
-            result = store.append(conn, events)
-            for payload, reason in dead_letters:
-                store.record_dead_letter(conn, source, payload, reason)
+        return _append(conn, partitions, events, dead_letters, source)
+
+
+def _append(
+    conn: psycopg.Connection,
+    partitions: store.PartitionRegistry,
+    events: list[ApiCallRecorded],
+    dead_letters: Iterable[tuple[str, str]],
+    source: str,
+) -> store.AppendResult:
+    partitions.ensure(conn, {store.month_start(e.occurred_at) for e in events})
+    with conn.transaction():
+        result = store.append(conn, events)
+        for payload, reason in dead_letters:
+            store.record_dead_letter(conn, source, payload, reason)
     return result
 
 
@@ -70,8 +83,10 @@ def ingest(
     """Append a batch of event payloads to the log and the projection, exactly once."""
     lines = list(lines)
     events, rejected = parse_lines(lines)
-    events = _after_retention_floor(database, events, rejected)
-    result = append_batch(database, partitions, events, dead_letters=rejected, source=source)
+    # One connection for the floor check and the append: no second checkout per batch.
+    with database.connection() as conn:
+        events = _after_retention_floor(retention_floor(conn), events, rejected)
+        result = _append(conn, partitions, events, rejected, source)
     metrics.EVENTS_INGESTED.inc(result.appended)
     metrics.EVENTS_DUPLICATE.inc(result.duplicates)
     metrics.EVENTS_DEAD_LETTERED.inc(len(rejected))
@@ -86,14 +101,10 @@ def ingest(
 
 
 def _after_retention_floor(
-    database: Database, events: list[ApiCallRecorded], rejected: list[tuple[str, str]]
+    floor: date | None, events: list[ApiCallRecorded], rejected: list[tuple[str, str]]
 ) -> list[ApiCallRecorded]:
     """Events older than the retention floor are refused: their month's raw data is gone and a
     lone late event must not bring the partition back."""
-    if not events:
-        return events
-    with database.connection() as conn:
-        floor = retention_floor(conn)
     if floor is None:
         return events
     kept = []
