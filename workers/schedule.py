@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from celery.schedules import crontab
+
 HEARTBEAT_INTERVAL_SECONDS = 15.0
 
 BEAT_SCHEDULE = {
+    "analytics-forecast-all": {
+        "task": "timo.analytics.forecast_all",
+        # Nightly, just after the UTC day closes, so the forecast includes yesterday in full.
+        "schedule": crontab(hour=0, minute=20),
+        # A run missed by more than a few hours is superseded by on-demand forecasts anyway.
+        "options": {"expires": 6 * 3600},
+    },
     "events-maintain-partitions": {
         "task": "timo.events.maintain_partitions",
         # Hourly is plenty for monthly partitions and keeps a fresh deployment from waiting a day.

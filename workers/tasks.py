@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from datetime import UTC, datetime
 
 import psycopg
@@ -13,6 +15,9 @@ from events.ingest import ingest_message
 from events.publisher import INGEST_TASK
 from events.retention import maintain
 from timo_hub.heartbeat import record_heartbeat
+from timo_hub.usage import forecasts
+
+logger = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY_SECONDS = 30
 
@@ -52,3 +57,41 @@ def maintain_partitions() -> dict[str, object]:
             app.runtime.settings.events_retention_months,
         )
     return {"created": result.created, "dropped": result.dropped}
+
+
+@shared_task(name="timo.analytics.forecast_all", ignore_result=True)
+def forecast_all() -> dict[str, int]:
+    """The nightly run: queue one forecast per active account, and prune old forecasts.
+
+    One task per account spreads the work over every worker, and a failure stays with its
+    account.
+    """
+    app = current_app
+    now = datetime.now(UTC)
+    account_ids = forecasts.active_account_ids(app.runtime.database)
+    for account_id in account_ids:
+        forecast_account.apply_async((str(account_id), now.isoformat()))
+    pruned = forecasts.prune(app.runtime.database, now.date())
+    return {"queued": len(account_ids), "pruned": pruned}
+
+
+@shared_task(name="timo.analytics.forecast_account", bind=True, max_retries=3, ignore_result=True)
+def forecast_account(self: Task, account_id: str, as_of: str | None = None) -> dict[str, object]:
+    """Compute, store and alert on one account's default forecast (the nightly job's unit).
+
+    `as_of` is when the run was scheduled: a task that waited in the queue past midnight still
+    forecasts for the day it was meant for. A database outage retries; any other failure is
+    logged with the account id and dropped, so it cannot hold up the other accounts.
+    """
+    now = datetime.fromisoformat(as_of) if as_of else datetime.now(UTC)
+    try:
+        outcome = forecasts.run_nightly(current_app.runtime.database, uuid.UUID(account_id), now)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise self.retry(exc=exc, countdown=30) from exc
+    except forecasts.AccountNotFound:
+        logger.warning("forecast skipped: account %s no longer exists", account_id)
+        return {"account_id": account_id, "skipped": True}
+    except Exception:
+        logger.exception("forecast failed for account %s", account_id)
+        return {"account_id": account_id, "failed": True}
+    return {"account_id": account_id, "model": outcome.model, "alerts": list(outcome.alerts_raised)}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
+from events.ingest import append_batch
 from events.model import ApiCallRecorded, new_event_id
+from events.store import PartitionRegistry
 from timo_hub.runtime import Runtime
 
 
@@ -60,3 +62,42 @@ def usage_rows(runtime: Runtime) -> list[tuple]:
             "SELECT account_id, day, key_id, endpoint, status, calls, "
             "round(duration_ms_sum::numeric, 3) FROM usage_daily ORDER BY 1, 2, 3, 4, 5"
         ).fetchall()
+
+
+def seed_calls(
+    runtime: Runtime,
+    account_id: uuid.UUID,
+    calls_by_day: dict[date, int],
+    *,
+    key_id: uuid.UUID | None = None,
+    status: int = 200,
+    endpoint: str = "/account",
+    duration_ms: float = 2.0,
+    hour: int = 12,
+) -> int:
+    """Append `calls_by_day[day]` events per day to the log (and so `usage_daily`).
+
+    Goes through the ingestion path (`append_batch`), so the projection is the real one.
+    """
+    partitions = PartitionRegistry()
+    batch: list[ApiCallRecorded] = []
+    total = 0
+    for day, calls in calls_by_day.items():
+        moment = datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+        for _ in range(calls):
+            batch.append(
+                make_event(
+                    account_id,
+                    occurred_at=moment,
+                    status=status,
+                    endpoint=endpoint,
+                    key_id=key_id,
+                    duration_ms=duration_ms,
+                )
+            )
+            if len(batch) >= 5000:
+                total += append_batch(runtime.database, partitions, batch).appended
+                batch = []
+    if batch:
+        total += append_batch(runtime.database, partitions, batch).appended
+    return total

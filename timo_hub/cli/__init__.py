@@ -10,6 +10,7 @@ from timo_hub.cli.accounts import accounts, keys
 from timo_hub.cli.context import CliContext
 from timo_hub.cli.dev import dev
 from timo_hub.cli.events import events, projections_group
+from timo_hub.cli.forecast import forecast
 from timo_hub.cli.migrate import migrate
 from timo_hub.cli.quota import quota
 from timo_hub.settings import Settings, SettingsError
@@ -35,6 +36,7 @@ cli.add_command(migrate)
 cli.add_command(events)
 cli.add_command(projections_group, name="projections")
 cli.add_command(quota)
+cli.add_command(forecast)
 
 
 def main() -> None:

@@ -1,0 +1,198 @@
+"""`forecast()`: choose a model for an account's history and forecast its daily calls.
+
+`auto` fits every candidate at several past origins of the account's own history and keeps the one
+with the lowest MASE (see `backtest`); the same backtest is reported as the forecast's accuracy.
+Short histories fall back: no calls at all gives zeros with a note; under two weeks, a flat level
+with wide intervals; under four weeks, the linear model (too few origins to compare honestly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from analytics.backtest import BacktestResult, ModelFitter, rolling_origin, weekly_origins
+from analytics.models import (
+    SEASONAL_MIN_DAYS,
+    FittedModel,
+    LevelFit,
+    LinearFit,
+    SeasonalFit,
+    SeasonalNaiveFit,
+)
+
+ModelChoice = Literal["auto", "linear", "seasonal"]
+MODEL_CHOICES: tuple[ModelChoice, ...] = ("auto", "linear", "seasonal")
+MIN_HORIZON_DAYS, MAX_HORIZON_DAYS = 7, 90
+
+FITTERS: dict[str, ModelFitter] = {
+    "linear": lambda calls, weekday: LinearFit.fit(calls, weekday),
+    "seasonal": lambda calls, weekday: SeasonalFit.fit(calls),
+    "seasonal_naive": lambda calls, weekday: SeasonalNaiveFit.fit(calls),
+}
+AUTO_CANDIDATES = ("linear", "seasonal")
+
+# Backtest: up to this many origins a week apart, each scored on up to 30 days it did not see.
+BACKTEST_ORIGINS = 5
+BACKTEST_HORIZON_DAYS = 30
+BACKTEST_MIN_TRAIN_DAYS = 3 * 7
+BACKTEST_MIN_HORIZON_DAYS = 7
+# Enough simulated futures for stable 2.5%/97.5% quantiles and a month total's interval.
+PATHS = 1000
+DEFAULT_SEED = 20261128
+
+NOTE_NO_HISTORY = "No calls yet: the forecast is zero until there is usage to learn from."
+NOTE_SHORT_HISTORY = (
+    "Under two weeks of history: a flat level with wide intervals; weekly patterns and trends "
+    "are learned once there are at least 14 full days."
+)
+NOTE_NO_BACKTEST = (
+    "Under four weeks of history: too short to measure accuracy on past data; treat the "
+    "intervals as rough."
+)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Daily predictions for `first_date` onwards, with intervals and the paths behind them."""
+
+    model: str
+    history_days: int
+    first_date: date
+    predicted: np.ndarray
+    lower80: np.ndarray
+    upper80: np.ndarray
+    lower95: np.ndarray
+    upper95: np.ndarray
+    paths: np.ndarray = field(repr=False)
+    """Simulated futures, shape `(n, horizon)`: the source of every interval."""
+    accuracy: BacktestResult | None
+    note: str | None
+
+    @property
+    def horizon(self) -> int:
+        """Days forecast."""
+        return int(self.predicted.size)
+
+    def dates(self) -> list[date]:
+        """The date of each forecast day."""
+        return [self.first_date + timedelta(days=i) for i in range(self.horizon)]
+
+
+def forecast(
+    history: pd.Series,
+    horizon: int,
+    model: ModelChoice = "auto",
+    *,
+    first_date: date | None = None,
+    repetitions: int = PATHS,
+    seed: int = DEFAULT_SEED,
+) -> Forecast:
+    """Forecast the `horizon` days after `history` (a zero-filled daily series, see `history`).
+
+    `first_date` defaults to the day after the history's last day. Deterministic: the same inputs
+    and seed give the same forecast.
+    """
+    if horizon < 1:
+        raise ValueError("horizon must be at least one day")
+    if model not in MODEL_CHOICES:
+        raise ValueError(f"unknown model {model!r}")
+    calls = history.to_numpy(dtype=float)
+    if first_date is None:
+        if history.empty:
+            raise ValueError("first_date is required when there is no history")
+        first_date = history.index[-1].date() + timedelta(days=1)
+    rng = np.random.default_rng(seed)
+    if calls.size == 0:
+        zeros = np.zeros(horizon)
+        paths = np.zeros((repetitions, horizon))
+        return Forecast(
+            "none", 0, first_date, zeros, zeros, zeros, zeros, zeros, paths, None, NOTE_NO_HISTORY
+        )
+    if calls.size < SEASONAL_MIN_DAYS:
+        return _from_fit(
+            LevelFit.fit(calls),
+            calls,
+            first_date,
+            horizon,
+            rng,
+            repetitions,
+            None,
+            (NOTE_SHORT_HISTORY),
+        )
+    weekday = history.index[0].dayofweek
+    candidates = AUTO_CANDIDATES if model == "auto" else (model,)
+    scores = _backtest(calls, weekday, candidates)
+    note = None if scores else NOTE_NO_BACKTEST
+    ranked = sorted(scores, key=lambda name: scores[name].mase) if scores else []
+    if model == "auto" and not scores:
+        ranked = ["linear"]
+    elif not ranked:
+        ranked = [model]
+    for name in [*ranked, *(c for c in candidates if c not in ranked)]:
+        try:
+            fitted = FITTERS[name](calls, weekday)
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        return _from_fit(
+            fitted, calls, first_date, horizon, rng, repetitions, scores.get(name), note
+        )
+    return _from_fit(
+        LevelFit.fit(calls),
+        calls,
+        first_date,
+        horizon,
+        rng,
+        repetitions,
+        None,
+        "No model could be fitted to this history; showing a flat level.",
+    )
+
+
+def _backtest(
+    calls: np.ndarray, weekday: int, candidates: tuple[str, ...]
+) -> dict[str, BacktestResult]:
+    horizon = min(BACKTEST_HORIZON_DAYS, calls.size - BACKTEST_MIN_TRAIN_DAYS)
+    if horizon < BACKTEST_MIN_HORIZON_DAYS:
+        return {}
+    origins = weekly_origins(calls.size, horizon, BACKTEST_ORIGINS, BACKTEST_MIN_TRAIN_DAYS)
+    scores = {}
+    for name in candidates:
+        try:
+            scores[name] = rolling_origin(calls, FITTERS[name], weekday, horizon, origins)
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+    return scores
+
+
+def _from_fit(
+    fitted: FittedModel,
+    calls: np.ndarray,
+    first_date: date,
+    horizon: int,
+    rng: np.random.Generator,
+    repetitions: int,
+    accuracy: BacktestResult | None,
+    note: str | None,
+) -> Forecast:
+    paths = fitted.paths(horizon, repetitions, rng)
+    lower95, lower80, median, upper80, upper95 = np.quantile(
+        paths, [0.025, 0.1, 0.5, 0.9, 0.975], axis=0
+    )
+    return Forecast(
+        model=fitted.name,
+        history_days=int(calls.size),
+        first_date=first_date,
+        predicted=median,
+        lower80=lower80,
+        upper80=upper80,
+        lower95=lower95,
+        upper95=upper95,
+        paths=paths,
+        accuracy=accuracy,
+        note=note,
+    )

@@ -1,0 +1,167 @@
+"""Usage statistics for the last 7, 30 or 90 UTC days, from `usage_daily` rows.
+
+The input is already aggregated per day, key, route and status, so the work grows with the number
+of days (and distinct keys and routes), never with the number of calls.
+
+Status classes: `successful` is below 400, `client_errors` is 4xx except 429, `server_errors` is
+5xx, `rejected` is 429 (over quota). They add up to `total_calls`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import pandas as pd
+
+PERIODS = {"7d": 7, "30d": 30, "90d": 90}
+ROW_COLUMNS = ("day", "key_id", "endpoint", "status", "calls", "duration_ms_sum")
+REJECTED_STATUS = 429
+
+
+@dataclass(frozen=True)
+class DailyUsage:
+    """One day of the period."""
+
+    day: date
+    calls: int
+    errors: int
+    """4xx (except 429) and 5xx answers."""
+    rejected: int
+
+
+@dataclass(frozen=True)
+class EndpointUsage:
+    """Calls to one route template."""
+
+    endpoint: str
+    calls: int
+
+
+@dataclass(frozen=True)
+class KeyUsage:
+    """Calls made with one key."""
+
+    key_id: object
+    name: str | None
+    prefix: str | None
+    calls: int
+
+
+@dataclass(frozen=True)
+class KeyLabel:
+    """What a customer recognises a key by."""
+
+    name: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class UsageStats:
+    """The answer of `/usage/stats`."""
+
+    period: str
+    start: date
+    end: date
+    total_calls: int
+    successful: int
+    client_errors: int
+    server_errors: int
+    rejected: int
+    daily: list[DailyUsage]
+    average_per_day: float
+    peak_day: DailyUsage | None
+    by_endpoint: list[EndpointUsage]
+    by_key: list[KeyUsage]
+    average_duration_ms: float | None
+    change_vs_previous_period: float | None
+    """Percent change of total calls against the previous period; None when it had none."""
+
+
+def period_bounds(period: str, today: date) -> tuple[date, date]:
+    """First and last day (inclusive) of `period` ending today."""
+    days = PERIODS[period]
+    return today - timedelta(days=days - 1), today
+
+
+def usage_stats(
+    rows: pd.DataFrame,
+    *,
+    period: str,
+    today: date,
+    keys: Mapping[object, KeyLabel],
+) -> UsageStats:
+    """Statistics for `period` ending `today` (and the change against the period before it).
+
+    `rows` has the `usage_daily` columns `ROW_COLUMNS`; rows outside the two periods are ignored.
+    """
+    start, end = period_bounds(period, today)
+    previous_start = start - timedelta(days=PERIODS[period])
+    frame = rows.loc[:, list(ROW_COLUMNS)].copy()
+    frame["day"] = pd.to_datetime(frame["day"])
+    frame["calls"] = frame["calls"].astype("int64")
+    previous = frame[
+        (frame["day"] >= pd.Timestamp(previous_start)) & (frame["day"] < pd.Timestamp(start))
+    ]
+    current = frame[(frame["day"] >= pd.Timestamp(start)) & (frame["day"] <= pd.Timestamp(end))]
+
+    status = current["status"]
+    calls = current["calls"]
+    is_rejected = status == REJECTED_STATUS
+    is_client = (status >= 400) & (status < 500) & ~is_rejected
+    is_server = status >= 500
+    total = int(calls.sum())
+    per_day = (
+        pd.DataFrame(
+            {
+                "calls": calls,
+                "errors": calls.where(is_client | is_server, 0),
+                "rejected": calls.where(is_rejected, 0),
+            }
+        )
+        .groupby(current["day"])
+        .sum()
+    )
+    per_day = per_day.reindex(pd.date_range(start, end, freq="D"), fill_value=0)
+    daily = [
+        DailyUsage(day.date(), int(row.calls), int(row.errors), int(row.rejected))
+        for day, row in zip(per_day.index, per_day.itertuples(index=False), strict=True)
+    ]
+    peak = max(daily, key=lambda d: (d.calls, -d.day.toordinal())) if total else None
+
+    by_endpoint = [
+        EndpointUsage(str(endpoint), int(n))
+        for endpoint, n in _ranked(calls.groupby(current["endpoint"]).sum())
+    ]
+    by_key = []
+    for key_id, n in _ranked(calls.groupby(current["key_id"]).sum()):
+        label = keys.get(key_id)
+        by_key.append(
+            KeyUsage(key_id, label.name if label else None, label.prefix if label else None, int(n))
+        )
+    previous_total = int(previous["calls"].sum())
+    change = (total - previous_total) / previous_total * 100.0 if previous_total else None
+    return UsageStats(
+        period=period,
+        start=start,
+        end=end,
+        total_calls=total,
+        successful=int(calls[status < 400].sum()),
+        client_errors=int(calls[is_client].sum()),
+        server_errors=int(calls[is_server].sum()),
+        rejected=int(calls[is_rejected].sum()),
+        daily=daily,
+        average_per_day=total / len(daily),
+        peak_day=peak,
+        by_endpoint=by_endpoint,
+        by_key=by_key,
+        average_duration_ms=float(current["duration_ms_sum"].sum()) / total if total else None,
+        change_vs_previous_period=change,
+    )
+
+
+def _ranked(sums: pd.Series) -> list[tuple[object, int]]:
+    """Largest first; ties by name so the order is stable."""
+    items = [(label, int(n)) for label, n in sums.items() if n > 0]
+    return sorted(items, key=lambda item: (-item[1], str(item[0])))
