@@ -14,7 +14,7 @@ not seen. The measures are scale-free so accounts of any size compare:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +34,8 @@ class BacktestResult:
     smape: float
     total_error_pct: float | None
     """Mean absolute % error of the horizon's total; None when the actual totals were all 0."""
+    log_errors: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.empty(0))
+    """`log1p(actual) - log1p(predicted)` for every origin (row) and day ahead (column)."""
 
 
 def mase_scale(training: np.ndarray) -> float:
@@ -91,11 +93,12 @@ def rolling_origin(
     """Fit at each origin on `calls[:origin]`, score on the next `horizon` days."""
     if not origins:
         raise ValueError("a backtest needs at least one origin")
-    mases, smapes, totals = [], [], []
+    mases, smapes, totals, log_errors = [], [], [], []
     for origin in origins:
         training = calls[:origin]
         actual = calls[origin : origin + horizon]
         predicted = fitter(training, first_weekday).point(actual.size)
+        log_errors.append(np.log1p(actual) - np.log1p(predicted))
         mases.append(mase(actual, predicted, training))
         smapes.append(smape(actual, predicted))
         error = total_error_pct(actual, float(np.sum(predicted)))
@@ -107,4 +110,5 @@ def rolling_origin(
         mase=float(np.mean(mases)),
         smape=float(np.mean(smapes)),
         total_error_pct=float(np.mean(totals)) if totals else None,
+        log_errors=np.vstack(log_errors),
     )

@@ -23,6 +23,7 @@ from analytics.models import (
     LinearFit,
     SeasonalFit,
     SeasonalNaiveFit,
+    to_counts,
 )
 
 ModelChoice = Literal["auto", "linear", "seasonal"]
@@ -41,6 +42,10 @@ BACKTEST_ORIGINS = 5
 BACKTEST_HORIZON_DAYS = 30
 BACKTEST_MIN_TRAIN_DAYS = 3 * 7
 BACKTEST_MIN_HORIZON_DAYS = 7
+# Interval calibration against backtest errors: matched at this quantile, scaled within bounds.
+CALIBRATION_QUANTILES = (0.8, 0.95)
+CALIBRATION_BUCKETS = ((0, 7), (7, 14), (14, 30))
+CALIBRATION_BOUNDS = (0.5, 5.0)
 # Enough simulated futures for stable 2.5%/97.5% quantiles and a month total's interval.
 PATHS = 1000
 DEFAULT_SEED = 20261128
@@ -86,7 +91,7 @@ class Forecast:
 def forecast(
     history: pd.Series,
     horizon: int,
-    model: ModelChoice = "auto",
+    model: str = "auto",
     *,
     first_date: date | None = None,
     repetitions: int = PATHS,
@@ -94,12 +99,14 @@ def forecast(
 ) -> Forecast:
     """Forecast the `horizon` days after `history` (a zero-filled daily series, see `history`).
 
+    `model` is one of `MODEL_CHOICES` or, for comparisons, `seasonal_naive`.
+
     `first_date` defaults to the day after the history's last day. Deterministic: the same inputs
     and seed give the same forecast.
     """
     if horizon < 1:
         raise ValueError("horizon must be at least one day")
-    if model not in MODEL_CHOICES:
+    if model != "auto" and model not in FITTERS:
         raise ValueError(f"unknown model {model!r}")
     calls = history.to_numpy(dtype=float)
     if first_date is None:
@@ -126,47 +133,83 @@ def forecast(
         )
     weekday = history.index[0].dayofweek
     candidates = AUTO_CANDIDATES if model == "auto" else (model,)
-    scores = _backtest(calls, weekday, candidates)
-    note = None if scores else NOTE_NO_BACKTEST
-    ranked = sorted(scores, key=lambda name: scores[name].mase) if scores else []
-    if model == "auto" and not scores:
-        ranked = ["linear"]
-    elif not ranked:
-        ranked = [model]
-    for name in [*ranked, *(c for c in candidates if c not in ranked)]:
+    fitted: dict[str, FittedModel] = {}
+    for name in candidates:
         try:
-            fitted = FITTERS[name](calls, weekday)
+            fitted[name] = FITTERS[name](calls, weekday)
         except (ValueError, np.linalg.LinAlgError):
             continue
+    if not fitted:
+        note = "No model could be fitted to this history; showing a flat level."
         return _from_fit(
-            fitted, calls, first_date, horizon, rng, repetitions, scores.get(name), note
+            LevelFit.fit(calls), calls, first_date, horizon, rng, repetitions, None, note
         )
+    scores = _backtest(calls, weekday, fitted)
+    if scores:
+        chosen = min(scores, key=lambda name: scores[name].mase)
+    else:
+        chosen = "linear" if "linear" in fitted else next(iter(fitted))
+    note = None if chosen in scores else NOTE_NO_BACKTEST
     return _from_fit(
-        LevelFit.fit(calls),
-        calls,
-        first_date,
-        horizon,
-        rng,
-        repetitions,
-        None,
-        "No model could be fitted to this history; showing a flat level.",
+        fitted[chosen], calls, first_date, horizon, rng, repetitions, scores.get(chosen), note
     )
 
 
+def _refitter(fitted: FittedModel) -> ModelFitter:
+    """How the backtest refits a model at an origin: exponential smoothing keeps its parameters
+    (re-estimating them at every origin would multiply the cost for little difference)."""
+    if isinstance(fitted, SeasonalFit):
+        params = fitted.params
+        return lambda calls, weekday: SeasonalFit.fit(calls, params)
+    return FITTERS[fitted.name]
+
+
 def _backtest(
-    calls: np.ndarray, weekday: int, candidates: tuple[str, ...]
+    calls: np.ndarray, weekday: int, fitted: dict[str, FittedModel]
 ) -> dict[str, BacktestResult]:
     horizon = min(BACKTEST_HORIZON_DAYS, calls.size - BACKTEST_MIN_TRAIN_DAYS)
     if horizon < BACKTEST_MIN_HORIZON_DAYS:
         return {}
     origins = weekly_origins(calls.size, horizon, BACKTEST_ORIGINS, BACKTEST_MIN_TRAIN_DAYS)
     scores = {}
-    for name in candidates:
+    for name, model in fitted.items():
         try:
-            scores[name] = rolling_origin(calls, FITTERS[name], weekday, horizon, origins)
+            scores[name] = rolling_origin(calls, _refitter(model), weekday, horizon, origins)
         except (ValueError, np.linalg.LinAlgError):
             continue
     return scores
+
+
+def calibrated(paths: np.ndarray, log_errors: np.ndarray) -> np.ndarray:
+    """Paths whose spread matches the errors the model actually made on past data.
+
+    Each path's deviation from the median (log scale) is scaled so that the 80th and 95th
+    percentiles of absolute deviations reach those of the backtest's errors, separately for the
+    first week ahead, the second, and beyond (errors grow with the horizon). A model's own
+    intervals assume the model is right; this corrects for how wrong it has been here.
+    """
+    if log_errors.size == 0:
+        return paths
+    logs = np.log1p(paths)
+    centre = np.median(logs, axis=0)
+    deviations = logs - centre
+    scales = np.ones(paths.shape[1])
+    observed_days = log_errors.shape[1]
+    for first, last in CALIBRATION_BUCKETS:
+        if first >= observed_days:
+            break
+        errors = np.abs(log_errors[:, first:last])
+        errors = errors[np.isfinite(errors)]
+        modelled = np.abs(deviations[:, first : min(last, observed_days)])
+        ratios = [
+            float(np.quantile(errors, q)) / m
+            for q in CALIBRATION_QUANTILES
+            if errors.size and (m := float(np.quantile(modelled, q))) > 0
+        ]
+        if ratios:
+            # The wider of the two levels: a few recent origins understate the errors to come.
+            scales[first:] = float(np.clip(max(ratios), *CALIBRATION_BOUNDS))
+    return to_counts(centre + scales[None, :] * deviations)
 
 
 def _from_fit(
@@ -180,6 +223,8 @@ def _from_fit(
     note: str | None,
 ) -> Forecast:
     paths = fitted.paths(horizon, repetitions, rng)
+    if accuracy is not None:
+        paths = calibrated(paths, accuracy.log_errors)
     lower95, lower80, median, upper80, upper95 = np.quantile(
         paths, [0.025, 0.1, 0.5, 0.9, 0.975], axis=0
     )

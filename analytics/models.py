@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import pandas as pd
 from statsmodels.robust.norms import HuberT
 from statsmodels.robust.robust_linear_model import RLM
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel
@@ -33,6 +34,9 @@ SEASONAL_HEURISTIC_MIN_DAYS = 3 * WEEK
 # With under two weeks only a level can be estimated, and its spread is widened by this factor.
 SHORT_HISTORY_WIDENING = 1.5
 SHORT_HISTORY_MIN_SPREAD = 0.25
+# How far (in robust standard deviations) a day must stray from its weekday's local median to be
+# treated as a one-off spike by the seasonal model.
+SPIKE_MADS = 4.0
 # A perfectly flat history would otherwise give zero-width intervals.
 MIN_LOG_SPREAD = 0.02
 
@@ -173,6 +177,30 @@ class LinearFit:
         return to_counts(betas @ design.T + noise)
 
 
+def without_spikes(logs: np.ndarray) -> np.ndarray:
+    """`logs` with one-off spikes and drops replaced by their weekday's local median.
+
+    A day is a spike when it is further from the median of the same weekday in the surrounding
+    three weeks than `SPIKE_MADS` robust deviations. Exponential smoothing would otherwise carry a
+    single spike into its level and its weekday's seasonal state for weeks.
+    """
+    if logs.size < 3 * WEEK:
+        return logs
+    series = pd.Series(logs)
+    weekday = np.arange(logs.size) % WEEK
+    baseline = series.groupby(weekday).transform(
+        lambda same_day: same_day.rolling(7, center=True, min_periods=3).median()
+    )
+    deviation = series - baseline
+    mad = float(np.nanmedian(np.abs(deviation - np.nanmedian(deviation))))
+    if not np.isfinite(mad) or mad == 0.0:
+        return logs
+    spikes = (np.abs(deviation) > SPIKE_MADS * 1.4826 * mad).to_numpy()
+    cleaned = logs.copy()
+    cleaned[spikes] = baseline.to_numpy()[spikes]
+    return cleaned
+
+
 def _design(t: np.ndarray, first_weekday: int, scale: int) -> np.ndarray:
     weekday = (first_weekday + t) % WEEK
     columns = [np.ones(t.size), t / max(scale, 1)]
@@ -188,11 +216,15 @@ class SeasonalFit:
     name: str = "seasonal"
 
     @classmethod
-    def fit(cls, calls: np.ndarray) -> SeasonalFit:
-        """Fit to a history of at least two weeks."""
+    def fit(cls, calls: np.ndarray, params: np.ndarray | None = None) -> SeasonalFit:
+        """Fit to a history of at least two weeks.
+
+        With `params` (from an earlier fit to a longer history) the smoothing parameters are
+        reused instead of estimated: a backtest's many refits then cost a filter pass each.
+        """
         if calls.size < SEASONAL_MIN_DAYS:
             raise ValueError("the seasonal model needs at least two weeks of history")
-        logs = np.log1p(calls)
+        logs = without_spikes(np.log1p(calls))
         if float(np.ptp(logs)) == 0.0:
             # ETS cannot estimate anything from a constant; a tiny jitter keeps it defined.
             logs = logs + np.linspace(0.0, 1e-6, logs.size)
@@ -208,10 +240,18 @@ class SeasonalFit:
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = model.fit(disp=False)
+            if params is not None and init == "heuristic":
+                result = model.smooth(params)
+            else:
+                result = model.fit(disp=False)
         if not np.all(np.isfinite(result.forecast(WEEK))):
             raise ValueError("the seasonal fit did not converge")
         return cls(result)
+
+    @property
+    def params(self) -> np.ndarray:
+        """The estimated smoothing parameters."""
+        return np.asarray(self.result.params)  # type: ignore[attr-defined]
 
     def point(self, horizon: int) -> np.ndarray:
         """The smoothed level, damped trend and weekly season, extended."""
