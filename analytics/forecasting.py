@@ -196,7 +196,7 @@ def calibrated(paths: np.ndarray, log_errors: np.ndarray) -> np.ndarray:
     scales = np.ones(paths.shape[1])
     observed_days = log_errors.shape[1]
     for first, last in CALIBRATION_BUCKETS:
-        if first >= observed_days:
+        if first >= min(observed_days, paths.shape[1]):
             break
         errors = np.abs(log_errors[:, first:last])
         errors = errors[np.isfinite(errors)]
