@@ -66,9 +66,13 @@ def evaluate(args: tuple[str, str, int]) -> tuple[str, str, Scores]:
         low, median, high = np.quantile(totals, [0.1, 0.5, 0.9])
         scores.total_error.append(abs(median - actual.sum()) / actual.sum() * 100)
         scores.total_covered80.append(float(low <= actual.sum() <= high))
-        scores.covered80.append(float(np.mean((result.lower80 <= actual) & (actual <= result.upper80))))
-        scores.covered95.append(float(np.mean((result.lower95 <= actual) & (actual <= result.upper95))))
+        scores.covered80.append(_share_within(actual, result.lower80, result.upper80))
+        scores.covered95.append(_share_within(actual, result.lower95, result.upper95))
     return name, model, scores
+
+
+def _share_within(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
+    return float(np.mean((lower <= actual) & (actual <= upper)))
 
 
 def main() -> None:
