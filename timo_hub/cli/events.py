@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import date
+import uuid
+from datetime import UTC, date, datetime
 
 import click
 from tqdm import tqdm
 
+from api.accounts import store as accounts_store
 from events import projections
 from events.importer import import_lines
+from events.samples import SampleShape, sample_events
 from timo_hub.cli.context import CliContext, pass_cli
+from timo_hub.cli.dev import DEMO_EMAIL
 
 
 @click.group()
@@ -38,6 +42,38 @@ def import_events(ctx: CliContext, source: click.utils.LazyFile) -> None:
         click.echo(f"  rejected {count}: {reason}")
     for example in summary.examples:
         click.echo(f"    {example}")
+
+
+@events.command("sample")
+@click.option("--account", "account_id", type=click.UUID, help="Account (default: the demo one).")
+@click.option("--days", type=click.IntRange(1, 730), default=120, show_default=True)
+@click.option(
+    "--per-day",
+    type=click.FloatRange(0, 1e7),
+    default=300.0,
+    show_default=True,
+    help="Weekday calls per day at the start (it grows by half over the period).",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Same seed, same events.")
+@pass_cli
+def sample(
+    ctx: CliContext, account_id: uuid.UUID | None, days: int, per_day: float, seed: int
+) -> None:
+    """Print synthetic JSON Lines history for an account (pipe it to `events import -`)."""
+    with ctx.runtime.database.connection() as conn:
+        if account_id is None:
+            demo = accounts_store.find_account_by_email(conn, DEMO_EMAIL)
+            if demo is None:
+                raise click.UsageError("no demo account yet (run `timo-hub dev`); pass --account")
+            account_id = demo.id
+        if accounts_store.get_account(conn, account_id) is None:
+            raise click.UsageError(f"no account {account_id}")
+        key_ids = [k.id for k in accounts_store.list_keys(conn, account_id) if k.revoked_at is None]
+    if not key_ids:
+        raise click.UsageError("the account has no active key")
+    shape = SampleShape(days=days, calls_per_day=per_day, seed=seed)
+    for event in sample_events(account_id, key_ids, shape, datetime.now(UTC)):
+        click.echo(event.to_json())
 
 
 @click.group()
