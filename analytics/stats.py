@@ -85,27 +85,58 @@ def period_bounds(period: str, today: date) -> tuple[date, date]:
     return today - timedelta(days=days - 1), today
 
 
+@dataclass(frozen=True)
+class UsageSums:
+    """A period's usage summed three ways, and the period before it in total.
+
+    The database computes these sums (`GROUPING SETS`), so what reaches Python is a few hundred
+    rows however many keys, routes and statuses an account uses; `from_rows` computes the same
+    from raw `usage_daily` rows.
+    """
+
+    by_day_status: pd.DataFrame
+    """Columns `day`, `status`, `calls`, `duration_ms_sum`."""
+    by_endpoint: pd.DataFrame
+    """Columns `endpoint`, `calls`."""
+    by_key: pd.DataFrame
+    """Columns `key_id`, `calls`."""
+    previous_total: int
+    """Calls in the period of the same length just before."""
+
+    @classmethod
+    def from_rows(cls, rows: pd.DataFrame, *, period: str, today: date) -> UsageSums:
+        """Sum raw rows (`ROW_COLUMNS`); rows outside the two periods are ignored."""
+        start, end = period_bounds(period, today)
+        previous_start = start - timedelta(days=PERIODS[period])
+        frame = rows.loc[:, list(ROW_COLUMNS)].copy()
+        days = pd.to_datetime(frame["day"])
+        current = frame[(days >= pd.Timestamp(start)) & (days <= pd.Timestamp(end))]
+        previous = frame[(days >= pd.Timestamp(previous_start)) & (days < pd.Timestamp(start))]
+        return cls(
+            by_day_status=current.groupby(["day", "status"], as_index=False)[
+                ["calls", "duration_ms_sum"]
+            ].sum(),
+            by_endpoint=current.groupby("endpoint", as_index=False)["calls"].sum(),
+            by_key=current.groupby("key_id", as_index=False)["calls"].sum(),
+            previous_total=int(previous["calls"].sum()),
+        )
+
+
 def usage_stats(
-    rows: pd.DataFrame,
+    sums: UsageSums,
     *,
     period: str,
     today: date,
     keys: Mapping[object, KeyLabel],
 ) -> UsageStats:
-    """Statistics for `period` ending `today` (and the change against the period before it).
-
-    `rows` has the `usage_daily` columns `ROW_COLUMNS`; rows outside the two periods are ignored.
-    """
+    """Statistics for `period` ending `today`, and the change against the period before it."""
     start, end = period_bounds(period, today)
-    previous_start = start - timedelta(days=PERIODS[period])
-    frame = rows.loc[:, list(ROW_COLUMNS)].copy()
-    frame["day"] = pd.to_datetime(frame["day"])
-    frame["calls"] = frame["calls"].astype("int64")
-    previous = frame[
-        (frame["day"] >= pd.Timestamp(previous_start)) & (frame["day"] < pd.Timestamp(start))
+    current = sums.by_day_status.copy()
+    current["day"] = pd.to_datetime(current["day"])
+    current["calls"] = current["calls"].astype("int64")
+    current = current[
+        (current["day"] >= pd.Timestamp(start)) & (current["day"] <= pd.Timestamp(end))
     ]
-    current = frame[(frame["day"] >= pd.Timestamp(start)) & (frame["day"] <= pd.Timestamp(end))]
-
     status = current["status"]
     calls = current["calls"]
     is_rejected = status == REJECTED_STATUS
@@ -131,16 +162,16 @@ def usage_stats(
     peak = max(daily, key=lambda d: (d.calls, -d.day.toordinal())) if total else None
 
     by_endpoint = [
-        EndpointUsage(str(endpoint), int(n))
-        for endpoint, n in _ranked(calls.groupby(current["endpoint"]).sum())
+        EndpointUsage(str(endpoint), n)
+        for endpoint, n in _ranked(sums.by_endpoint.set_index("endpoint")["calls"])
     ]
     by_key = []
-    for key_id, n in _ranked(calls.groupby(current["key_id"]).sum()):
+    for key_id, n in _ranked(sums.by_key.set_index("key_id")["calls"]):
         label = keys.get(key_id)
         by_key.append(
-            KeyUsage(key_id, label.name if label else None, label.prefix if label else None, int(n))
+            KeyUsage(key_id, label.name if label else None, label.prefix if label else None, n)
         )
-    previous_total = int(previous["calls"].sum())
+    previous_total = sums.previous_total
     change = (total - previous_total) / previous_total * 100.0 if previous_total else None
     return UsageStats(
         period=period,

@@ -7,7 +7,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from analytics.stats import KeyLabel, period_bounds, usage_stats
+from analytics.stats import KeyLabel, UsageStats, UsageSums, period_bounds, usage_stats
 
 TODAY = date(2026, 3, 10)
 KEY_A, KEY_B, KEY_GONE = "key-a", "key-b", "key-gone"
@@ -19,6 +19,12 @@ def rows(*entries: tuple) -> pd.DataFrame:
     return pd.DataFrame(
         entries, columns=["day", "key_id", "endpoint", "status", "calls", "duration_ms_sum"]
     )
+
+
+def stats_for(frame: pd.DataFrame, period: str, keys: dict) -> UsageStats:
+    """Raw rows summed in pandas (the database sums them the same way), then the statistics."""
+    sums = UsageSums.from_rows(frame, period=period, today=TODAY)
+    return usage_stats(sums, period=period, today=TODAY, keys=keys)
 
 
 SAMPLE = rows(
@@ -42,7 +48,7 @@ SAMPLE = rows(
 
 
 def test_totals_and_status_classes_match_hand_computed_sums() -> None:
-    stats = usage_stats(SAMPLE, period="7d", today=TODAY, keys=LABELS)
+    stats = stats_for(SAMPLE, "7d", LABELS)
     assert (stats.start, stats.end) == (date(2026, 3, 4), TODAY)
     assert stats.total_calls == 10 + 2 + 3 + 5 + 20 + 1 + 4 + 7 == 52
     assert stats.successful == 10 + 2 + 20 + 7
@@ -54,7 +60,7 @@ def test_totals_and_status_classes_match_hand_computed_sums() -> None:
 
 
 def test_daily_series_is_zero_filled_and_complete() -> None:
-    stats = usage_stats(SAMPLE, period="7d", today=TODAY, keys=LABELS)
+    stats = stats_for(SAMPLE, "7d", LABELS)
     assert [d.day for d in stats.daily] == [date(2026, 3, day) for day in range(4, 11)]
     by_day = {d.day.day: (d.calls, d.errors, d.rejected) for d in stats.daily}
     assert by_day == {
@@ -72,7 +78,7 @@ def test_daily_series_is_zero_filled_and_complete() -> None:
 
 
 def test_breakdowns_by_endpoint_and_key_busiest_first() -> None:
-    stats = usage_stats(SAMPLE, period="7d", today=TODAY, keys=LABELS)
+    stats = stats_for(SAMPLE, "7d", LABELS)
     assert [(e.endpoint, e.calls) for e in stats.by_endpoint] == [
         ("/account/quota", 25),
         ("/account", 19),
@@ -87,12 +93,12 @@ def test_breakdowns_by_endpoint_and_key_busiest_first() -> None:
 
 
 def test_change_against_previous_period() -> None:
-    stats = usage_stats(SAMPLE, period="7d", today=TODAY, keys=LABELS)
+    stats = stats_for(SAMPLE, "7d", LABELS)
     assert stats.change_vs_previous_period == pytest.approx((52 - 48) / 48 * 100)
 
 
 def test_empty_account() -> None:
-    stats = usage_stats(rows(), period="30d", today=TODAY, keys={})
+    stats = stats_for(rows(), "30d", {})
     assert stats.total_calls == 0
     assert len(stats.daily) == 30
     assert all(d.calls == 0 for d in stats.daily)
@@ -104,10 +110,7 @@ def test_empty_account() -> None:
 
 def test_no_previous_calls_means_no_change() -> None:
     only_now = rows((TODAY, KEY_A, "/account", 200, 3, 3.0))
-    assert (
-        usage_stats(only_now, period="7d", today=TODAY, keys=LABELS).change_vs_previous_period
-        is None
-    )
+    assert stats_for(only_now, "7d", LABELS).change_vs_previous_period is None
 
 
 @pytest.mark.parametrize(("period", "days"), [("7d", 7), ("30d", 30), ("90d", 90)])

@@ -7,19 +7,28 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import psycopg
 from psycopg.types.json import Jsonb
 
-from analytics.stats import ROW_COLUMNS, KeyLabel
+from analytics.stats import KeyLabel, UsageSums, period_bounds
 from events.store import NOT_COUNTED_STATUSES
 
-USAGE_ROWS = """
-SELECT day, key_id, endpoint, status, calls, duration_ms_sum
+# One pass over the period's rows, summed three ways; GROUPING() says which sum a row is:
+# 3 = by (day, status), 13 = by endpoint, 14 = by key.
+USAGE_SUMS = """
+SELECT GROUPING(day, status, endpoint, key_id), day, status, endpoint, key_id,
+       sum(calls)::bigint, sum(duration_ms_sum)
 FROM usage_daily
+WHERE account_id = %(account)s AND day >= %(first)s AND day <= %(last)s
+GROUP BY GROUPING SETS ((day, status), (endpoint), (key_id))
+"""
+BY_DAY_STATUS, BY_ENDPOINT, BY_KEY = 3, 13, 14
+TOTAL_CALLS = """
+SELECT coalesce(sum(calls), 0)::bigint FROM usage_daily
 WHERE account_id = %(account)s AND day >= %(first)s AND day <= %(last)s
 """
 COUNTED_BY_DAY = """
@@ -91,14 +100,33 @@ class StoredAlert:
     exhaustion_date: date | None
 
 
-def usage_rows(
-    conn: psycopg.Connection, account_id: uuid.UUID, first: date, last: date
-) -> pd.DataFrame:
-    """The account's `usage_daily` rows for days `first..last`, as a frame (`ROW_COLUMNS`)."""
-    rows = conn.execute(
-        USAGE_ROWS, {"account": account_id, "first": first, "last": last}
-    ).fetchall()
-    return pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+def usage_sums(
+    conn: psycopg.Connection, account_id: uuid.UUID, period: str, today: date
+) -> UsageSums:
+    """The account's usage in `period` ending `today`, summed in the database."""
+    first, last = period_bounds(period, today)
+    params = {"account": account_id, "first": first, "last": last}
+    by_day_status, by_endpoint, by_key = [], [], []
+    for grouping, day, status, endpoint, key_id, calls, duration in conn.execute(
+        USAGE_SUMS, params
+    ):
+        if grouping == BY_DAY_STATUS:
+            by_day_status.append((day, status, calls, duration))
+        elif grouping == BY_ENDPOINT:
+            by_endpoint.append((endpoint, calls))
+        elif grouping == BY_KEY:
+            by_key.append((key_id, calls))
+    length = last - first + timedelta(days=1)
+    previous = {"account": account_id, "first": first - length, "last": first - timedelta(days=1)}
+    row = conn.execute(TOTAL_CALLS, previous).fetchone()
+    return UsageSums(
+        by_day_status=pd.DataFrame(
+            by_day_status, columns=["day", "status", "calls", "duration_ms_sum"]
+        ),
+        by_endpoint=pd.DataFrame(by_endpoint, columns=["endpoint", "calls"]),
+        by_key=pd.DataFrame(by_key, columns=["key_id", "calls"]),
+        previous_total=int(row[0]) if row else 0,
+    )
 
 
 def counted_calls_by_day(
