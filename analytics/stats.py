@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 
 PERIODS = {"7d": 7, "30d": 30, "90d": 90}
@@ -131,33 +132,34 @@ def usage_stats(
 ) -> UsageStats:
     """Statistics for `period` ending `today`, and the change against the period before it."""
     start, end = period_bounds(period, today)
-    current = sums.by_day_status.copy()
-    current["day"] = pd.to_datetime(current["day"])
-    current["calls"] = current["calls"].astype("int64")
-    current = current[
-        (current["day"] >= pd.Timestamp(start)) & (current["day"] <= pd.Timestamp(end))
-    ]
-    status = current["status"]
-    calls = current["calls"]
+    length = (end - start).days + 1
+    # Plain numpy over the few hundred summed rows: pandas' per-operation overhead would cost
+    # more than the arithmetic.
+    frame = sums.by_day_status
+    offsets = (
+        pd.to_datetime(frame["day"]).to_numpy(dtype="datetime64[D]") - np.datetime64(start, "D")
+    ).astype(np.int64)
+    inside = (offsets >= 0) & (offsets < length)
+    offsets = offsets[inside]
+    status = frame["status"].to_numpy(dtype=np.int64)[inside]
+    calls = frame["calls"].to_numpy(dtype=np.int64)[inside]
+    duration = frame["duration_ms_sum"].to_numpy(dtype=float)[inside]
     is_rejected = status == REJECTED_STATUS
     is_client = (status >= 400) & (status < 500) & ~is_rejected
     is_server = status >= 500
     total = int(calls.sum())
-    per_day = (
-        pd.DataFrame(
-            {
-                "calls": calls,
-                "errors": calls.where(is_client | is_server, 0),
-                "rejected": calls.where(is_rejected, 0),
-            }
-        )
-        .groupby(current["day"])
-        .sum()
-    )
-    per_day = per_day.reindex(pd.date_range(start, end, freq="D"), fill_value=0)
+
+    def per_day(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(offsets[mask], weights=calls[mask], minlength=length).astype(np.int64)
+
+    day_calls = per_day(np.ones_like(inside[inside]))
+    day_errors = per_day(is_client | is_server)
+    day_rejected = per_day(is_rejected)
     daily = [
-        DailyUsage(day.date(), int(row.calls), int(row.errors), int(row.rejected))
-        for day, row in zip(per_day.index, per_day.itertuples(index=False), strict=True)
+        DailyUsage(
+            start + timedelta(days=i), int(day_calls[i]), int(day_errors[i]), int(day_rejected[i])
+        )
+        for i in range(length)
     ]
     peak = max(daily, key=lambda d: (d.calls, -d.day.toordinal())) if total else None
 
@@ -187,7 +189,7 @@ def usage_stats(
         peak_day=peak,
         by_endpoint=by_endpoint,
         by_key=by_key,
-        average_duration_ms=float(current["duration_ms_sum"].sum()) / total if total else None,
+        average_duration_ms=float(duration.sum()) / total if total else None,
         change_vs_previous_period=change,
     )
 

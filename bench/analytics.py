@@ -1,9 +1,10 @@
 """Analytics benchmarks: latency against stored volume, and forecast accuracy on real series.
 
-`latency` loads two accounts with the same keys, routes and statuses over the same 120 days, one
-with 10,000 events and one with 10,000,000 (written straight into the event log with one
-server-side INSERT per million, then `usage_daily` rebuilt from the log as `projections rebuild`
-does), and times, in-process through the Flask app:
+`latency` loads two accounts with the same keys, routes and statuses and the same daily shape (a
+weekly pattern, growth and noise) over the 120 days before today, one with 10,000 events and one
+with 10,000,000 (written straight into the event log by server-side INSERTs, then `usage_daily`
+rebuilt from the log as `projections rebuild` does), and times, in-process through the Flask app,
+alternating between the accounts:
 
 * `GET /usage/stats?period=90d`;
 * `GET /usage/forecast?days=90` computed (the stored forecast deleted before each call);
@@ -25,12 +26,13 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from api import close_app, create_app  # noqa: E402
@@ -42,6 +44,9 @@ from timo_hub.runtime import Runtime, build_runtime  # noqa: E402
 from timo_hub.settings import Settings  # noqa: E402
 
 HISTORY_DAYS = 120
+WEEKLY = (1.15, 1.2, 1.15, 1.1, 1.0, 0.45, 0.35)  # Monday first
+STATS = "/api/v1/usage/stats?period=90d"
+FORECAST = "/api/v1/usage/forecast?days=90"
 CHUNK = 1_000_000
 # Every event gets one of 3 keys, 4 routes and 5 statuses, cycling, so both accounts have the same
 # 60 (key, route, status) combinations each day: stored rows grow with days, not with calls.
@@ -49,10 +54,9 @@ LOAD_EVENTS = """
 INSERT INTO events (event_id, occurred_at, account_id, key_id, method, endpoint, status,
                     duration_ms, request_id, schema_version)
 SELECT gen_random_uuid(),
-       %(start)s::timestamptz + ((%(offset)s + i)::double precision / %(total)s)
-           * %(span)s * interval '1 second',
+       %(start)s::timestamptz + (i::double precision / %(count)s) * interval '1 day',
        %(account)s,
-       (%(keys)s::uuid[])[1 + i %% 3],
+       (%(keys)s::uuid[])[1 + (%(offset)s + i) %% 3],
        'GET',
        (ARRAY['/account', '/account/quota', '/usage/stats', '/usage/forecast'])[1 + (i / 3) %% 4],
        (ARRAY[200, 200, 404, 429, 500])[1 + (i / 12) %% 5],
@@ -68,46 +72,48 @@ DELETE_ACCOUNT_DATA = (
 )
 
 
+def _daily_counts(total: int, first: date) -> list[int]:
+    """`total` calls over the history with one fixed shape (weekly pattern, growth, noise), so
+    both accounts' series are the same up to scale and their models do the same work."""
+    rng = np.random.default_rng(11)
+    weights = np.array(
+        [
+            WEEKLY[(first + timedelta(days=d)).weekday()]
+            * (1 + 0.5 * d / HISTORY_DAYS)
+            * rng.lognormal(0, 0.1)
+            for d in range(HISTORY_DAYS)
+        ]
+    )
+    counts = np.floor(total * weights / weights.sum()).astype(int)
+    counts[-1] += total - counts.sum()
+    return [int(c) for c in counts]
+
+
 def _load(runtime: Runtime, account: uuid.UUID, keys: list[uuid.UUID], total: int) -> None:
-    end = datetime.now(UTC) - timedelta(minutes=1)
-    start = end - timedelta(days=HISTORY_DAYS)
+    # Full days before today, so today's partial day does not depend on the hour the bench runs.
+    first = datetime.now(UTC).date() - timedelta(days=HISTORY_DAYS)
     with runtime.database.connection() as conn:
-        months = {
-            (start + timedelta(days=d)).date().replace(day=1) for d in range(HISTORY_DAYS + 1)
-        }
+        months = {(first + timedelta(days=d)).replace(day=1) for d in range(HISTORY_DAYS + 1)}
         store.PartitionRegistry().ensure(conn, months)
+    offset = 0
     with tqdm(total=total, unit="event", unit_scale=True, desc=f"load {total:,}") as bar:
-        for offset in range(0, total, CHUNK):
-            count = min(CHUNK, total - offset)
-            with runtime.database.connection() as conn:
-                conn.execute(
-                    LOAD_EVENTS,
-                    {
-                        "start": start,
-                        "offset": offset,
-                        "total": total,
-                        "span": HISTORY_DAYS * 86400,
-                        "account": account,
-                        "keys": keys,
-                        "count": count,
-                    },
-                )
-            bar.update(count)
-
-
-def _time(call: object, repeat: int, before: object = None) -> list[float]:
-    timings = []
-    for _ in range(repeat):
-        if before is not None:
-            before()  # type: ignore[operator]
-        started = time.perf_counter()
-        response = call()  # type: ignore[operator]
-        timings.append((time.perf_counter() - started) * 1000)
-        if response.status_code != 200:
-            raise SystemExit(
-                f"unexpected {response.status_code}: {response.get_data(as_text=True)}"
-            )
-    return timings
+        for d, count in enumerate(_daily_counts(total, first)):
+            day = first + timedelta(days=d)
+            for chunk_start in range(0, count, CHUNK):
+                chunk = min(CHUNK, count - chunk_start)
+                with runtime.database.connection() as conn:
+                    conn.execute(
+                        LOAD_EVENTS,
+                        {
+                            "start": datetime(day.year, day.month, day.day, tzinfo=UTC),
+                            "account": account,
+                            "keys": keys,
+                            "offset": offset,
+                            "count": chunk,
+                        },
+                    )
+                offset += chunk
+                bar.update(chunk)
 
 
 def latency(small: int, large: int, repeat: int) -> list[str]:
@@ -134,32 +140,43 @@ def latency(small: int, large: int, repeat: int) -> list[str]:
 
         app = create_app({"SETTINGS": settings})
         client = app.test_client()
-        results: dict[str, dict[str, list[float]]] = {}
-        for label, (account_id, secret) in accounts.items():
-            headers = {"Authorization": f"Bearer {secret}"}
+        results: dict[str, dict[str, list[float]]] = {
+            label: {name: [] for name in ("stats", "forecast computed", "forecast stored")}
+            for label in accounts
+        }
 
-            def stats(headers: dict[str, str] = headers) -> object:
-                return client.get("/api/v1/usage/stats?period=90d", headers=headers)
+        def request(label: str, path: str) -> float:
+            headers = {"Authorization": f"Bearer {accounts[label][1]}"}
+            started = time.perf_counter()
+            response = client.get(path, headers=headers)
+            elapsed = (time.perf_counter() - started) * 1000
+            if response.status_code != 200:
+                raise SystemExit(
+                    f"{path}: {response.status_code} {response.get_data(as_text=True)}"
+                )
+            return elapsed
 
-            def forecast(headers: dict[str, str] = headers) -> object:
-                return client.get("/api/v1/usage/forecast?days=90", headers=headers)
-
-            def forget(account_id: uuid.UUID = account_id) -> None:
-                with runtime.database.connection() as conn:
-                    conn.execute("DELETE FROM forecasts WHERE account_id = %s", (account_id,))
-
-            _time(stats, 3)
-            _time(forecast, 2, forget)
+        def forget(label: str) -> None:
             with runtime.database.connection() as conn:
-                rows = conn.execute(
+                conn.execute("DELETE FROM forecasts WHERE account_id = %s", (accounts[label][0],))
+
+        # Alternate the accounts request by request, so machine noise hits both alike.
+        for round_ in range(repeat + 3):
+            for label in accounts:
+                stats = request(label, STATS)
+                forget(label)
+                computed = request(label, FORECAST)
+                stored = request(label, FORECAST)
+                if round_ >= 3:  # warm-up rounds are not counted
+                    results[label]["stats"].append(stats)
+                    results[label]["forecast computed"].append(computed)
+                    results[label]["forecast stored"].append(stored)
+        rows = {}
+        with runtime.database.connection() as conn:
+            for label, (account_id, _) in accounts.items():
+                rows[label] = conn.execute(
                     "SELECT count(*) FROM usage_daily WHERE account_id = %s", (account_id,)
                 ).fetchone()[0]  # type: ignore[index]
-            results[label] = {
-                "stats": _time(stats, repeat),
-                "forecast computed": _time(forecast, max(repeat // 3, 5), forget),
-                "forecast stored": _time(forecast, repeat),
-                "rows": [float(rows)],
-            }
     finally:
         if app is not None:
             close_app(app)
@@ -171,7 +188,7 @@ def latency(small: int, large: int, repeat: int) -> list[str]:
         release_services(home)
         shutil.rmtree(home, ignore_errors=True)
 
-    small_rows, large_rows = int(results["small"]["rows"][0]), int(results["large"]["rows"][0])
+    small_rows, large_rows = rows["small"], rows["large"]
     print(
         f"\naccounts: {small:,} events ({small_rows:,} usage_daily rows) and {large:,} events "
         f"({large_rows:,} rows), {HISTORY_DAYS} days; in-process, {repeat} requests each"
