@@ -219,3 +219,22 @@ def test_unknown_model_is_a_400(client: FlaskClient, customer: Customer, query: 
 def test_bounds_are_inclusive(client: FlaskClient, customer: Customer, days: int) -> None:
     body = client.get(f"/api/v1/usage/forecast?days={days}", headers=customer.auth).get_json()
     assert len(body["daily"]) == days
+
+
+def test_a_new_accounts_partial_first_day_is_not_read_as_a_drop(runtime: Runtime) -> None:
+    customer = new_customer(runtime)
+    now = datetime(2026, 4, 20, 9, tzinfo=UTC)
+    created = datetime(2026, 3, 22, 21, 30, tzinfo=UTC)  # two and a half hours before midnight
+    with runtime.database.connection() as conn:
+        conn.execute(
+            "UPDATE accounts SET created_at = %s WHERE id = %s", (created, customer.account.id)
+        )
+    calls = {created.date(): 9}
+    calls |= {created.date() + timedelta(days=n): 100 for n in range(1, 29)}
+    seed_calls(runtime, customer.account.id, calls)
+    body = forecasts.get_forecast(
+        runtime.database, customer.account.id, days=7, model="linear", now=now
+    )
+    assert body["history_days"] == 28  # the creation day is left out
+    for day in body["daily"]:
+        assert day["predicted"] == pytest.approx(100, rel=0.1)
