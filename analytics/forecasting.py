@@ -56,7 +56,7 @@ NOTE_SHORT_HISTORY = (
     "are learned once there are at least 14 full days."
 )
 NOTE_NO_BACKTEST = (
-    "Under four weeks of history: too short to measure accuracy on past data; treat the "
+    "Accuracy could not be measured on this history (it needs four weeks); treat the "
     "intervals as rough."
 )
 
@@ -129,7 +129,7 @@ def forecast(
             rng,
             repetitions,
             None,
-            (NOTE_SHORT_HISTORY),
+            NOTE_SHORT_HISTORY,
         )
     weekday = history.index[0].dayofweek
     candidates = AUTO_CANDIDATES if model == "auto" else (model,)
