@@ -4,6 +4,7 @@ Pure functions: pandas, numpy and statsmodels in, frozen dataclasses out. Nothin
 Flask, Celery or psycopg, reads a clock or touches a database; callers pass in the rows, the dates
 and the plans, so every result is reproducible from its inputs and testable with hand-built frames.
 
+* `parameters`: the periods, horizons and models a caller may ask for (no heavy imports).
 * `history`: a daily call series ready for modelling (zero-filled, partial days handled).
 * `models`: the forecasting models (linear, seasonal, seasonal naive, short-history mean).
 * `backtest`: rolling-origin evaluation and the error measures (MASE, sMAPE, total error).

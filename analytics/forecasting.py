@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -25,10 +24,6 @@ from analytics.models import (
     SeasonalNaiveFit,
     to_counts,
 )
-
-ModelChoice = Literal["auto", "linear", "seasonal"]
-MODEL_CHOICES: tuple[ModelChoice, ...] = ("auto", "linear", "seasonal")
-MIN_HORIZON_DAYS, MAX_HORIZON_DAYS = 7, 90
 
 FITTERS: dict[str, ModelFitter] = {
     "linear": lambda calls, weekday: LinearFit.fit(calls, weekday),
@@ -99,7 +94,7 @@ def forecast(
 ) -> Forecast:
     """Forecast the `horizon` days after `history` (a zero-filled daily series, see `history`).
 
-    `model` is one of `MODEL_CHOICES` or, for comparisons, `seasonal_naive`.
+    `model` is one of `analytics.parameters.MODEL_CHOICES` or, for comparisons, `seasonal_naive`.
 
     `first_date` defaults to the day after the history's last day. Deterministic: the same inputs
     and seed give the same forecast.

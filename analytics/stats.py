@@ -16,7 +16,8 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-PERIODS = {"7d": 7, "30d": 30, "90d": 90}
+from analytics.parameters import PERIODS
+
 ROW_COLUMNS = ("day", "key_id", "endpoint", "status", "calls", "duration_ms_sum")
 REJECTED_STATUS = 429
 

@@ -8,8 +8,15 @@ from flask import current_app
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
-from analytics.forecasting import MAX_HORIZON_DAYS, MIN_HORIZON_DAYS, MODEL_CHOICES
-from analytics.stats import PERIODS
+from analytics.parameters import (
+    DEFAULT_HORIZON_DAYS,
+    DEFAULT_MODEL,
+    DEFAULT_PERIOD,
+    MAX_HORIZON_DAYS,
+    MIN_HORIZON_DAYS,
+    MODEL_CHOICES,
+    PERIODS,
+)
 from api.authentication import current_principal
 from api.query import choice_param, int_param
 from api.runtime import current_runtime
@@ -27,7 +34,7 @@ def _json(body: BaseModel) -> ResponseReturnValue:
 @blueprint.get("/usage/stats")
 def get_usage_stats() -> ResponseReturnValue:
     """Totals, a zero-filled daily series and breakdowns for the last 7, 30 or 90 UTC days."""
-    period = choice_param("period", tuple(PERIODS), "30d")
+    period = choice_param("period", tuple(PERIODS), DEFAULT_PERIOD)
     today = datetime.now(UTC).date()
     result = statistics.account_usage_stats(
         current_runtime().database, current_principal().account_id, period, today
@@ -38,8 +45,8 @@ def get_usage_stats() -> ResponseReturnValue:
 @blueprint.get("/usage/forecast")
 def get_usage_forecast() -> ResponseReturnValue:
     """Predicted daily calls, the month's projection and the quota exhaustion date."""
-    days = int_param("days", MIN_HORIZON_DAYS, MAX_HORIZON_DAYS, forecasts.DEFAULT_DAYS)
-    model = choice_param("model", MODEL_CHOICES, forecasts.DEFAULT_MODEL)
+    days = int_param("days", MIN_HORIZON_DAYS, MAX_HORIZON_DAYS, DEFAULT_HORIZON_DAYS)
+    model = choice_param("model", MODEL_CHOICES, DEFAULT_MODEL)
     body = forecasts.get_forecast(
         current_runtime().database,
         current_principal().account_id,

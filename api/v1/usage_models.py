@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from analytics import stats
 from api.v1.models import UtcDatetime
-from timo_hub.usage.store import StoredAlert
+
+if TYPE_CHECKING:
+    from analytics import stats
+    from timo_hub.usage.store import StoredAlert
 
 
 class DailyUsageOut(BaseModel):

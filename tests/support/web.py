@@ -40,6 +40,8 @@ def web_process(settings: Settings, workers: int = 1) -> Iterator[str]:
     process = subprocess.Popen(
         [
             str(gunicorn),
+            "--config",
+            "python:api.gunicorn_config",
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",

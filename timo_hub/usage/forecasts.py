@@ -16,18 +16,19 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from analytics.forecasting import Forecast, ModelChoice, forecast
-from analytics.history import MAX_HISTORY_DAYS, daily_history
-from analytics.projection import MonthProjection, PlanOption, days_to_month_end, project_month
+from analytics.parameters import DEFAULT_HORIZON_DAYS, DEFAULT_MODEL, ModelChoice
 from timo_hub.db import Database
 from timo_hub.usage import store
 
+if TYPE_CHECKING:
+    from analytics.forecasting import Forecast
+    from analytics.projection import MonthProjection
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_DAYS = 30
-DEFAULT_MODEL: ModelChoice = "auto"
+DEFAULT_DAYS = DEFAULT_HORIZON_DAYS
 # Stored forecasts older than this are deleted by the nightly run.
 FORECAST_RETENTION_DAYS = 7
 ALERT_SHARE = 0.8
@@ -154,6 +155,12 @@ def _compute_and_store(
     model: ModelChoice,
     now: datetime,
 ) -> tuple[dict[str, Any], MonthProjection]:
+    # Imported here, not at module level: a web worker should not pay for statsmodels at boot
+    # (gunicorn's master imports it once before forking: `api.gunicorn_config`).
+    from analytics.forecasting import forecast
+    from analytics.history import MAX_HISTORY_DAYS, daily_history
+    from analytics.projection import PlanOption, days_to_month_end, project_month
+
     today = now.date()
     with database.connection() as conn:
         counts = store.counted_calls_by_day(

@@ -8,14 +8,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import psycopg
 from psycopg.types.json import Jsonb
 
-from analytics.stats import KeyLabel, UsageSums, period_bounds
 from events.store import NOT_COUNTED_STATUSES
+
+if TYPE_CHECKING:
+    from analytics.stats import KeyLabel, UsageSums
 
 # One pass over the period's rows, summed three ways; GROUPING() says which sum a row is:
 # 3 = by (day, status), 13 = by endpoint, 14 = by key.
@@ -104,6 +105,11 @@ def usage_sums(
     conn: psycopg.Connection, account_id: uuid.UUID, period: str, today: date
 ) -> UsageSums:
     """The account's usage in `period` ending `today`, summed in the database."""
+    # pandas only when asked: it would add most of a second to every web worker's boot.
+    import pandas as pd
+
+    from analytics.stats import UsageSums, period_bounds
+
     first, last = period_bounds(period, today)
     params = {"account": account_id, "first": first, "last": last}
     by_day_status, by_endpoint, by_key = [], [], []
@@ -144,6 +150,8 @@ def counted_calls_by_day(
 
 def key_labels(conn: psycopg.Connection, account_id: uuid.UUID) -> dict[uuid.UUID, KeyLabel]:
     """Name and display prefix of each of the account's keys, revoked ones included."""
+    from analytics.stats import KeyLabel
+
     rows = conn.execute(KEY_LABELS, {"account": account_id})
     return {key_id: KeyLabel(name, prefix) for key_id, name, prefix in rows}
 
