@@ -40,9 +40,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     request_ids.init_app(app)
     problems.init_app(app)
 
+    from api import docs
     from api.v1 import blueprint
 
     app.register_blueprint(blueprint)
+    app.register_blueprint(docs.blueprint)
     return app
 
 

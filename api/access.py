@@ -17,7 +17,7 @@ from api.problems import ForbiddenError
 from api.quota.enforcement import EXTENSION as QUOTA
 from api.quota.enforcement import Quota, refuse
 
-PUBLIC_ENDPOINTS = frozenset({"v1.health"})
+PUBLIC_ENDPOINTS = frozenset({"v1.health", "v1.get_openapi"})
 
 
 def admit_request() -> None:

@@ -20,13 +20,13 @@ from events.model import ApiCallRecorded
 
 WEEKDAY_SHAPE = (1.15, 1.2, 1.15, 1.1, 1.0, 0.45, 0.35)  # Monday first
 ROUTES = (
-    ("GET", "/account/quota", 0.40),
-    ("GET", "/usage/stats", 0.25),
-    ("GET", "/account", 0.15),
-    ("GET", "/usage/forecast", 0.10),
-    ("GET", "/auth/keys", 0.06),
-    ("POST", "/auth/keys", 0.03),
-    ("DELETE", "/auth/keys/{keyId}", 0.01),
+    ("GET", "/api/v1/account/quota", 0.40),
+    ("GET", "/api/v1/usage/stats", 0.25),
+    ("GET", "/api/v1/account", 0.15),
+    ("GET", "/api/v1/usage/forecast", 0.10),
+    ("GET", "/api/v1/auth/keys", 0.06),
+    ("POST", "/api/v1/auth/keys", 0.03),
+    ("DELETE", "/api/v1/auth/keys/{keyId}", 0.01),
 )
 STATUSES = ((200, 0.93), (304, 0.02), (404, 0.02), (422, 0.015), (429, 0.01), (500, 0.005))
 BUSY_DAY_CHANCE = 0.03

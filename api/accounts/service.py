@@ -95,10 +95,12 @@ def issue_key(runtime: Runtime, account_id: uuid.UUID, name: str) -> store.Issue
         return store.insert_key(conn, account_id, name, runtime.settings.key_pepper)
 
 
-def list_keys(runtime: Runtime, account_id: uuid.UUID) -> list[store.ApiKey]:
-    """The account's keys, newest first."""
+def list_keys(
+    runtime: Runtime, account_id: uuid.UUID, limit: int | None = None
+) -> list[store.ApiKey]:
+    """The account's keys, newest first (at most `limit`)."""
     with runtime.database.connection() as conn:
-        return store.list_keys(conn, account_id)
+        return store.list_keys(conn, account_id, limit)
 
 
 def revoke_key(

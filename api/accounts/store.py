@@ -42,6 +42,7 @@ KEY_COLUMNS = "id, account_id, name, prefix, created_at, last_used_at, revoked_a
 SELECT_KEYS = f"""
 SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = %(account_id)s
 ORDER BY created_at DESC, id
+LIMIT %(limit)s
 """
 COUNT_ACTIVE_KEYS = """
 SELECT count(*) FROM api_keys WHERE account_id = %(account_id)s AND revoked_at IS NULL
@@ -159,10 +160,12 @@ def count_active_keys(conn: psycopg.Connection, account_id: uuid.UUID) -> int:
     return int(row[0])
 
 
-def list_keys(conn: psycopg.Connection, account_id: uuid.UUID) -> list[ApiKey]:
-    """The account's keys, newest first, revoked ones included."""
+def list_keys(
+    conn: psycopg.Connection, account_id: uuid.UUID, limit: int | None = None
+) -> list[ApiKey]:
+    """The account's keys, newest first, revoked ones included (at most `limit`)."""
     with conn.cursor(row_factory=class_row(ApiKey)) as cur:
-        return cur.execute(SELECT_KEYS, {"account_id": account_id}).fetchall()
+        return cur.execute(SELECT_KEYS, {"account_id": account_id, "limit": limit}).fetchall()
 
 
 def insert_key(

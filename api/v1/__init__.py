@@ -13,4 +13,4 @@ blueprint.after_request(add_rate_limit_headers)
 blueprint.after_request(record_call)
 
 # Route modules register themselves on the blueprint when imported.
-from api.v1 import account, health, keys, quota, usage  # noqa: E402, F401
+from api.v1 import account, health, keys, openapi, quota, usage  # noqa: E402, F401

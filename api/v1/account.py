@@ -7,12 +7,20 @@ from flask.typing import ResponseReturnValue
 
 from api.accounts import service
 from api.authentication import current_principal
+from api.openapi.registry import Reply, operation
 from api.runtime import current_runtime
 from api.v1 import blueprint
 from api.v1.models import AccountOut
 
 
-@blueprint.get("/account")
+@operation(
+    blueprint,
+    "GET",
+    "/account",
+    summary="Your account and plan",
+    tag="account",
+    replies=(Reply(200, "The account.", AccountOut),),
+)
 def get_account() -> ResponseReturnValue:
     """The caller's account and plan."""
     account = service.get_account(current_runtime(), current_principal().account_id)

@@ -15,8 +15,10 @@ from typing import Any
 
 from flask import jsonify
 
+from api.openapi.registry import Reply, operation
 from api.runtime import current_runtime
 from api.v1 import blueprint
+from api.v1.models import HealthOut
 from timo_hub import API_VERSION
 from timo_hub.heartbeat import last_heartbeat
 from timo_hub.runtime import Runtime, check_broker
@@ -52,7 +54,18 @@ def _workers(runtime: Runtime) -> dict[str, Any]:
     return {"last_heartbeat": seen.isoformat(), "heartbeat_age_seconds": round(age, 1)}
 
 
-@blueprint.get("/health")
+@operation(
+    blueprint,
+    "GET",
+    "/health",
+    summary="Service health",
+    tag="meta",
+    authenticated=False,
+    replies=(
+        Reply(200, "Every dependency answers.", HealthOut),
+        Reply(503, "A dependency is down (named in `checks`).", HealthOut),
+    ),
+)
 def health():  # type: ignore[no-untyped-def]
     """Report the state of each dependency; 503 when any is down."""
     runtime = current_runtime()
@@ -68,7 +81,7 @@ def health():  # type: ignore[no-untyped-def]
         "checks": checks,
         "workers": _workers(runtime),
     }
-    response = jsonify(body)
+    response = jsonify(HealthOut.model_validate(body).model_dump(mode="json", exclude_none=True))
     response.status_code = 200 if healthy else 503
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -8,19 +8,54 @@ from flask.typing import ResponseReturnValue
 from api.accounts import service
 from api.authentication import EXTENSION, current_principal
 from api.bodies import parse_body
+from api.openapi.registry import PathParameter, Reply, operation
+from api.query import parse_query
 from api.runtime import current_runtime
 from api.v1 import blueprint
-from api.v1.models import ApiKeyListOut, ApiKeyOut, CreateApiKeyIn, CreatedApiKeyOut
+from api.v1.models import (
+    ApiKeyListOut,
+    ApiKeyListQuery,
+    ApiKeyOut,
+    CreateApiKeyIn,
+    CreatedApiKeyOut,
+)
+
+KEY_ID = PathParameter(
+    "keyId", "The key's id (from the list).", {"type": "string", "format": "uuid"}
+)
 
 
-@blueprint.get("/auth/keys")
+@operation(
+    blueprint,
+    "GET",
+    "/auth/keys",
+    summary="List your API keys",
+    tag="keys",
+    query=ApiKeyListQuery,
+    replies=(Reply(200, "Every key, newest first; never a secret.", ApiKeyListOut),),
+)
 def list_keys() -> ResponseReturnValue:
     """The caller's keys, newest first, revoked ones included."""
-    keys = service.list_keys(current_runtime(), current_principal().account_id)
-    return jsonify(ApiKeyListOut(keys=[ApiKeyOut.of(k) for k in keys]).model_dump(mode="json"))
+    query = parse_query(ApiKeyListQuery)
+    keys = service.list_keys(current_runtime(), current_principal().account_id, query.limit + 1)
+    listing = ApiKeyListOut(
+        keys=[ApiKeyOut.of(k) for k in keys[: query.limit]], has_more=len(keys) > query.limit
+    )
+    return jsonify(listing.model_dump(mode="json"))
 
 
-@blueprint.post("/auth/keys")
+@operation(
+    blueprint,
+    "POST",
+    "/auth/keys",
+    summary="Create an API key (the full key is shown only in this response)",
+    tag="keys",
+    body=CreateApiKeyIn,
+    replies=(
+        Reply(201, "The new key, with its secret: store it now.", CreatedApiKeyOut),
+        Reply(409, "The account already has 25 active keys."),
+    ),
+)
 def create_key() -> ResponseReturnValue:
     """Create a key; the response is the only place its secret ever appears."""
     body = parse_body(CreateApiKeyIn)
@@ -32,7 +67,15 @@ def create_key() -> ResponseReturnValue:
     return response
 
 
-@blueprint.delete("/auth/keys/<key_id>")
+@operation(
+    blueprint,
+    "DELETE",
+    "/auth/keys/<key_id>",
+    summary="Revoke an API key permanently",
+    tag="keys",
+    path_parameters=(KEY_ID,),
+    replies=(Reply(204, "Revoked (or already revoked)."),),
+)
 def revoke_key(key_id: str) -> ResponseReturnValue:
     """Revoke one of the caller's keys; anyone else's (or no) key is simply not found."""
     parsed = service.parse_id(key_id, service.KeyNotFoundError, "API key")

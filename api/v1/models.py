@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
 from api.accounts import store
+from api.query import WholeNumber
 
 
 def _utc_iso(moment: datetime) -> str:
@@ -80,6 +81,20 @@ class ApiKeyListOut(BaseModel):
     """`GET /api/v1/auth/keys`: newest first, revoked keys included."""
 
     keys: list[ApiKeyOut]
+    has_more: bool = Field(
+        description="True when older (revoked) keys exist beyond `limit`; active keys (at most "
+        "25) are always the newest, so they are never cut off by the default limit."
+    )
+
+
+class ApiKeyListQuery(BaseModel):
+    """Query of `GET /api/v1/auth/keys`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    limit: WholeNumber = Field(
+        100, ge=1, le=100, description="How many keys at most, newest first."
+    )
 
 
 class CreatedApiKeyOut(ApiKeyOut):
@@ -91,20 +106,47 @@ class CreatedApiKeyOut(ApiKeyOut):
 class CreateApiKeyIn(BaseModel):
     """Body of `POST /api/v1/auth/keys`."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"name": "My API Key"}]}
+    )
 
-    name: str = Field(min_length=1, max_length=100, description="A label for the key.")
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        # Documents the rule below: no leading or trailing whitespace, no line breaks.
+        json_schema_extra={"pattern": r"^\S(.*\S)?$"},
+        description="A label for the key: 1 to 100 characters, no leading or trailing spaces, "
+        "no control characters.",
+    )
 
     @field_validator("name")
     @classmethod
     def _printable(cls, name: str) -> str:
         if any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in name):
             raise ValueError("must not contain control characters or unpaired surrogates")
+        # Refused rather than trimmed, so that what the schema calls invalid is never accepted.
+        if name != name.strip():
+            raise ValueError("must not start or end with whitespace")
         return name
 
 
 class QuotaOut(BaseModel):
     """`GET /api/v1/account/quota`: this month's usage, this call included."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "limit": 5000,
+                    "used": 1579,
+                    "remaining": 3421,
+                    "reset": 1798761600,
+                    "period_start": "2026-11-01T00:00:00Z",
+                    "period_end": "2026-12-01T00:00:00Z",
+                }
+            ]
+        }
+    )
 
     limit: int | None = Field(description="Calls allowed this UTC month; null means unlimited.")
     used: int = Field(description="Calls admitted this month, including this one.")
@@ -112,3 +154,72 @@ class QuotaOut(BaseModel):
     reset: int = Field(description="Epoch seconds when the next month's quota starts.")
     period_start: UtcDatetime = Field(description="Start of this UTC month (inclusive).")
     period_end: UtcDatetime = Field(description="Start of the next UTC month (exclusive).")
+
+
+class FieldErrorOut(BaseModel):
+    """One invalid field or parameter."""
+
+    field: str
+    message: str
+
+
+class ProblemOut(BaseModel):
+    """An RFC 9457 problem: every error this API answers has this shape.
+
+    Some problems add members: `errors` (invalid fields), `allowed`, `minimum` and `maximum`
+    (query parameters), `limit`, `used` and `reset` (quota exceeded).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "/problems/quota-exceeded",
+                    "title": "Too Many Requests",
+                    "status": 429,
+                    "detail": "The monthly quota of 1000 calls is used up; it resets at the "
+                    "start of next month (UTC).",
+                    "instance": "/api/v1/account",
+                    "request_id": "4f1c2b7a9e0d4c21a6b3f8e2d1c0b9a8",
+                    "limit": 1000,
+                    "used": 1000,
+                    "reset": 1798761600,
+                }
+            ]
+        },
+    )
+
+    type: str = Field(
+        description="Stable identifier of the kind of problem, e.g. `/problems/not-found`."
+    )
+    title: str
+    status: int
+    detail: str = Field(description="What went wrong, for a human.")
+    instance: str = Field(description="The path that was requested.")
+    request_id: str | None = Field(description="Quote this to support.")
+    errors: list[FieldErrorOut] | None = None
+
+
+class DependencyOut(BaseModel):
+    """One dependency's state."""
+
+    status: str = Field(description="`up` or `down`.")
+    latency_ms: float | None = None
+    error: str | None = Field(None, description="The kind of failure, when down.")
+
+
+class WorkersOut(BaseModel):
+    """When a worker last ran the scheduled heartbeat."""
+
+    last_heartbeat: str | None
+    heartbeat_age_seconds: float | None
+
+
+class HealthOut(BaseModel):
+    """`GET /api/v1/health`."""
+
+    status: str = Field(description="`ok`, or `degraded` when a dependency is down (503).")
+    version: str
+    checks: dict[str, DependencyOut] = Field(description="`postgresql`, `redis` and `broker`.")
+    workers: WorkersOut

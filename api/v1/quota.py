@@ -5,12 +5,20 @@ from __future__ import annotations
 from flask import current_app, g
 from flask.typing import ResponseReturnValue
 
+from api.openapi.registry import Reply, operation
 from api.quota.admission import Admission
 from api.v1 import blueprint
 from api.v1.models import QuotaOut
 
 
-@blueprint.get("/account/quota")
+@operation(
+    blueprint,
+    "GET",
+    "/account/quota",
+    summary="This month's quota: limit, used, remaining",
+    tag="account",
+    replies=(Reply(200, "This month's usage, this call included.", QuotaOut),),
+)
 def get_quota() -> ResponseReturnValue:
     """Limit, used, remaining and the reset time; agrees with this response's headers."""
     admission: Admission = g.admission

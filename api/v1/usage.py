@@ -8,20 +8,19 @@ from flask import current_app
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
-from analytics.parameters import (
-    DEFAULT_HORIZON_DAYS,
-    DEFAULT_MODEL,
-    DEFAULT_PERIOD,
-    MAX_HORIZON_DAYS,
-    MIN_HORIZON_DAYS,
-    MODEL_CHOICES,
-    PERIODS,
-)
 from api.authentication import current_principal
-from api.query import choice_param, int_param
+from api.openapi.registry import Reply, operation
+from api.query import parse_query
 from api.runtime import current_runtime
 from api.v1 import blueprint
-from api.v1.usage_models import ForecastOut, UsageAlertListOut, UsageAlertOut, UsageStatsOut
+from api.v1.usage_models import (
+    ForecastOut,
+    UsageAlertListOut,
+    UsageAlertOut,
+    UsageForecastQuery,
+    UsageStatsOut,
+    UsageStatsQuery,
+)
 from timo_hub.usage import forecasts, statistics, store
 
 MAX_ALERTS = 100
@@ -31,33 +30,57 @@ def _json(body: BaseModel) -> ResponseReturnValue:
     return current_app.response_class(body.model_dump_json(), mimetype="application/json")
 
 
-@blueprint.get("/usage/stats")
+@operation(
+    blueprint,
+    "GET",
+    "/usage/stats",
+    summary="Usage statistics for the last 7, 30 or 90 days",
+    tag="usage",
+    query=UsageStatsQuery,
+    replies=(Reply(200, "Totals, a daily series and breakdowns.", UsageStatsOut),),
+)
 def get_usage_stats() -> ResponseReturnValue:
     """Totals, a zero-filled daily series and breakdowns for the last 7, 30 or 90 UTC days."""
-    period = choice_param("period", tuple(PERIODS), DEFAULT_PERIOD)
+    query = parse_query(UsageStatsQuery)
     today = datetime.now(UTC).date()
     result = statistics.account_usage_stats(
-        current_runtime().database, current_principal().account_id, period, today
+        current_runtime().database, current_principal().account_id, query.period, today
     )
     return _json(UsageStatsOut.of(result))
 
 
-@blueprint.get("/usage/forecast")
+@operation(
+    blueprint,
+    "GET",
+    "/usage/forecast",
+    summary="Forecast of daily calls, this month's projection and quota exhaustion date",
+    tag="usage",
+    query=UsageForecastQuery,
+    replies=(Reply(200, "The forecast.", ForecastOut),),
+)
 def get_usage_forecast() -> ResponseReturnValue:
     """Predicted daily calls, the month's projection and the quota exhaustion date."""
-    days = int_param("days", MIN_HORIZON_DAYS, MAX_HORIZON_DAYS, DEFAULT_HORIZON_DAYS)
-    model = choice_param("model", MODEL_CHOICES, DEFAULT_MODEL)
+    query = parse_query(UsageForecastQuery)
     body = forecasts.get_forecast(
         current_runtime().database,
         current_principal().account_id,
-        days=days,
-        model=model,
+        days=query.days,
+        model=query.model,
         now=datetime.now(UTC),
     )
     return _json(ForecastOut.model_validate(body))
 
 
-@blueprint.get("/usage/alerts")
+@operation(
+    blueprint,
+    "GET",
+    "/usage/alerts",
+    summary="Projected-quota alerts",
+    tag="usage",
+    replies=(
+        Reply(200, "Alerts raised by the nightly forecast, newest first.", UsageAlertListOut),
+    ),
+)
 def get_usage_alerts() -> ResponseReturnValue:
     """Projected-quota alerts raised by the nightly forecast, newest first."""
     with current_runtime().database.connection() as conn:

@@ -8,6 +8,14 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from analytics.parameters import (
+    DEFAULT_HORIZON_DAYS,
+    DEFAULT_MODEL,
+    DEFAULT_PERIOD,
+    MAX_HORIZON_DAYS,
+    MIN_HORIZON_DAYS,
+)
+from api.query import WholeNumber
 from api.v1.models import UtcDatetime
 
 if TYPE_CHECKING:
@@ -220,3 +228,30 @@ class UsageAlertListOut(BaseModel):
     """`GET /api/v1/usage/alerts`: newest first."""
 
     alerts: list[UsageAlertOut]
+
+
+class UsageStatsQuery(BaseModel):
+    """Query of `GET /api/v1/usage/stats`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    period: Literal["7d", "30d", "90d"] = Field(
+        DEFAULT_PERIOD, description="The last 7, 30 or 90 UTC days, today included."
+    )
+
+
+class UsageForecastQuery(BaseModel):
+    """Query of `GET /api/v1/usage/forecast`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    days: WholeNumber = Field(
+        DEFAULT_HORIZON_DAYS,
+        ge=MIN_HORIZON_DAYS,
+        le=MAX_HORIZON_DAYS,
+        description="How many days to forecast, from tomorrow.",
+    )
+    model: Literal["auto", "linear", "seasonal"] = Field(
+        DEFAULT_MODEL,
+        description="`auto` picks the model with the lower backtest error on your history.",
+    )

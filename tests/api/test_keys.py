@@ -25,7 +25,7 @@ def _create(client: FlaskClient, customer: Customer, body: object = None, **kwar
 
 
 def test_a_new_key_is_shown_once_and_works(client: FlaskClient, customer: Customer) -> None:
-    response = _create(client, customer, {"name": "  CI deploys  "})
+    response = _create(client, customer, {"name": "CI deploys"})
     assert response.status_code == 201
     assert response.headers["Cache-Control"] == "no-store"
     created = response.get_json()
@@ -60,6 +60,8 @@ def test_a_new_key_is_shown_once_and_works(client: FlaskClient, customer: Custom
         ({}, "name"),
         ({"name": ""}, "name"),
         ({"name": "   "}, "name"),
+        ({"name": "  padded  "}, "name"),
+        ({"name": "x" * 99 + " "}, "name"),
         ({"name": "x" * 101}, "name"),
         ({"name": 42}, "name"),
         ({"name": None}, "name"),
@@ -203,3 +205,15 @@ def test_listing_is_only_your_own(
     bob = new_customer(runtime)
     ids = [k["id"] for k in client.get(KEYS, headers=bob.auth).get_json()["keys"]]
     assert ids == [bob.key_id]
+
+
+def test_listing_is_limited_newest_first(client: FlaskClient, customer: Customer) -> None:
+    for n in range(3):
+        assert _create(client, customer, {"name": f"key {n}"}).status_code == 201
+    listing = client.get(f"{KEYS}?limit=2", headers=customer.auth).get_json()
+    assert [k["name"] for k in listing["keys"]] == ["key 2", "key 1"]
+    assert listing["has_more"] is True
+    everything = client.get(KEYS, headers=customer.auth).get_json()
+    assert len(everything["keys"]) == 4 and everything["has_more"] is False
+    for bad in ("0", "101", "-1", "ten", "2&limit=3"):
+        assert client.get(f"{KEYS}?limit={bad}", headers=customer.auth).status_code == 400

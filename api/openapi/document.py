@@ -1,0 +1,247 @@
+"""The OpenAPI 3.1 document, built from the registered operations and their pydantic models.
+
+What every operation shares is added here once, so no operation can forget it: the bearer
+security requirement, the problem responses an authenticated call can get (401, 403, 429, 503; 400
+with a query; 400, 413, 415 and 422 with a body; 404 with a path parameter), and the headers
+(`X-RateLimit-*` on every authenticated answer, `Retry-After` on 429 and 503, `X-Request-ID` on
+all of them).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api.metering import route_template
+from api.openapi.registry import Operation
+from api.v1.models import ProblemOut
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+SCHEMA_REF = "#/components/schemas/{model}"
+RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+API_DESCRIPTION = """\
+Programmatic access to the Timo Hub automation platform, billed by API calls per UTC calendar
+month.
+
+**Getting started.** Create an account to get an API key (`timo_live_…`), then send it as a bearer
+token: `Authorization: Bearer timo_live_…`. Every call except `/health` and this document needs
+one.
+
+**Plans and limits.** Free: 1,000 calls a month; Starter ($29): 5,000; Developer ($99): 50,000;
+Business ($299): 250,000; Enterprise: unlimited. Each authenticated call counts once, including
+calls that fail validation; `401`s, a suspended account's `403`s and `429`s do not.
+
+**Rate-limit headers.** Every authenticated response carries `X-RateLimit-Limit`,
+`X-RateLimit-Remaining` (both `unlimited` on unlimited plans) and `X-RateLimit-Reset` (epoch
+seconds when the next UTC month starts). Past the limit the answer is `429` with `Retry-After`.
+
+**Errors** are RFC 9457 `application/problem+json` bodies with a stable `type` and a `request_id`
+(also in the `X-Request-ID` header) to quote to support.
+"""
+
+HEADERS: dict[str, dict[str, Any]] = {
+    "X-RateLimit-Limit": {
+        "description": "Calls allowed this UTC month, or `unlimited`.",
+        "schema": {"type": "string", "pattern": "^([0-9]+|unlimited)$", "examples": ["5000"]},
+    },
+    "X-RateLimit-Remaining": {
+        "description": "Calls left this month (never negative), or `unlimited`.",
+        "schema": {"type": "string", "pattern": "^([0-9]+|unlimited)$", "examples": ["3421"]},
+    },
+    "X-RateLimit-Reset": {
+        "description": "Epoch seconds when the next UTC month (and quota) starts.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$", "examples": ["1798761600"]},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$", "examples": ["3600"]},
+    },
+    "X-Request-ID": {
+        "description": "This request's id (yours, when you sent a sane one): quote it to support.",
+        "schema": {"type": "string", "examples": ["4f1c2b7a9e0d4c21a6b3f8e2d1c0b9a8"]},
+    },
+    "WWW-Authenticate": {
+        "description": "The bearer challenge, with the reason the key was refused.",
+        "schema": {"type": "string"},
+    },
+}
+
+Usage = Literal["validation", "serialization"]
+
+
+def build(operations: Iterable[Operation], *, version: str) -> dict[str, Any]:
+    """The OpenAPI document for `operations`."""
+    operations = list(operations)
+    schemas, refs = _schemas(operations)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(route_template(op.rule), {})[op.method] = _operation(op, refs, schemas)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Timo Hub API",
+            "version": version,
+            "description": API_DESCRIPTION,
+        },
+        "servers": [{"url": "/api/v1"}],
+        "tags": [
+            {"name": "account", "description": "Your account, plan and quota."},
+            {"name": "usage", "description": "Usage statistics, forecasts and alerts."},
+            {"name": "keys", "description": "Create, list and revoke API keys."},
+            {"name": "meta", "description": "Health and this document."},
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "headers": copy.deepcopy(HEADERS),
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "timo_live_ followed by 38 letters and digits",
+                }
+            },
+        },
+    }
+
+
+def _schemas(
+    operations: list[Operation],
+) -> tuple[dict[str, Any], dict[tuple[type[BaseModel], Usage], dict[str, Any]]]:
+    wanted: list[tuple[type[BaseModel], Usage]] = [(ProblemOut, "serialization")]
+    for op in operations:
+        if op.body is not None:
+            wanted.append((op.body, "validation"))
+        wanted += [(r.model, "serialization") for r in op.replies if r.model is not None]
+    unique = list(dict.fromkeys(wanted))
+    refs, top = models_json_schema(unique, ref_template=SCHEMA_REF)
+    return top.get("$defs", {}), refs
+
+
+def _operation(
+    op: Operation,
+    refs: dict[tuple[type[BaseModel], Usage], dict[str, Any]],
+    schemas: dict[str, Any],
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "description": op.description,
+        "tags": [op.tag],
+        "security": [{"bearerAuth": []}] if op.authenticated else [],
+    }
+    parameters = [
+        {
+            "name": p.name,
+            "in": "path",
+            "required": True,
+            "description": p.description,
+            "schema": p.schema,
+        }
+        for p in op.path_parameters
+    ]
+    if op.query is not None:
+        parameters += _query_parameters(op.query)
+    if parameters:
+        spec["parameters"] = parameters
+    if op.body is not None:
+        spec["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
+        }
+    responses: dict[str, Any] = {}
+    rate_limit = "required" if op.authenticated else None
+    for reply in op.replies:
+        response: dict[str, Any] = {
+            "description": reply.description,
+            "headers": _headers(rate_limit),
+        }
+        if reply.model is not None:
+            media = {"schema": refs[(reply.model, "serialization")]}
+            response["content"] = {"application/json": media}
+        responses[str(reply.status)] = response
+    problem = {"schema": refs[(ProblemOut, "serialization")]}
+    for status, description, limit_headers, extra in _problems(op):
+        if str(status) in responses:
+            continue
+        responses[str(status)] = {
+            "description": description,
+            "headers": _headers(limit_headers, extra),
+            "content": {PROBLEM_MEDIA_TYPE: problem},
+        }
+    spec["responses"] = dict(sorted(responses.items()))
+    return spec
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(ref_template=SCHEMA_REF)
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        prop.pop("title", None)
+        description = prop.pop("description", None)
+        parameter = {"name": name, "in": "query", "required": name in required, "schema": prop}
+        if description:
+            parameter["description"] = description
+        parameters.append(parameter)
+    return parameters
+
+
+def _headers(rate_limit: str | None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Header objects for one response; `rate_limit` is `required`, `optional` or None."""
+    names = ["X-Request-ID", *extra]
+    if rate_limit is not None:
+        names += RATE_LIMIT_HEADERS
+    headers = {}
+    for name in names:
+        header = copy.deepcopy(HEADERS[name])
+        header["required"] = name not in RATE_LIMIT_HEADERS or rate_limit == "required"
+        headers[name] = header
+    return headers
+
+
+def _problems(op: Operation) -> list[tuple[int, str, str | None, tuple[str, ...]]]:
+    """(status, description, rate-limit headers, other headers) of the problems `op` can answer."""
+    limits = "required" if op.authenticated else None
+    problems: list[tuple[int, str, str | None, tuple[str, ...]]] = []
+    if op.query is not None or op.body is not None:
+        problems.append((400, "Invalid query parameter or malformed JSON body.", limits, ()))
+    if op.authenticated:
+        problems += [
+            (401, "Missing, malformed, unknown or revoked API key.", None, ("WWW-Authenticate",)),
+            (403, "The account is suspended.", limits, ()),
+        ]
+    if op.path_parameters:
+        problems.append((404, "No such resource on this account.", limits, ()))
+    if op.body is not None:
+        problems += [
+            (413, "The body is larger than the API accepts.", limits, ()),
+            (415, "The body is not JSON.", limits, ()),
+            (422, "The body's values are not acceptable.", limits, ()),
+        ]
+    if op.authenticated:
+        # Also the answer to too many bad keys from one address, which counts against no
+        # account and so carries no rate-limit headers: documented, but not required.
+        problems.append(
+            (
+                429,
+                "The monthly quota is used up (or too many bad keys).",
+                "optional",
+                ("Retry-After",),
+            )
+        )
+    # Without Redis or PostgreSQL a call cannot be admitted, so no rate-limit headers either.
+    problems.append(
+        (
+            503,
+            "A dependency is down; retry shortly.",
+            "optional" if limits else None,
+            ("Retry-After",),
+        )
+    )
+    return problems

@@ -1,0 +1,57 @@
+"""`timo_hub_client`: the official Python client of the Timo Hub API.
+
+    from timo_hub_client import TimoHubClient, QuotaExceededError
+
+    client = TimoHubClient()          # TIMO_API_URL and TIMO_API_KEY from the environment
+    quota = client.quota()
+    print(quota.used, "of", quota.limit)
+
+Every method returns a typed model; errors raise a `TimoHubError` subclass carrying the problem
+the API answered. `503` is retried with backoff (honouring `Retry-After`); `429` is never retried:
+it raises `QuotaExceededError` with `reset` and `retry_after`, so a caller can wait instead of
+hammering.
+"""
+
+from timo_hub_client.client import TimoHubClient
+from timo_hub_client.errors import (
+    AuthenticationError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    QuotaExceededError,
+    RequestRejectedError,
+    ServiceUnavailableError,
+    TimoHubError,
+)
+from timo_hub_client.models import (
+    Account,
+    ApiKey,
+    CreatedApiKey,
+    Forecast,
+    Health,
+    Quota,
+    RateLimit,
+    UsageAlert,
+    UsageStats,
+)
+
+__all__ = [
+    "Account",
+    "ApiKey",
+    "AuthenticationError",
+    "ConflictError",
+    "CreatedApiKey",
+    "ForbiddenError",
+    "Forecast",
+    "Health",
+    "NotFoundError",
+    "Quota",
+    "QuotaExceededError",
+    "RateLimit",
+    "RequestRejectedError",
+    "ServiceUnavailableError",
+    "TimoHubClient",
+    "TimoHubError",
+    "UsageAlert",
+    "UsageStats",
+]

@@ -1,0 +1,81 @@
+"""Errors the client raises: one per kind of problem the API answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TimoHubError(Exception):
+    """The API answered with a problem (RFC 9457), or could not be reached."""
+
+    def __init__(self, status: int, problem: dict[str, Any] | None = None) -> None:
+        self.status = status
+        self.problem = problem or {}
+        self.type: str | None = self.problem.get("type")
+        self.detail: str = self.problem.get("detail") or f"HTTP {status}"
+        self.request_id: str | None = self.problem.get("request_id")
+        super().__init__(f"{status}: {self.detail}")
+
+
+class RequestRejectedError(TimoHubError):
+    """400, 413, 415 or 422: the request itself is wrong; `errors` names the fields."""
+
+    @property
+    def errors(self) -> list[dict[str, str]]:
+        """The invalid fields or parameters and why."""
+        return list(self.problem.get("errors") or [])
+
+
+class AuthenticationError(TimoHubError):
+    """401: missing, malformed, unknown or revoked key."""
+
+
+class ForbiddenError(TimoHubError):
+    """403: the account is suspended."""
+
+
+class NotFoundError(TimoHubError):
+    """404: no such resource on this account."""
+
+
+class ConflictError(TimoHubError):
+    """409: e.g. the account already has 25 active keys."""
+
+
+class QuotaExceededError(TimoHubError):
+    """429: the month's quota is used up (or too many bad keys came from this address).
+
+    Not retried by the client: `retry_after` (seconds) and `reset` (epoch seconds of the next
+    month, when known) say when calls will be accepted again.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        problem: dict[str, Any] | None,
+        *,
+        retry_after: int | None,
+        reset: int | None,
+    ) -> None:
+        super().__init__(status, problem)
+        self.retry_after = retry_after
+        self.reset = reset
+        self.limit: int | None = self.problem.get("limit")
+        self.used: int | None = self.problem.get("used")
+
+
+class ServiceUnavailableError(TimoHubError):
+    """503 (or no answer) after every retry."""
+
+
+BY_STATUS: dict[int, type[TimoHubError]] = {
+    400: RequestRejectedError,
+    401: AuthenticationError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: RequestRejectedError,
+    415: RequestRejectedError,
+    422: RequestRejectedError,
+    503: ServiceUnavailableError,
+}

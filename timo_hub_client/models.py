@@ -1,0 +1,147 @@
+"""What the API answers, as typed models (unknown fields are kept, so newer servers still parse)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class RateLimit(_Model):
+    """The rate-limit headers of the last authenticated response."""
+
+    limit: int | None
+    """None: unlimited."""
+    remaining: int | None
+    reset: int | None
+
+
+class Health(_Model):
+    """`GET /health`."""
+
+    status: str
+    version: str
+    checks: dict[str, dict[str, Any]]
+    workers: dict[str, Any]
+
+
+class Plan(_Model):
+    """A plan."""
+
+    name: str
+    monthly_limit: int | None
+    price_usd: float | None
+
+
+class Account(_Model):
+    """`GET /account`."""
+
+    id: uuid.UUID
+    email: str
+    plan: Plan
+    status: str
+    created_at: datetime
+
+
+class Quota(_Model):
+    """`GET /account/quota`."""
+
+    limit: int | None
+    used: int
+    remaining: int | None
+    reset: int
+    period_start: datetime
+    period_end: datetime
+
+
+class ApiKey(_Model):
+    """An API key as listed."""
+
+    id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class CreatedApiKey(ApiKey):
+    """A new key: `key` is the secret, shown only once."""
+
+    key: str
+
+
+class DailyUsage(_Model):
+    """One day of usage statistics."""
+
+    date: date
+    calls: int
+    errors: int
+    rejected: int
+
+
+class UsageStats(_Model):
+    """`GET /usage/stats`."""
+
+    period: str
+    start: date
+    end: date
+    total_calls: int
+    successful: int
+    client_errors: int
+    server_errors: int
+    rejected: int
+    daily: list[DailyUsage]
+    average_per_day: float
+    peak_day: dict[str, Any] | None
+    by_endpoint: list[dict[str, Any]]
+    by_key: list[dict[str, Any]]
+    average_duration_ms: float | None
+    change_vs_previous_period: float | None
+
+
+class ForecastDay(_Model):
+    """A forecast day with 80% and 95% intervals."""
+
+    date: date
+    predicted: float
+    lower80: float
+    upper80: float
+    lower95: float
+    upper95: float
+
+
+class Forecast(_Model):
+    """`GET /usage/forecast`."""
+
+    model: str
+    requested_model: str
+    history_days: int
+    generated_at: datetime
+    days: int
+    daily: list[ForecastDay]
+    current_month: dict[str, Any]
+    exhaustion_date: date | None
+    exhaustion_range80: dict[str, Any]
+    recommended_plan: Plan | None
+    accuracy: dict[str, Any] | None
+    note: str | None
+
+
+class UsageAlert(_Model):
+    """A projected-quota alert."""
+
+    id: int
+    month: date
+    kind: str
+    raised_at: datetime
+    limit: int
+    used: int
+    projected_total: int
+    exhaustion_date: date | None
