@@ -10,10 +10,11 @@ from typing import Any
 
 from flask import Flask
 
-from api import authentication, metering, problems, request_ids
+from api import access_log, authentication, metering, metrics, problems, request_ids
 from api import runtime as app_runtime
 from api.quota import enforcement as quota
 from timo_hub.embedded import resolve_services
+from timo_hub.logs import configure_logging
 from timo_hub.runtime import build_runtime
 from timo_hub.settings import Settings
 
@@ -27,6 +28,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = overrides.pop("SETTINGS", None) or Settings.from_env()
     settings = resolve_services(settings)
 
+    configure_logging(settings.env)
     app = Flask(__name__)
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.config.update(overrides)
@@ -38,6 +40,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     quota.init_app(app, runtime)
     metering.init_app(app, runtime)
     request_ids.init_app(app)
+    access_log.init_app(app)
+    metrics.init_app(app)
     problems.init_app(app)
 
     from api import docs

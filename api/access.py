@@ -13,6 +13,7 @@ from flask import Response, after_this_request, current_app, g, request
 from api.authentication import EXTENSION as AUTHENTICATOR
 from api.authentication import Authenticator
 from api.metering import start_clock
+from api.metrics import ADMITTED, REFUSED
 from api.problems import ForbiddenError
 from api.quota.enforcement import EXTENSION as QUOTA
 from api.quota.enforcement import Quota, refuse
@@ -39,7 +40,9 @@ def admit_request() -> None:
     admission = quota.admit(principal)
     ctx_g.admission = admission
     if not admission.admitted:
+        REFUSED.inc()
         raise refuse(admission)
+    ADMITTED.inc()
 
     touch = authenticator.touch_later(principal)
     if touch is not None:

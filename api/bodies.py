@@ -29,6 +29,9 @@ def parse_body(model: type[Model]) -> Model:
         document = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequestError(f"The body is not valid JSON: {exc}.") from None
+    except RecursionError:
+        # Thousands of nested brackets fit in a small body; the parser must not become a 500.
+        raise BadRequestError("The body is not valid JSON: nested too deeply.") from None
     try:
         return model.model_validate(document)
     except ValidationError as exc:

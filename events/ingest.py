@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 
 import psycopg
 
@@ -91,6 +91,9 @@ def ingest(
     metrics.EVENTS_DUPLICATE.inc(result.duplicates)
     metrics.EVENTS_DEAD_LETTERED.inc(len(rejected))
     metrics.INGEST_BATCH_SIZE.observe(len(lines))
+    if events and result.appended:
+        oldest = min(event.occurred_at for event in events)
+        metrics.INGEST_LAG.observe(max((datetime.now(UTC) - oldest).total_seconds(), 0.0))
     return IngestResult(
         received=len(lines),
         appended=result.appended,

@@ -15,6 +15,11 @@ PUBLISH_FAILURES = Counter("timo_event_publish_failures", "Failed attempts to pu
 EVENTS_INGESTED = Counter("timo_events_ingested", "Events appended to the log by workers")
 EVENTS_DUPLICATE = Counter("timo_events_duplicate", "Events ignored because already in the log")
 EVENTS_DEAD_LETTERED = Counter("timo_events_dead_lettered", "Unreadable event payloads")
+INGEST_LAG = Histogram(
+    "timo_ingest_lag_seconds",
+    "From the oldest event of a batch happening to the batch being committed",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+)
 INGEST_BATCH_SIZE = Histogram(
     "timo_ingest_batch_size",
     "Events per ingested batch",

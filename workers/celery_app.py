@@ -7,16 +7,22 @@ child exits; nothing is shared across the fork.
 
 from __future__ import annotations
 
+import os
+
 from celery import Celery
-from celery.signals import worker_process_shutdown
+from celery.signals import worker_init, worker_process_shutdown
 
 from events.publisher import TASK_QUEUES, TASK_ROUTES
 from events.store import PartitionRegistry
+from timo_hub import metrics
+from timo_hub.logs import configure_logging
 from timo_hub.runtime import Runtime, build_runtime
 from timo_hub.settings import Settings
 from workers.schedule import BEAT_SCHEDULE
 
 TASK_MODULES = ["workers.tasks"]
+METRICS_PORT_ENV = "TIMO_WORKER_METRICS_PORT"
+METRICS_ADDR_ENV = "TIMO_WORKER_METRICS_ADDR"
 
 
 class TimoCelery(Celery):
@@ -28,6 +34,7 @@ class TimoCelery(Celery):
 
 def create_celery_app(settings: Settings) -> TimoCelery:
     """Build the Celery app for resolved `settings`."""
+    configure_logging(settings.env)
     runtime = build_runtime(settings)
     app = TimoCelery("timo", broker=runtime.broker_url, include=TASK_MODULES, set_as_current=True)
     app.runtime = runtime
@@ -63,3 +70,23 @@ def _close_connections(**_: object) -> None:
     runtime = getattr(current_app, "runtime", None)
     if runtime is not None:
         runtime.close()
+    metrics.process_exited(os.getpid())
+
+
+@worker_init.connect
+def _serve_metrics(**_: object) -> None:
+    """With `TIMO_WORKER_METRICS_PORT`, serve every pool process's metrics from the main one."""
+    port = os.environ.get(METRICS_PORT_ENV)
+    if not port:
+        return
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = None
+    if os.environ.get(metrics.MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    address = os.environ.get(METRICS_ADDR_ENV, "127.0.0.1")
+    if registry is None:
+        start_http_server(int(port), addr=address)
+    else:
+        start_http_server(int(port), addr=address, registry=registry)

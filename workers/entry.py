@@ -2,11 +2,20 @@
 
 Like Flask's `make_celery.py`, this is the one module that builds an app when imported, because
 the `celery` command needs an app object to load. It resolves the settings the same way the web
-process does, so with no URLs set it joins the embedded servers under `TIMO_HOME`.
+process does, so with no URLs set it joins the embedded servers under `TIMO_HOME`. With
+`TIMO_WORKER_METRICS_PORT` set, the worker serves its Prometheus metrics on that port (on
+127.0.0.1 unless `TIMO_WORKER_METRICS_ADDR` says otherwise).
 """
 
-from timo_hub.embedded import resolve_services
-from timo_hub.settings import Settings
-from workers.celery_app import create_celery_app
+import os
+
+from timo_hub import metrics
+
+# Before anything imports prometheus-client: the worker's pool processes share this directory.
+metrics.use_multiprocess_directory(os.environ.get("TIMO_HOME") or ".timo", "celery")
+
+from timo_hub.embedded import resolve_services  # noqa: E402
+from timo_hub.settings import Settings  # noqa: E402
+from workers.celery_app import create_celery_app  # noqa: E402
 
 app = create_celery_app(resolve_services(Settings.from_env()))

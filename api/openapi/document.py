@@ -163,6 +163,8 @@ def _operation(
         if reply.model is not None:
             media = {"schema": refs[(reply.model, "serialization")]}
             response["content"] = {"application/json": media}
+        if reply.links:
+            response["links"] = reply.links
         responses[str(reply.status)] = response
     problem = {"schema": refs[(ProblemOut, "serialization")]}
     for status, description, limit_headers, extra in _problems(op):

@@ -21,6 +21,8 @@ class Reply:
     description: str
     model: type[BaseModel] | None = None
     """The JSON body; None for no body (204) or for problem responses (added automatically)."""
+    links: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """OpenAPI links: which operations can use values from this answer (and how)."""
 
 
 @dataclass(frozen=True)

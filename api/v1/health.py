@@ -81,7 +81,7 @@ def health():  # type: ignore[no-untyped-def]
         "checks": checks,
         "workers": _workers(runtime),
     }
-    response = jsonify(HealthOut.model_validate(body).model_dump(mode="json", exclude_none=True))
+    response = jsonify(HealthOut.model_validate(body).model_dump(mode="json"))
     response.status_code = 200 if healthy else 503
     response.headers["Cache-Control"] = "no-store"
     return response

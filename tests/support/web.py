@@ -33,7 +33,12 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
 
 @contextmanager
-def web_process(settings: Settings, workers: int = 1, healthy: bool = True) -> Iterator[str]:
+def web_process(
+    settings: Settings,
+    workers: int = 1,
+    healthy: bool = True,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
     """Run gunicorn on a free port; yield its base URL; stop it afterwards.
 
     Waits until health answers 200, or (with `healthy=False`, for servers whose dependencies
@@ -45,7 +50,7 @@ def web_process(settings: Settings, workers: int = 1, healthy: bool = True) -> I
         [
             str(gunicorn),
             "--config",
-            "python:api.gunicorn_config",
+            "python:timo_hub.gunicorn_config",
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
@@ -53,7 +58,7 @@ def web_process(settings: Settings, workers: int = 1, healthy: bool = True) -> I
             "--no-control-socket",
             "api:create_app()",
         ],
-        env=settings_environment(settings),
+        env={**settings_environment(settings), **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -156,7 +156,7 @@ def _compute_and_store(
     now: datetime,
 ) -> tuple[dict[str, Any], MonthProjection]:
     # Imported here, not at module level: a web worker should not pay for statsmodels at boot
-    # (gunicorn's master imports it once before forking: `api.gunicorn_config`).
+    # (gunicorn's master imports it once before forking: `timo_hub.gunicorn_config`).
     from analytics.forecasting import forecast
     from analytics.history import MAX_HISTORY_DAYS, daily_history
     from analytics.projection import PlanOption, days_to_month_end, project_month

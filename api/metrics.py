@@ -1,0 +1,77 @@
+"""Prometheus metrics of the web processes, and the operator-only `/metrics` endpoint.
+
+Counted per request (after the response is built): requests by route template, method and status,
+and their latency. Admissions and refusals are counted by the access gate; events published and
+publish failures by the publisher (`events.metrics`). `/metrics` answers only with
+`Authorization: Bearer $TIMO_METRICS_TOKEN`; without that setting it does not exist (404).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+
+from flask import Blueprint, Flask, Response, g, request
+from prometheus_client import Counter, Histogram
+
+from api.metering import route_template
+from timo_hub import metrics
+
+TOKEN_ENV = "TIMO_METRICS_TOKEN"
+
+REQUESTS = Counter("timo_http_requests", "HTTP requests answered", ["route", "method", "status"])
+LATENCY = Histogram(
+    "timo_http_request_duration_seconds",
+    "Time to build a response",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+ADMISSIONS = Counter(
+    "timo_quota_admissions", "Authenticated calls admitted or refused by the quota", ["outcome"]
+)
+
+# Bound once: the access gate counts every call, so skip the per-call label lookup.
+ADMITTED = ADMISSIONS.labels("admitted")
+REFUSED = ADMISSIONS.labels("refused")
+
+blueprint = Blueprint("metrics", __name__)
+
+
+def _start() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _count(response: Response) -> Response:
+    started = g.get("metrics_started")
+    # Unknown paths share one label: a scanner must not create a time series per URL it tries.
+    rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    route = route_template(rule)
+    REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+    if started is not None:
+        LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+    return response
+
+
+@blueprint.get("/metrics")
+def scrape() -> Response:
+    """Every metric of this server's processes, for Prometheus (operator token required)."""
+    token = os.environ.get(TOKEN_ENV, "")
+    given = request.headers.get("Authorization", "")
+    if not token:
+        return Response("Not Found\n", status=404, mimetype="text/plain")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return Response(
+            "Unauthorized\n",
+            status=401,
+            mimetype="text/plain",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    return Response(metrics.render(), content_type=metrics.CONTENT_TYPE)
+
+
+def init_app(app: Flask) -> None:
+    """Count every request `app` answers and serve `/metrics`."""
+    app.before_request(_start)
+    app.after_request(_count)
+    app.register_blueprint(blueprint)

@@ -1,0 +1,83 @@
+"""Prometheus metrics: the operator-only endpoint, and counts added up across gunicorn workers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+from flask.testing import FlaskClient
+
+from tests.support.accounts import Customer
+from tests.support.web import web_process
+from timo_hub.settings import Settings
+
+TOKEN = "operator-secret-for-tests"
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one series in exposition text (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_need_the_operator_token(
+    client: FlaskClient, customer: Customer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert client.get("/metrics").status_code == 404  # not configured: not there
+    monkeypatch.setenv("TIMO_METRICS_TOKEN", TOKEN)
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=customer.auth).status_code == 401  # an API key is not it
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+
+
+def test_requests_admissions_and_events_are_counted(
+    client: FlaskClient, customer: Customer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIMO_METRICS_TOKEN", TOKEN)
+    scrape = {"Authorization": f"Bearer {TOKEN}"}
+    before = client.get("/metrics", headers=scrape).get_data(as_text=True)
+    for _ in range(3):
+        assert client.get("/api/v1/account", headers=customer.auth).status_code == 200
+    assert client.get("/api/v1/auth/keys/nope", headers=customer.auth).status_code == 405
+    client.get("/no/such/path")
+    after = client.get("/metrics", headers=scrape).get_data(as_text=True)
+
+    def grew(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    ok = {"route": "/api/v1/account", "method": "GET", "status": "200"}
+    assert grew("timo_http_requests_total", **ok) == 3
+    assert grew("timo_http_requests_total", route="unmatched") >= 1
+    assert grew("timo_quota_admissions_total", outcome="admitted") >= 3
+    timing = {"route": "/api/v1/account", "method": "GET"}
+    assert grew("timo_http_request_duration_seconds_count", **timing) == 3
+    assert "timo_events_published_total" in after
+    assert "timo_ingest_lag_seconds_bucket" in after
+    # Unknown paths never become labels of their own.
+    assert "/no/such/path" not in after
+
+
+@pytest.mark.slow
+def test_counts_are_added_up_across_gunicorn_workers(
+    settings: Settings, customer: Customer
+) -> None:
+    with web_process(settings, workers=2, env={"TIMO_METRICS_TOKEN": TOKEN}) as base:
+        with requests.Session() as session:
+            for _ in range(40):
+                response = session.get(f"{base}/api/v1/account", headers=customer.auth)
+                assert response.status_code == 200
+        text = requests.get(
+            f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+        ).text
+    ok = {"route": "/api/v1/account", "method": "GET", "status": "200"}
+    assert sample(text, "timo_http_requests_total", **ok) == 40
+    pids = set(re.findall(r'pid="(\d+)"', text))
+    assert sample(text, "timo_quota_admissions_total", outcome="admitted") == 40, pids

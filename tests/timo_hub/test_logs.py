@@ -1,0 +1,67 @@
+"""Logs: JSON lines with the caller's ids in production, plain lines in development; no keys."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.support.accounts import Customer
+from timo_hub import logs
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = logs.build_handler("json", stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def test_access_log_is_json_with_the_callers_ids_and_never_the_key(
+    client: FlaskClient, customer: Customer, captured: io.StringIO
+) -> None:
+    response = client.get("/api/v1/account", headers=customer.auth)
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    access = [line for line in lines if line["logger"] == "api.access"]
+    assert len(access) == 1
+    entry = access[0]
+    assert entry["request_id"] == response.headers["X-Request-ID"]
+    assert entry["account_id"] == str(customer.account.id)
+    assert entry["key_id"] == customer.key_id
+    assert (entry["method"], entry["route"], entry["status"]) == ("GET", "/api/v1/account", 200)
+    assert entry["level"] == "INFO" and "time" in entry
+    assert customer.secret not in captured.getvalue()
+
+
+def test_unauthenticated_requests_log_without_ids(
+    client: FlaskClient, captured: io.StringIO
+) -> None:
+    client.get("/api/v1/account", headers={"Authorization": "Bearer timo_live_nope"})
+    entry = next(json.loads(x) for x in captured.getvalue().splitlines() if "api.access" in x)
+    assert entry["status"] == 401 and entry["account_id"] == "" and entry["request_id"]
+    assert "timo_live_nope" not in captured.getvalue()
+
+
+def test_plain_format_outside_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIMO_LOG_FORMAT", raising=False)
+    assert logs.log_format("development") == "plain"
+    assert logs.log_format("production") == "json"
+    monkeypatch.setenv("TIMO_LOG_FORMAT", "json")
+    assert logs.log_format("development") == "json"
+    stream = io.StringIO()
+    handler = logs.build_handler("plain", stream)
+    logger = logging.getLogger("tests.plain")
+    logger.addHandler(handler)
+    logger.warning("hello %s", "there")
+    logger.removeHandler(handler)
+    assert stream.getvalue().rstrip().endswith("WARNING tests.plain [] hello there")

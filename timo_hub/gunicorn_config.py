@@ -1,0 +1,33 @@
+"""gunicorn settings for the web process (`gunicorn --config python:timo_hub.gunicorn_config …`).
+
+Metrics: the master picks a fresh Prometheus multiprocess directory under `$TIMO_HOME/metrics`
+before anything imports prometheus-client, so every worker writes there and `/metrics` (served by
+any worker) adds them all up; a worker that exits is marked dead.
+
+The master imports the analytics stack (numpy, pandas, statsmodels: about two seconds of CPU)
+once, before it forks its workers, so every worker starts with it already in memory (shared
+copy-on-write) instead of each importing it at boot or on its first forecast. Nothing else is
+built here: no app, no connections, no threads, so nothing unsafe crosses the fork.
+"""
+
+import os
+
+from timo_hub import metrics
+
+metrics.use_multiprocess_directory(os.environ.get("TIMO_HOME") or ".timo", "web")
+
+# One BLAS thread per process: a web worker's matrices are tiny, and thread pools created before
+# a fork are a classic source of trouble in the children.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import analytics.forecasting  # noqa: E402
+import analytics.projection  # noqa: E402
+import analytics.stats  # noqa: E402
+
+PRELOADED = (analytics.forecasting, analytics.projection, analytics.stats)
+
+
+def child_exit(server: object, worker: object) -> None:
+    """gunicorn hook: a worker process is gone."""
+    metrics.process_exited(worker.pid)  # type: ignore[attr-defined]

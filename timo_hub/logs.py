@@ -1,0 +1,78 @@
+"""Logging for every process: JSON lines in production, plain readable lines elsewhere.
+
+Each record carries the `request_id`, `account_id` and `key_id` of the request it was logged in
+(empty outside one): the ids of the caller, never the key itself. `TIMO_LOG_FORMAT` (`json` or
+`plain`) overrides the default, which is JSON when `TIMO_ENV=production`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TextIO
+
+from pythonjsonlogger.json import JsonFormatter
+
+REQUEST_FIELDS = ("request_id", "account_id", "key_id")
+PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
+CONFIGURED_MARK = "_timo_handler"
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds the current request's ids (from Flask's `g`) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Never drops a record; only annotates it."""
+        values = dict.fromkeys(REQUEST_FIELDS, "")
+        try:
+            from flask import g, has_request_context
+
+            if has_request_context():
+                values["request_id"] = g.get("request_id") or ""
+                principal = g.get("principal")
+                if principal is not None:
+                    values["account_id"] = str(principal.account_id)
+                    values["key_id"] = str(principal.key_id)
+        except ImportError:  # pragma: no cover - Flask is always installed with this package
+            pass
+        for name, value in values.items():
+            if not getattr(record, name, ""):
+                setattr(record, name, value)
+        return True
+
+
+def log_format(env: str) -> str:
+    """`json` or `plain`, from `TIMO_LOG_FORMAT` or the environment's default."""
+    chosen = os.environ.get("TIMO_LOG_FORMAT", "").strip().lower()
+    if chosen in ("json", "plain"):
+        return chosen
+    return "json" if env == "production" else "plain"
+
+
+def configure_logging(env: str, level: int = logging.INFO) -> None:
+    """Send the root logger's records to stderr in this process's format (idempotent)."""
+    root = logging.getLogger()
+    if any(getattr(handler, CONFIGURED_MARK, False) for handler in root.handlers):
+        return
+    handler = build_handler(log_format(env), sys.stderr)
+    setattr(handler, CONFIGURED_MARK, True)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def build_handler(fmt: str, stream: TextIO) -> logging.Handler:
+    """A handler writing `fmt` (`json` or `plain`) lines, with the request ids, to `stream`."""
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestContextFilter())
+    if fmt == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                JSON_FIELDS,
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
+    return handler
