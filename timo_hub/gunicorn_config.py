@@ -27,6 +27,9 @@ import analytics.stats  # noqa: E402
 
 PRELOADED = (analytics.forecasting, analytics.projection, analytics.stats)
 
+# gunicorn's maximum: query strings up to 8 KiB reach the app (and get its problem responses).
+limit_request_line = 8190
+
 
 def child_exit(server: object, worker: object) -> None:
     """gunicorn hook: a worker process is gone."""

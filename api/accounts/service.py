@@ -115,20 +115,6 @@ def revoke_key(
     return key
 
 
-def revoke_active_key(runtime: Runtime, key_id: uuid.UUID, account_id: uuid.UUID) -> store.ApiKey:
-    """Revoke one of the account's active keys; an unknown or already revoked key is not found.
-
-    The API's `DELETE` answers 404 the second time: the key is gone as a resource, whatever the
-    list still shows of its history (the CLI's `keys revoke` stays idempotent).
-    """
-    with runtime.database.connection() as conn:
-        key = store.revoke_active_key(conn, key_id, account_id)
-    if key is None:
-        raise KeyNotFoundError(f"No active API key with id {key_id} (it may already be revoked).")
-    publish_invalidation(runtime.redis, key_id=key.id)
-    return key
-
-
 def set_plan(runtime: Runtime, account_id: uuid.UUID, plan: str) -> store.Account:
     """Move an account to another plan, effective on its next request."""
     with runtime.database.connection() as conn:

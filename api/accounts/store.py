@@ -57,11 +57,6 @@ UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
 WHERE id = %(id)s AND (%(account_id)s::uuid IS NULL OR account_id = %(account_id)s::uuid)
 RETURNING {KEY_COLUMNS}
 """
-REVOKE_ACTIVE_KEY = f"""
-UPDATE api_keys SET revoked_at = now()
-WHERE id = %(id)s AND account_id = %(account_id)s AND revoked_at IS NULL
-RETURNING {KEY_COLUMNS}
-"""
 SELECT_PRINCIPAL = """
 SELECT k.id AS key_id, k.account_id, a.status AS account_status, p.name AS plan, p.monthly_limit
 FROM api_keys k JOIN accounts a ON a.id = k.account_id JOIN plans p ON p.name = a.plan
@@ -196,14 +191,6 @@ def revoke_key(
     """Revoke a key (of `account_id`, when given); idempotent; None if no such key."""
     with conn.cursor(row_factory=class_row(ApiKey)) as cur:
         return cur.execute(REVOKE_KEY, {"id": key_id, "account_id": account_id}).fetchone()
-
-
-def revoke_active_key(
-    conn: psycopg.Connection, key_id: uuid.UUID, account_id: uuid.UUID
-) -> ApiKey | None:
-    """Revoke an active key of `account_id`; None if it has no such key or it was revoked."""
-    with conn.cursor(row_factory=class_row(ApiKey)) as cur:
-        return cur.execute(REVOKE_ACTIVE_KEY, {"id": key_id, "account_id": account_id}).fetchone()
 
 
 def find_principal(conn: psycopg.Connection, key_hash: bytes) -> Principal | None:

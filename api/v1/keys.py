@@ -85,12 +85,12 @@ def create_key() -> ResponseReturnValue:
     summary="Revoke an API key permanently",
     tag="keys",
     path_parameters=(KEY_ID,),
-    replies=(Reply(204, "Revoked. Revoking it again answers 404."),),
+    replies=(Reply(204, "Revoked (or already revoked: safe to retry)."),),
 )
 def revoke_key(key_id: str) -> ResponseReturnValue:
     """Revoke one of the caller's keys; anyone else's (or no) key is simply not found."""
     parsed = service.parse_id(key_id, service.KeyNotFoundError, "API key")
-    service.revoke_active_key(current_runtime(), parsed, current_principal().account_id)
+    service.revoke_key(current_runtime(), parsed, account_id=current_principal().account_id)
     # This process forgets the key before answering, so a key that revoked itself is refused on
     # its very next request even if that lands here before the pub/sub message does.
     current_app.extensions[EXTENSION].cache.forget(key_id=parsed)

@@ -13,6 +13,7 @@ from tests.support.web import web_process
 from timo_hub.runtime import Runtime
 from timo_hub.settings import Settings
 
+CONFIG = Path(__file__).parents[1] / "schemathesis.toml"
 CHECKS = (
     "not_a_server_error",
     "response_schema_conformance",
@@ -32,6 +33,8 @@ def test_schemathesis_finds_nothing(settings: Settings, runtime: Runtime, tmp_pa
         run = subprocess.run(
             [
                 str(schemathesis),
+                "--config-file",
+                str(CONFIG),
                 "run",
                 f"{base}/api/v1/openapi.json",
                 "--header",
