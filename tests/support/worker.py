@@ -18,7 +18,13 @@ from timo_hub.settings import Settings
 class WorkerProcess:
     """`celery -A workers.entry worker` as a child process."""
 
-    def __init__(self, settings: Settings, log: Path, concurrency: int = 1) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log: Path,
+        concurrency: int = 1,
+        env: dict[str, str] | None = None,
+    ) -> None:
         celery = Path(sys.executable).parent / "celery"
         self.log = log
         self.process = subprocess.Popen(
@@ -38,7 +44,7 @@ class WorkerProcess:
                 "-n",
                 f"test-{time.monotonic_ns()}@%h",
             ],
-            env=settings_environment(settings),
+            env={**settings_environment(settings), **(env or {})},
             stdout=log.open("a"),
             stderr=subprocess.STDOUT,
         )
@@ -69,9 +75,11 @@ class WorkerProcess:
 
 
 @contextmanager
-def worker_process(settings: Settings, log: Path, concurrency: int = 1) -> Iterator[WorkerProcess]:
+def worker_process(
+    settings: Settings, log: Path, concurrency: int = 1, env: dict[str, str] | None = None
+) -> Iterator[WorkerProcess]:
     """Run a worker for the duration of the block."""
-    worker = WorkerProcess(settings, log, concurrency)
+    worker = WorkerProcess(settings, log, concurrency, env)
     try:
         yield worker
     finally:
