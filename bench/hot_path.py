@@ -80,7 +80,8 @@ def _serve_and_measure(  # type: ignore[no-untyped-def]
         f"{ROOT},{ROOT / 'bench'}",
         app,
     ]
-    server = subprocess.Popen(gunicorn, env=env, cwd=ROOT)
+    # As before the app had its own access log: no log line per request for any of the three.
+    server = subprocess.Popen(gunicorn, env={**env, "TIMO_LOG_LEVEL": "WARNING"}, cwd=ROOT)
     url = f"http://127.0.0.1:{port}{path}"
     try:
         deadline = time.monotonic() + 30

@@ -51,8 +51,15 @@ def log_format(env: str) -> str:
     return "json" if env == "production" else "plain"
 
 
-def configure_logging(env: str, level: int = logging.INFO) -> None:
-    """Send the root logger's records to stderr in this process's format (idempotent)."""
+def configure_logging(env: str) -> None:
+    """Send the root logger's records to stderr in this process's format (idempotent).
+
+    The level is `TIMO_LOG_LEVEL` (default `INFO`, which includes one access line per request;
+    `WARNING` drops those).
+    """
+    level = logging.getLevelName(os.environ.get("TIMO_LOG_LEVEL", "INFO").strip().upper())
+    if not isinstance(level, int):
+        level = logging.INFO
     root = logging.getLogger()
     if any(getattr(handler, CONFIGURED_MARK, False) for handler in root.handlers):
         return

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import requests
 
@@ -46,37 +48,57 @@ def web_process(
     """
     port = free_port()
     gunicorn = Path(sys.executable).parent / "gunicorn"
-    process = subprocess.Popen(
-        [
-            str(gunicorn),
-            "--config",
-            "python:timo_hub.gunicorn_config",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--no-control-socket",
-            "api:create_app()",
-        ],
-        env={**settings_environment(settings), **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+    # A file, not a pipe: nobody reads a pipe while the server runs, and once its buffer is full
+    # every log line (one per request) would block the worker that writes it.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen(
+            [
+                str(gunicorn),
+                "--config",
+                "python:timo_hub.gunicorn_config",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--no-control-socket",
+                "api:create_app()",
+            ],
+            env={**settings_environment(settings), **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_up(process, base, healthy, log)
+            yield base
+        finally:
+            process.terminate()
             try:
-                status = requests.get(f"{base}/api/v1/health", timeout=5).status_code
-                if status == 200 or not healthy:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "gunicorn did not come up"
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+                tail = _read(log)[-4000:]
+                raise AssertionError(f"gunicorn did not stop within 30 s:\n{tail}") from None
+
+
+def _wait_until_up(
+    process: subprocess.Popen[bytes], base: str, healthy: bool, log: IO[str]
+) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, _read(log)
+        try:
+            status = requests.get(f"{base}/api/v1/health", timeout=5).status_code
+            if status == 200 or not healthy:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "gunicorn did not come up"
+        time.sleep(0.1)
+
+
+def _read(log: IO[str]) -> str:
+    log.flush()
+    log.seek(0)
+    return log.read()
