@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
+from typing import Any
 
 from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import Counter, Histogram
@@ -19,6 +20,9 @@ from api.metering import route_template
 from timo_hub import metrics
 
 TOKEN_ENV = "TIMO_METRICS_TOKEN"
+UNMATCHED = "unmatched"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 REQUESTS = Counter("timo_http_requests", "HTTP requests answered", ["route", "method", "status"])
 LATENCY = Histogram(
@@ -42,14 +46,28 @@ def _start() -> None:
     g.metrics_started = time.perf_counter()
 
 
+def _series(rule: str, method: str, status: int) -> tuple[Any, Any]:
+    """The (request counter, latency histogram) children for one kind of answer, made once."""
+    key = (rule, method, status)
+    found = _SERIES.get(key)
+    if found is None:
+        # Unknown paths and methods share one label each: a scanner must not create a time
+        # series per URL or verb it tries.
+        route = route_template(rule) if rule != UNMATCHED else UNMATCHED
+        verb = method if method in KNOWN_METHODS else "OTHER"
+        found = (REQUESTS.labels(route, verb, str(status)), LATENCY.labels(route, verb))
+        _SERIES[key] = found
+    return found
+
+
 def _count(response: Response) -> Response:
     started = g.get("metrics_started")
-    # Unknown paths share one label: a scanner must not create a time series per URL it tries.
-    rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    route = route_template(rule)
-    REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    rule = req.url_rule.rule if req.url_rule is not None else UNMATCHED
+    requests_total, latency = _series(rule, req.method, response.status_code)
+    requests_total.inc()
     if started is not None:
-        LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+        latency.observe(time.perf_counter() - started)
     return response
 
 

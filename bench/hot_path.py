@@ -77,7 +77,7 @@ def _serve_and_measure(  # type: ignore[no-untyped-def]
         "--log-level",
         "warning",
         "--pythonpath",
-        f"{ROOT},{ROOT / 'bench'}",
+        str(ROOT),
         app,
     ]
     # As before the app had its own access log: no log line per request for any of the three.
@@ -196,8 +196,8 @@ def _run(home: str, args) -> None:  # type: ignore[no-untyped-def]
         results = [
             _serve_and_measure(name, app, path, env, worker_class, args)
             for name, app, path in (
-                ("a bare Flask", "apps:bare_app()", "/bare"),
-                ("b Flask-Limiter", "apps:limited_app()", "/bare"),
+                ("a bare Flask", "bench.apps:bare_app()", "/bare"),
+                ("b Flask-Limiter", "bench.apps:limited_app()", "/bare"),
                 ("c timo quota", "api:create_app()", "/api/v1/account/quota"),
             )
         ]

@@ -131,7 +131,7 @@ def main() -> None:
             "TIMO_DATABASE_URL": url,
             "TIMO_REDIS_URL": settings.redis_url or "",
             "TIMO_BROKER_URL": settings.effective_broker_url,
-            "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}",
+            "PYTHONPATH": str(ROOT),
         }
         celery = str(Path(sys.executable).parent / "celery")
 
@@ -167,7 +167,7 @@ def main() -> None:
                     "naive.ingest", args=[line], queue="naive_events", producer=producer
                 )
         baseline = _time_worker(
-            _solo_worker(celery, "naive_worker", "naive_events"), env, url, args.naive_events
+            _solo_worker(celery, "bench.naive_worker", "naive_events"), env, url, args.naive_events
         )
         _reset(url)
     finally:

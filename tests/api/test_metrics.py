@@ -48,6 +48,7 @@ def test_requests_admissions_and_events_are_counted(
         assert client.get("/api/v1/account", headers=customer.auth).status_code == 200
     assert client.get("/api/v1/auth/keys/nope", headers=customer.auth).status_code == 405
     client.get("/no/such/path")
+    client.open("/api/v1/account", method="BREW", headers=customer.auth)
     after = client.get("/metrics", headers=scrape).get_data(as_text=True)
 
     def grew(name: str, **labels: str) -> float:
@@ -61,8 +62,10 @@ def test_requests_admissions_and_events_are_counted(
     assert grew("timo_http_request_duration_seconds_count", **timing) == 3
     assert "timo_events_published_total" in after
     assert "timo_ingest_lag_seconds_bucket" in after
-    # Unknown paths never become labels of their own.
+    # Unknown paths and methods never become labels of their own.
     assert "/no/such/path" not in after
+    assert "BREW" not in after
+    assert grew("timo_http_requests_total", route="unmatched", method="OTHER") == 1
 
 
 @pytest.mark.slow
