@@ -40,6 +40,7 @@ BACKTEST_MIN_HORIZON_DAYS = 7
 # Interval calibration against backtest errors: matched at this quantile, scaled within bounds.
 CALIBRATION_QUANTILES = (0.8, 0.95)
 CALIBRATION_BUCKETS = ((0, 7), (7, 14), (14, 30))
+MAX_SHARED_ERROR = 0.8
 CALIBRATION_BOUNDS = (0.5, 5.0)
 # Enough simulated futures for stable 2.5%/97.5% quantiles and a month total's interval.
 PATHS = 1000
@@ -175,13 +176,20 @@ def _backtest(
     return scores
 
 
-def calibrated(paths: np.ndarray, log_errors: np.ndarray) -> np.ndarray:
+def calibrated(
+    paths: np.ndarray, log_errors: np.ndarray, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Paths whose spread matches the errors the model actually made on past data.
 
     Each path's deviation from the median (log scale) is scaled so that the 80th and 95th
     percentiles of absolute deviations reach those of the backtest's errors, separately for the
     first week ahead, the second, and beyond (errors grow with the horizon). A model's own
     intervals assume the model is right; this corrects for how wrong it has been here.
+
+    Past errors also move together: a forecast that starts too low tends to stay too low for
+    weeks. The share of the error variance that is common to a whole backtest horizon is given
+    to each future as one shared shift, so sums over many days (the month's total) are as
+    uncertain as they proved to be, while each day's spread stays the same.
     """
     if log_errors.size == 0:
         return paths
@@ -204,7 +212,24 @@ def calibrated(paths: np.ndarray, log_errors: np.ndarray) -> np.ndarray:
         if ratios:
             # The wider of the two levels: a few recent origins understate the errors to come.
             scales[first:] = float(np.clip(max(ratios), *CALIBRATION_BOUNDS))
-    return to_counts(centre + scales[None, :] * deviations)
+    deviations = scales[None, :] * deviations
+    shared = _shared_error_share(log_errors)
+    if rng is not None and shared > 0:
+        spread = deviations.std(axis=0)
+        common = rng.standard_normal((paths.shape[0], 1))
+        deviations = np.sqrt(1 - shared) * deviations + np.sqrt(shared) * spread[None, :] * common
+    return to_counts(centre + deviations)
+
+
+def _shared_error_share(log_errors: np.ndarray) -> float:
+    """How much of the backtest's error variance is a shift common to a whole origin (0 to 0.8)."""
+    if log_errors.shape[0] < 2 or log_errors.shape[1] < 7:
+        return 0.0
+    per_origin = np.nanmean(log_errors, axis=1)
+    overall = float(np.nanmean(log_errors**2))
+    if overall <= 0:
+        return 0.0
+    return float(np.clip(np.mean(per_origin**2) / overall, 0.0, MAX_SHARED_ERROR))
 
 
 def _from_fit(
@@ -219,7 +244,7 @@ def _from_fit(
 ) -> Forecast:
     paths = fitted.paths(horizon, repetitions, rng)
     if accuracy is not None:
-        paths = calibrated(paths, accuracy.log_errors)
+        paths = calibrated(paths, accuracy.log_errors, rng)
     lower95, lower80, median, upper80, upper95 = np.quantile(
         paths, [0.025, 0.1, 0.5, 0.9, 0.975], axis=0
     )
