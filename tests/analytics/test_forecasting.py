@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.forecasting import NOTE_NO_HISTORY, NOTE_SHORT_HISTORY, forecast
+from analytics.forecasting import NOTE_NO_HISTORY, NOTE_SHORT_HISTORY, calibrated, forecast
 from analytics.models import without_spikes
 
 WEEKLY = np.array([1.25, 1.15, 1.1, 1.05, 1.0, 0.45, 0.35])  # Monday first
@@ -146,3 +146,21 @@ def test_rejects_bad_arguments() -> None:
         forecast(synthetic(30), 0)
     with pytest.raises(ValueError):
         forecast(synthetic(30), 7, "prophet")
+
+
+def test_persistent_past_errors_widen_totals_but_not_days() -> None:
+    rng = np.random.default_rng(3)
+    paths = np.exp(rng.normal(np.log(100), 0.1, size=(4000, 30)))
+    noise = rng.normal(0, 0.1, size=(5, 30))
+    independent = noise
+    persistent = noise * 0.3 + rng.normal(0, 0.1, size=(5, 1)) * np.ones((1, 30))
+    spread = {}
+    for name, errors in (("independent", independent), ("persistent", persistent)):
+        result = calibrated(paths, errors, np.random.default_rng(4))
+        days = np.quantile(result, [0.1, 0.9], axis=0)
+        totals = np.quantile(result.sum(axis=1), [0.1, 0.9])
+        spread[name] = (float(np.mean(days[1] / days[0])), float(totals[1] / totals[0]))
+    # Each day's 80% band is about as wide either way; the 30-day total's is much wider.
+    assert spread["persistent"][0] == pytest.approx(spread["independent"][0], rel=0.25)
+    # (The total's 80% band is 1.08x wide with independent errors, 1.25x with persistent ones.)
+    assert spread["persistent"][1] - 1 > 2.5 * (spread["independent"][1] - 1)
