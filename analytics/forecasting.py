@@ -30,6 +30,7 @@ FITTERS: dict[str, ModelFitter] = {
     "seasonal": lambda calls, weekday: SeasonalFit.fit(calls),
     "seasonal_naive": lambda calls, weekday: SeasonalNaiveFit.fit(calls),
 }
+# Seasonal naive stays a benchmark baseline: as a candidate it carried spikes into whole months.
 AUTO_CANDIDATES = ("linear", "seasonal")
 
 # Backtest: up to this many origins a week apart, each scored on up to 30 days it did not see.
@@ -41,6 +42,12 @@ BACKTEST_MIN_HORIZON_DAYS = 7
 CALIBRATION_QUANTILES = (0.8, 0.95)
 CALIBRATION_BUCKETS = ((0, 7), (7, 14), (14, 30))
 MAX_SHARED_ERROR = 0.8
+# Futures never exceed this multiple of the busiest day in the last eight weeks.
+MAX_GROWTH = 3.0
+GROWTH_WINDOW_DAYS = 56
+# A week whose median is this far (log scale: a factor of 10) from the last two weeks' is another
+# regime. Seasonal swings (a sports season, holidays) stay well inside it; going live does not.
+LEVEL_SHIFT = float(np.log(10.0))
 CALIBRATION_BOUNDS = (0.5, 5.0)
 # Enough simulated futures for stable 2.5%/97.5% quantiles and a month total's interval.
 PATHS = 1000
@@ -127,7 +134,16 @@ def forecast(
             None,
             NOTE_SHORT_HISTORY,
         )
-    weekday = history.index[0].dayofweek
+    kept = since_level_shift(calls)
+    if kept.size < calls.size:
+        shift_note = (
+            f"Usage changed level around {history.index[calls.size - kept.size].date()}; "
+            "only the history since then is used."
+        )
+        calls = kept
+    else:
+        shift_note = None
+    weekday = (history.index[0].dayofweek + len(history) - calls.size) % 7
     candidates = AUTO_CANDIDATES if model == "auto" else (model,)
     fitted: dict[str, FittedModel] = {}
     for name in candidates:
@@ -145,7 +161,7 @@ def forecast(
         chosen = min(scores, key=lambda name: scores[name].mase)
     else:
         chosen = "linear" if "linear" in fitted else next(iter(fitted))
-    note = None if chosen in scores else NOTE_NO_BACKTEST
+    note = shift_note or (None if chosen in scores else NOTE_NO_BACKTEST)
     return _from_fit(
         fitted[chosen], calls, first_date, horizon, rng, repetitions, scores.get(chosen), note
     )
@@ -212,7 +228,10 @@ def calibrated(
         if ratios:
             # The wider of the two levels: a few recent origins understate the errors to come.
             scales[first:] = float(np.clip(max(ratios), *CALIBRATION_BOUNDS))
-    deviations = scales[None, :] * deviations
+    # Scaling widens the body of the distribution; it must not stretch the tails past anything
+    # the model or the backtest has seen (a bootstrapped spike times five is not a forecast).
+    reach = max(float(np.nanmax(np.abs(log_errors))), float(np.max(np.abs(deviations))))
+    deviations = np.clip(scales[None, :] * deviations, -reach, reach)
     shared = _shared_error_share(log_errors)
     if rng is not None and shared > 0:
         spread = deviations.std(axis=0)
@@ -232,6 +251,34 @@ def _shared_error_share(log_errors: np.ndarray) -> float:
     return float(np.clip(np.mean(per_origin**2) / overall, 0.0, MAX_SHARED_ERROR))
 
 
+def since_level_shift(calls: np.ndarray) -> np.ndarray:
+    """The history since the last change of level (e.g. a customer going live), if any.
+
+    Walking back from two weeks before the end, the first week whose median (log scale) is over
+    `LEVEL_SHIFT` away from the last two weeks' median marks the change; what came before it is
+    a different regime that only misleads the trend. At least two weeks are always kept.
+    """
+    if calls.size < 4 * 7:
+        return calls
+    logs = np.log1p(calls)
+    recent = float(np.median(logs[-14:]))
+    weekly = pd.Series(logs).rolling(7).median().to_numpy()
+    for end in range(calls.size - 15, 5, -1):
+        if abs(weekly[end] - recent) > LEVEL_SHIFT:
+            return calls[end + 1 :]
+    return calls
+
+
+def growth_ceiling(calls: np.ndarray) -> float:
+    """The most calls a day any future may have: `MAX_GROWTH` times the recent busiest day.
+
+    A trend fitted on the log scale is exponential; right after a step (a customer going live)
+    it would extrapolate to absurd numbers. No model here can justify more than this.
+    """
+    recent = calls[-GROWTH_WINDOW_DAYS:]
+    return float(MAX_GROWTH * max(float(np.max(recent)), 1.0)) if recent.size else np.inf
+
+
 def _from_fit(
     fitted: FittedModel,
     calls: np.ndarray,
@@ -245,6 +292,7 @@ def _from_fit(
     paths = fitted.paths(horizon, repetitions, rng)
     if accuracy is not None:
         paths = calibrated(paths, accuracy.log_errors, rng)
+    paths = np.minimum(paths, growth_ceiling(calls))
     lower95, lower80, median, upper80, upper95 = np.quantile(
         paths, [0.025, 0.1, 0.5, 0.9, 0.975], axis=0
     )

@@ -37,6 +37,8 @@ SHORT_HISTORY_MIN_SPREAD = 0.25
 # How far (in robust standard deviations) a day must stray from its weekday's local median to be
 # treated as a one-off spike by the seasonal model.
 SPIKE_MADS = 4.0
+# The spread assumed when a history has none (a factor of e^0.5 ~ 1.65 per robust deviation).
+SPARSE_SPREAD = 0.5
 # A perfectly flat history would otherwise give zero-width intervals.
 MIN_LOG_SPREAD = 0.02
 
@@ -193,8 +195,11 @@ def without_spikes(logs: np.ndarray) -> np.ndarray:
     )
     deviation = series - baseline
     mad = float(np.nanmedian(np.abs(deviation - np.nanmedian(deviation))))
-    if not np.isfinite(mad) or mad == 0.0:
+    if not np.isfinite(mad):
         return logs
+    if mad == 0.0:
+        # Mostly-flat (often all-zero) histories: judge spikes against a fixed spread instead.
+        mad = SPARSE_SPREAD
     spikes = (np.abs(deviation) > SPIKE_MADS * 1.4826 * mad).to_numpy()
     cleaned = logs.copy()
     cleaned[spikes] = baseline.to_numpy()[spikes]

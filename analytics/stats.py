@@ -78,7 +78,8 @@ class UsageStats:
     by_key: list[KeyUsage]
     average_duration_ms: float | None
     change_vs_previous_period: float | None
-    """Percent change of total calls against the previous period; None when it had none."""
+    """Percent change against the previous period, over complete days (the period's first N-1
+    days against the N-1 days before them); None when those had no calls."""
 
 
 def period_bounds(period: str, today: date) -> tuple[date, date]:
@@ -103,7 +104,8 @@ class UsageSums:
     by_key: pd.DataFrame
     """Columns `key_id`, `calls`."""
     previous_total: int
-    """Calls in the period of the same length just before."""
+    """Calls in the period just before, over its first N-1 days: the days that line up with
+    the current period's complete ones (today is not over, so it is compared with nothing)."""
 
     @classmethod
     def from_rows(cls, rows: pd.DataFrame, *, period: str, today: date) -> UsageSums:
@@ -113,7 +115,10 @@ class UsageSums:
         frame = rows.loc[:, list(ROW_COLUMNS)].copy()
         days = pd.to_datetime(frame["day"])
         current = frame[(days >= pd.Timestamp(start)) & (days <= pd.Timestamp(end))]
-        previous = frame[(days >= pd.Timestamp(previous_start)) & (days < pd.Timestamp(start))]
+        previous = frame[
+            (days >= pd.Timestamp(previous_start))
+            & (days < pd.Timestamp(start - timedelta(days=1)))
+        ]
         return cls(
             by_day_status=current.groupby(["day", "status"], as_index=False)[
                 ["calls", "duration_ms_sum"]
@@ -174,8 +179,10 @@ def usage_stats(
         by_key.append(
             KeyUsage(key_id, label.name if label else None, label.prefix if label else None, n)
         )
+    # Like for like: the period's complete days against the same number of days before them.
     previous_total = sums.previous_total
-    change = (total - previous_total) / previous_total * 100.0 if previous_total else None
+    complete = total - int(day_calls[-1])
+    change = (complete - previous_total) / previous_total * 100.0 if previous_total else None
     return UsageStats(
         period=period,
         start=start,

@@ -48,13 +48,13 @@ def _start() -> None:
 
 def _series(rule: str, method: str, status: int) -> tuple[Any, Any]:
     """The (request counter, latency histogram) children for one kind of answer, made once."""
-    key = (rule, method, status)
+    # Unknown paths and methods share one label (and one cache entry) each: a scanner must not
+    # create a time series, or a cache entry, per URL or verb it tries.
+    verb = method if method in KNOWN_METHODS else "OTHER"
+    key = (rule, verb, status)
     found = _SERIES.get(key)
     if found is None:
-        # Unknown paths and methods share one label each: a scanner must not create a time
-        # series per URL or verb it tries.
         route = route_template(rule) if rule != UNMATCHED else UNMATCHED
-        verb = method if method in KNOWN_METHODS else "OTHER"
         found = (REQUESTS.labels(route, verb, str(status)), LATENCY.labels(route, verb))
         _SERIES[key] = found
     return found

@@ -30,7 +30,9 @@ def use_multiprocess_directory(home: str | os.PathLike[str], server: str) -> Pat
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     directory = parent / f"{server}-{os.getpid()}"
-    directory.mkdir(exist_ok=True)
+    # The same pid can come back (a container's PID 1 after a restart): start empty regardless.
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir()
     os.environ[MULTIPROC_ENV] = str(directory)
     return directory
 

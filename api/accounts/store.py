@@ -41,7 +41,7 @@ SELECT_PLAN_NAMES = "SELECT name FROM plans ORDER BY sort_order"
 KEY_COLUMNS = "id, account_id, name, prefix, created_at, last_used_at, revoked_at"
 SELECT_KEYS = f"""
 SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = %(account_id)s
-ORDER BY created_at DESC, id
+ORDER BY revoked_at IS NOT NULL, created_at DESC, id
 LIMIT %(limit)s
 """
 COUNT_ACTIVE_KEYS = """
@@ -163,7 +163,7 @@ def count_active_keys(conn: psycopg.Connection, account_id: uuid.UUID) -> int:
 def list_keys(
     conn: psycopg.Connection, account_id: uuid.UUID, limit: int | None = None
 ) -> list[ApiKey]:
-    """The account's keys, newest first, revoked ones included (at most `limit`)."""
+    """Active keys newest first, then revoked ones newest first (at most `limit` in all)."""
     with conn.cursor(row_factory=class_row(ApiKey)) as cur:
         return cur.execute(SELECT_KEYS, {"account_id": account_id, "limit": limit}).fetchall()
 

@@ -78,12 +78,12 @@ class ApiKeyOut(BaseModel):
 
 
 class ApiKeyListOut(BaseModel):
-    """`GET /api/v1/auth/keys`: newest first, revoked keys included."""
+    """`GET /api/v1/auth/keys`: active keys first, then revoked ones; newest first in each."""
 
     keys: list[ApiKeyOut]
     has_more: bool = Field(
-        description="True when older (revoked) keys exist beyond `limit`; active keys (at most "
-        "25) are always the newest, so they are never cut off by the default limit."
+        description="True when more (revoked) keys exist beyond `limit`. Active keys (at most 25) "
+        "come first, so the default limit never cuts one off."
     )
 
 
@@ -93,7 +93,7 @@ class ApiKeyListQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     limit: WholeNumber = Field(
-        100, ge=1, le=100, description="How many keys at most, newest first."
+        100, ge=1, le=100, description="How many keys at most: active ones first."
     )
 
 

@@ -73,8 +73,8 @@ class UsageStatsOut(BaseModel):
     by_key: list[KeyUsageOut] = Field(description="Busiest first.")
     average_duration_ms: float | None = Field(description="Null when there were no calls.")
     change_vs_previous_period: float | None = Field(
-        description="Percent change of total calls against the N days before; null when those "
-        "had no calls."
+        description="Percent change over complete days: the period's calls before today against "
+        "the N-1 days before them (today is not over yet); null when those had no calls."
     )
 
     @classmethod
@@ -179,8 +179,9 @@ class AccuracyOut(_Strict):
 class ForecastOut(_Strict):
     """`GET /api/v1/usage/forecast`."""
 
-    model: Literal["linear", "seasonal", "mean", "none"] = Field(
-        description="The model that ran: `mean` for under 14 days of history, `none` for none."
+    model: Literal["linear", "seasonal", "seasonal_naive", "mean", "none"] = Field(
+        description="The model that ran: `seasonal_naive` (last week's values) when `auto` found "
+        "it the most accurate, `mean` for under 14 days of history, `none` for none."
     )
     requested_model: Literal["auto", "linear", "seasonal"]
     history_days: int

@@ -164,3 +164,33 @@ def test_persistent_past_errors_widen_totals_but_not_days() -> None:
     assert spread["persistent"][0] == pytest.approx(spread["independent"][0], rel=0.25)
     # (The total's 80% band is 1.08x wide with independent errors, 1.25x with persistent ones.)
     assert spread["persistent"][1] - 1 > 2.5 * (spread["independent"][1] - 1)
+
+
+def test_a_step_up_is_a_new_level_not_an_exponential_trend() -> None:
+    index = pd.date_range("2026-01-05", periods=42, freq="D")
+    rng = np.random.default_rng(5)
+    calls = np.concatenate([rng.poisson(5, 21), rng.poisson(1400, 21)]).astype(float)
+    result = forecast(pd.Series(calls, index=index), 30)
+    assert result.note is not None and "changed level" in result.note
+    assert 14 <= result.history_days <= 21  # the step and what follows it
+    month = np.median(result.paths.sum(axis=1))
+    assert 0.8 * 1400 * 30 < month < 1.25 * 1400 * 30
+
+
+def test_one_huge_day_does_not_make_the_upper_bounds_astronomical() -> None:
+    index = pd.date_range("2026-01-05", periods=51, freq="D")
+    calls = np.random.default_rng(6).poisson(20, 51).astype(float)
+    calls[45] = 20_000
+    for model in ("auto", "linear", "seasonal"):
+        result = forecast(pd.Series(calls, index=index), 30, model)
+        assert np.quantile(result.paths.sum(axis=1), 0.9) < 3 * 20_000 * 30, model
+        assert np.all(result.upper95 <= 3 * 20_000)
+        assert np.median(result.predicted) < 60, model
+
+
+def test_spikes_in_a_mostly_empty_history_are_removed() -> None:
+    logs = np.zeros(60)
+    logs[40] = np.log1p(5000)
+    assert without_spikes(logs)[40] == 0.0
+    sparse = np.where(np.arange(60) % 9 == 0, np.log1p(3), 0.0)
+    assert np.array_equal(without_spikes(sparse), sparse)  # small regular calls are kept

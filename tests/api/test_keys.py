@@ -217,3 +217,14 @@ def test_listing_is_limited_newest_first(client: FlaskClient, customer: Customer
     assert len(everything["keys"]) == 4 and everything["has_more"] is False
     for bad in ("0", "101", "-1", "ten", "2&limit=3"):
         assert client.get(f"{KEYS}?limit={bad}", headers=customer.auth).status_code == 400
+
+
+def test_active_keys_come_before_newer_revoked_ones(
+    client: FlaskClient, customer: Customer
+) -> None:
+    for n in range(3):
+        created = _create(client, customer, {"name": f"rotated {n}"}).get_json()
+        assert client.delete(f"{KEYS}/{created['id']}", headers=customer.auth).status_code == 204
+    listing = client.get(f"{KEYS}?limit=1", headers=customer.auth).get_json()
+    assert [k["id"] for k in listing["keys"]] == [customer.key_id]
+    assert listing["has_more"] is True

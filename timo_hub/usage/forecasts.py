@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from analytics.parameters import DEFAULT_HORIZON_DAYS, DEFAULT_MODEL, ModelChoice
@@ -32,6 +32,9 @@ DEFAULT_DAYS = DEFAULT_HORIZON_DAYS
 # Stored forecasts older than this are deleted by the nightly run.
 FORECAST_RETENTION_DAYS = 7
 ALERT_SHARE = 0.8
+# The alerts table stores calls as bigint; a projection is never allowed near that, but a stored
+# number must not be able to fail the insert.
+MAX_STORED_CALLS = 2**62
 ALERT_80_PERCENT = "projected_80_percent"
 ALERT_EXHAUSTION = "projected_exhaustion"
 
@@ -131,7 +134,7 @@ def raise_alerts(
                 kind,
                 limit=projection.limit,
                 used=projection.used,
-                projected_total=round(projection.projected_total),
+                projected_total=min(round(projection.projected_total), MAX_STORED_CALLS),
                 exhaustion_date=projection.exhaustion_date,
             ):
                 raised.append(kind)
@@ -170,7 +173,7 @@ def _compute_and_store(
     history = daily_history(
         {day: n for day, n in counts.items() if day < today},
         last_day=today - timedelta(days=1),
-        partial_day=account.created_at.date(),
+        partial_day=account.created_at.astimezone(UTC).date(),
     )
     horizon = max(days + 1, days_to_month_end(today))
     result = forecast(history, horizon, model, first_date=today)

@@ -123,7 +123,8 @@ def usage_sums(
         elif grouping == BY_KEY:
             by_key.append((key_id, calls))
     length = last - first + timedelta(days=1)
-    previous = {"account": account_id, "first": first - length, "last": first - timedelta(days=1)}
+    # The previous period's first N-1 days: they line up with this period's complete days.
+    previous = {"account": account_id, "first": first - length, "last": first - timedelta(days=2)}
     row = conn.execute(TOTAL_CALLS, previous).fetchone()
     return UsageSums(
         by_day_status=pd.DataFrame(
