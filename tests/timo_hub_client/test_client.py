@@ -64,7 +64,8 @@ def test_every_operation_returns_typed_models(
         keys = client.list_keys()
         assert keys[0].id == created.id
         client.revoke_key(created.id)
-        assert client.list_keys()[0].revoked_at is not None
+        revoked = next(k for k in client.list_keys() if k.id == created.id)
+        assert revoked.revoked_at is not None
         assert client.openapi()["openapi"] == "3.1.0"
 
 
