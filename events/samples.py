@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -87,8 +87,3 @@ def sample_events(
                 duration_ms=round(float(durations[i]), 3),
                 request_id=f"sample-{shape.seed}-{offset}-{i}",
             )
-
-
-def first_day(shape: SampleShape, now: datetime) -> date:
-    """The first day `sample_events` covers."""
-    return now.astimezone(UTC).date() - timedelta(days=shape.days - 1)

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DAYS = DEFAULT_HORIZON_DAYS
 # Stored forecasts older than this are deleted by the nightly run.
 FORECAST_RETENTION_DAYS = 7
 ALERT_SHARE = 0.8
@@ -71,7 +70,7 @@ def run_nightly(database: Database, account_id: uuid.UUID, now: datetime) -> Nig
     with database.connection() as conn:
         account = _account(conn, account_id)
     body, projection = _compute_and_store(
-        database, account, days=DEFAULT_DAYS, model=DEFAULT_MODEL, now=now
+        database, account, days=DEFAULT_HORIZON_DAYS, model=DEFAULT_MODEL, now=now
     )
     raised = raise_alerts(database, account_id, projection)
     return NightlyOutcome(account_id, body["model"], raised)
