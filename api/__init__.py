@@ -13,10 +13,10 @@ from flask import Flask
 from api import access_log, authentication, metering, metrics, problems, request_ids
 from api import runtime as app_runtime
 from api.quota import enforcement as quota
-from timo_hub.embedded import resolve_services
-from timo_hub.logs import configure_logging
-from timo_hub.runtime import build_runtime
-from timo_hub.settings import Settings
+from timo_hub.platform.embedded import resolve_services
+from timo_hub.platform.logs import configure_logging
+from timo_hub.platform.runtime import build_runtime
+from timo_hub.platform.settings import Settings
 
 # OWASP API4: no body we accept comes near this; larger ones are refused with 413 unread.
 MAX_BODY_BYTES = 16 * 1024

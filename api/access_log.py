@@ -1,7 +1,7 @@
 """One log line per request, with who called (account and key ids), what, and how it went.
 
 Replaces gunicorn's access log, which cannot know the account. In production the line is JSON
-(`timo_hub.logs`), with `method`, `route`, `status` and `duration_ms` as fields.
+(`timo_hub.platform.logs`), with `method`, `route`, `status` and `duration_ms` as fields.
 """
 
 from __future__ import annotations

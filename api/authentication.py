@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 from flask import Flask, g
 
-from api.accounts import keys, store
-from api.accounts.cache import Principal, PrincipalCache
 from api.problems import ApiError, UnauthorizedError
-from timo_hub.runtime import Runtime
+from timo_hub.accounts import keys, store
+from timo_hub.accounts.cache import Principal, PrincipalCache
+from timo_hub.platform.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 

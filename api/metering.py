@@ -17,7 +17,7 @@ from flask import Flask, Response, current_app, g, request
 
 from events.model import new_event_id, serialise_trusted
 from events.publisher import EventPublisher
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
 
 EXTENSION = "timo_events"
 _PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")

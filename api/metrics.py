@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import Counter, Histogram
 
 from api.metering import route_template
-from timo_hub import metrics
+from timo_hub.platform import metrics
 
 TOKEN_ENV = "TIMO_METRICS_TOKEN"
 UNMATCHED = "unmatched"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
 
 EXTENSION = "timo"
 

@@ -36,12 +36,12 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from api import close_app, create_app  # noqa: E402
-from api.accounts import service  # noqa: E402
 from events import projections, store  # noqa: E402
-from timo_hub import migrate  # noqa: E402
-from timo_hub.embedded import release_services, resolve_services  # noqa: E402
-from timo_hub.runtime import Runtime, build_runtime  # noqa: E402
-from timo_hub.settings import Settings  # noqa: E402
+from timo_hub.accounts import service  # noqa: E402
+from timo_hub.platform import migrate  # noqa: E402
+from timo_hub.platform.embedded import release_services, resolve_services  # noqa: E402
+from timo_hub.platform.runtime import Runtime, build_runtime  # noqa: E402
+from timo_hub.platform.settings import Settings  # noqa: E402
 
 HISTORY_DAYS = 120
 WEEKLY = (1.15, 1.2, 1.15, 1.1, 1.0, 0.45, 0.35)  # Monday first

@@ -29,11 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from api.accounts import service  # noqa: E402
-from timo_hub import migrate  # noqa: E402
-from timo_hub.embedded import release_services, resolve_services  # noqa: E402
-from timo_hub.runtime import build_runtime  # noqa: E402
-from timo_hub.settings import Settings  # noqa: E402
+from timo_hub.accounts import service  # noqa: E402
+from timo_hub.platform import migrate  # noqa: E402
+from timo_hub.platform.embedded import release_services, resolve_services  # noqa: E402
+from timo_hub.platform.runtime import build_runtime  # noqa: E402
+from timo_hub.platform.settings import Settings  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,9 @@ from kombu import Queue  # noqa: E402
 from events import store  # noqa: E402
 from events.model import ApiCallRecorded, new_event_id  # noqa: E402
 from events.publisher import BATCH_SIZE, EVENTS_QUEUE, INGEST_TASK, producer_app  # noqa: E402
-from timo_hub import migrate  # noqa: E402
-from timo_hub.embedded import release_services, resolve_services  # noqa: E402
-from timo_hub.settings import Settings  # noqa: E402
+from timo_hub.platform import migrate  # noqa: E402
+from timo_hub.platform.embedded import release_services, resolve_services  # noqa: E402
+from timo_hub.platform.settings import Settings  # noqa: E402
 
 
 def _events(count: int) -> list[str]:

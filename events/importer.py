@@ -17,7 +17,7 @@ from events import store
 from events.ingest import append_batch
 from events.model import ApiCallRecorded, InvalidEventError
 from events.retention import retention_floor
-from timo_hub.db import Database
+from timo_hub.platform.db import Database
 
 CHUNK_LINES = 2000
 MAX_EXAMPLES = 20

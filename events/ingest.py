@@ -16,7 +16,7 @@ import psycopg
 from events import metrics, store
 from events.model import ApiCallRecorded, InvalidEventError
 from events.retention import retention_floor
-from timo_hub.db import Database
+from timo_hub.platform.db import Database
 
 
 @dataclass(frozen=True)

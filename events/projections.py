@@ -15,7 +15,7 @@ from datetime import date
 
 from events import store
 from events.retention import retention_floor
-from timo_hub.db import Database
+from timo_hub.platform.db import Database
 
 LOCK_PROJECTION = "LOCK TABLE usage_daily IN SHARE ROW EXCLUSIVE MODE"
 DELETE_DAY = "DELETE FROM usage_daily WHERE day = %(day)s"

@@ -32,7 +32,7 @@ from kombu import Exchange, Queue
 from events import metrics, store
 from events.model import ApiCallRecorded
 from events.spool import Segment, Spool
-from timo_hub.db import Database
+from timo_hub.platform.db import Database
 
 logger = logging.getLogger(__name__)
 

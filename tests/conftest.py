@@ -19,10 +19,10 @@ from flask.testing import FlaskClient
 from api import close_app, create_app
 from tests.support import services
 from tests.support.accounts import Customer, new_customer
-from timo_hub import migrate
 from timo_hub.cli import cli
-from timo_hub.runtime import Runtime, build_runtime
-from timo_hub.settings import Settings
+from timo_hub.platform import migrate
+from timo_hub.platform.runtime import Runtime, build_runtime
+from timo_hub.platform.settings import Settings
 from workers.celery_app import TimoCelery, create_celery_app
 
 TEST_DATABASE = "timo_test"

@@ -12,7 +12,7 @@ built here: no app, no connections, no threads, so nothing unsafe crosses the fo
 
 import os
 
-from timo_hub import metrics
+from timo_hub.platform import metrics
 
 metrics.use_multiprocess_directory(os.environ.get("TIMO_HOME") or ".timo", "web")
 

@@ -1,8 +1,8 @@
 """The Celery application: configuration, the process's runtime, and pool lifecycle.
 
 `create_celery_app(settings)` builds the app without touching the network. In a prefork worker the
-PostgreSQL pool is opened lazily in each child after the fork (`timo_hub.db`) and closed when the
-child exits; nothing is shared across the fork.
+PostgreSQL pool is opened lazily in each child after the fork (`timo_hub.platform.db`) and closed
+when the child exits; nothing is shared across the fork.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from celery.signals import worker_init, worker_process_shutdown
 
 from events.publisher import TASK_QUEUES, TASK_ROUTES
 from events.store import PartitionRegistry
-from timo_hub import metrics
-from timo_hub.logs import configure_logging
-from timo_hub.runtime import Runtime, build_runtime
-from timo_hub.settings import Settings
+from timo_hub.platform import metrics
+from timo_hub.platform.logs import configure_logging
+from timo_hub.platform.runtime import Runtime, build_runtime
+from timo_hub.platform.settings import Settings
 from workers.schedule import BEAT_SCHEDULE
 
 TASK_MODULES = ["workers.tasks"]

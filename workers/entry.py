@@ -9,13 +9,13 @@ process does, so with no URLs set it joins the embedded servers under `TIMO_HOME
 
 import os
 
-from timo_hub import metrics
+from timo_hub.platform import metrics
 
 # Before anything imports prometheus-client: the worker's pool processes share this directory.
 metrics.use_multiprocess_directory(os.environ.get("TIMO_HOME") or ".timo", "celery")
 
-from timo_hub.embedded import resolve_services  # noqa: E402
-from timo_hub.settings import Settings  # noqa: E402
+from timo_hub.platform.embedded import resolve_services  # noqa: E402
+from timo_hub.platform.settings import Settings  # noqa: E402
 from workers.celery_app import create_celery_app  # noqa: E402
 
 app = create_celery_app(resolve_services(Settings.from_env()))

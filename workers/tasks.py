@@ -14,7 +14,7 @@ from psycopg_pool import PoolTimeout
 from events.ingest import ingest_message
 from events.publisher import INGEST_TASK
 from events.retention import maintain
-from timo_hub.heartbeat import record_heartbeat
+from timo_hub.platform.heartbeat import record_heartbeat
 from timo_hub.usage import forecasts
 
 logger = logging.getLogger(__name__)

@@ -10,12 +10,12 @@ import time
 
 from flask import Flask, Response, g
 
-from api.accounts.cache import Principal
 from api.problems import ApiError
-from api.quota.admission import Admission, Admitter
-from api.quota.ledger import UsageLedger
-from api.quota.period import PeriodClock
-from timo_hub.runtime import Runtime
+from timo_hub.accounts.cache import Principal
+from timo_hub.platform.runtime import Runtime
+from timo_hub.quota.admission import Admission, Admitter
+from timo_hub.quota.ledger import UsageLedger
+from timo_hub.quota.period import PeriodClock
 
 EXTENSION = "timo_quota"
 UNLIMITED = "unlimited"

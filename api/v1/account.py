@@ -5,12 +5,12 @@ from __future__ import annotations
 from flask import jsonify
 from flask.typing import ResponseReturnValue
 
-from api.accounts import service
 from api.authentication import current_principal
 from api.openapi.registry import Reply, operation
 from api.runtime import current_runtime
 from api.v1 import blueprint
 from api.v1.models import AccountOut
+from timo_hub.accounts import service
 
 
 @operation(

@@ -20,8 +20,8 @@ from api.runtime import current_runtime
 from api.v1 import blueprint
 from api.v1.models import HealthOut
 from timo_hub import API_VERSION
-from timo_hub.heartbeat import last_heartbeat
-from timo_hub.runtime import Runtime, check_broker
+from timo_hub.platform.heartbeat import last_heartbeat
+from timo_hub.platform.runtime import Runtime, check_broker
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from api.accounts import service
 from api.authentication import EXTENSION, current_principal
 from api.bodies import parse_body
 from api.openapi.registry import PathParameter, Reply, operation
@@ -19,6 +18,7 @@ from api.v1.models import (
     CreateApiKeyIn,
     CreatedApiKeyOut,
 )
+from timo_hub.accounts import service
 
 KEY_ID = PathParameter(
     "keyId", "The key's id (from the list).", {"type": "string", "format": "uuid"}

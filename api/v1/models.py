@@ -9,8 +9,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
-from api.accounts import store
 from api.query import WholeNumber
+from timo_hub.accounts import store
 
 
 def _utc_iso(moment: datetime) -> str:

@@ -6,9 +6,9 @@ from flask import current_app, g
 from flask.typing import ResponseReturnValue
 
 from api.openapi.registry import Reply, operation
-from api.quota.admission import Admission
 from api.v1 import blueprint
 from api.v1.models import QuotaOut
+from timo_hub.quota.admission import Admission
 
 
 @operation(

@@ -7,7 +7,7 @@ from datetime import datetime
 from flask.testing import FlaskClient
 
 from tests.support.accounts import new_customer
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
 
 
 def test_account_describes_the_caller_and_plan(client: FlaskClient, runtime: Runtime) -> None:

@@ -8,10 +8,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.accounts import keys, service
 from api.authentication import FAILURE_LIMIT
 from tests.support.accounts import Customer
-from timo_hub.runtime import Runtime
+from timo_hub.accounts import keys, service
+from timo_hub.platform.runtime import Runtime
 
 PROTECTED = ["/api/v1/account", "/api/v1/auth/keys"]
 

@@ -10,8 +10,8 @@ import pytest
 
 from tests.support.accounts import new_customer
 from tests.support.web import web_process
-from timo_hub.runtime import Runtime
-from timo_hub.settings import Settings
+from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings
 
 CONFIG = Path(__file__).parents[1] / "schemathesis.toml"
 CHECKS = (

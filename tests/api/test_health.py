@@ -6,7 +6,7 @@ import psycopg
 from flask.testing import FlaskClient
 
 from api import close_app, create_app
-from timo_hub.settings import Settings
+from timo_hub.platform.settings import Settings
 
 # Nothing listens on port 1: connecting is refused at once, a real "server down".
 CLOSED_POSTGRES = "postgresql://postgres@127.0.0.1:1/timo?connect_timeout=1"

@@ -10,10 +10,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.accounts import keys as key_format
-from api.accounts import service
 from tests.support.accounts import Customer, new_customer
-from timo_hub.runtime import Runtime
+from timo_hub.accounts import keys as key_format
+from timo_hub.accounts import service
+from timo_hub.platform.runtime import Runtime
 
 KEYS = "/api/v1/auth/keys"
 

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from tests.support.accounts import Customer
 from tests.support.web import web_process
-from timo_hub.settings import Settings
+from timo_hub.platform.settings import Settings
 
 TOKEN = "operator-secret-for-tests"
 

@@ -9,7 +9,7 @@ import requests
 
 from tests.support.accounts import Customer
 from tests.support.web import web_process
-from timo_hub.settings import Settings
+from timo_hub.platform.settings import Settings
 
 pytestmark = pytest.mark.slow
 

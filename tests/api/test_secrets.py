@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from psycopg import sql
 
 from tests.support.accounts import Customer
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
 
 
 def _database_text(url: str) -> str:

@@ -13,7 +13,7 @@ from events import projections, store
 from events.ingest import ingest
 from events.model import ApiCallRecorded
 from tests.support.events import make_event, usage_rows
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
 
 ACCOUNTS = [uuid.UUID(int=i + 1) for i in range(3)]
 KEYS = [uuid.UUID(int=100 + i) for i in range(2)]

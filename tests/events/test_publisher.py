@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from events.publisher import EventPublisher, _keys, producer_app
 from tests.support.events import log_counts, make_event
 from tests.support.waiting import eventually
-from timo_hub.runtime import Runtime
-from timo_hub.settings import Settings
+from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings
 from workers.celery_app import TimoCelery
 
 

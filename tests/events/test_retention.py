@@ -9,7 +9,7 @@ from events import projections, store
 from events.ingest import ingest
 from events.retention import add_months, maintain, retention_floor
 from tests.support.events import make_event
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
 
 TODAY = date(2026, 11, 28)
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from events import store
 from events.ingest import ingest, ingest_message
 from tests.support.events import log_counts, make_event, projection_counts
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
 
 
 def _append(runtime: Runtime, events) -> store.AppendResult:  # type: ignore[no-untyped-def]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from api.accounts import service, store
-from timo_hub.runtime import Runtime
+from timo_hub.accounts import service, store
+from timo_hub.platform.runtime import Runtime
 
 _counter = itertools.count()
 

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from events.ingest import append_batch
 from events.model import ApiCallRecorded, new_event_id
 from events.store import PartitionRegistry
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
 
 
 def make_event(

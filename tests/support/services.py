@@ -14,8 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from timo_hub.embedded import EmbeddedRedis, start_postgres
-from timo_hub.settings import broker_url_for_redis
+from timo_hub.platform.embedded import EmbeddedRedis, start_postgres
+from timo_hub.platform.settings import broker_url_for_redis
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import IO
 import requests
 
 from tests.support.processes import free_port
-from timo_hub.settings import Settings
+from timo_hub.platform.settings import Settings
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:

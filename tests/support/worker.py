@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 
 from tests.support.web import settings_environment
-from timo_hub.settings import Settings
+from timo_hub.platform.settings import Settings
 
 
 class WorkerProcess:

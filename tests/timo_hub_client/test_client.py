@@ -12,8 +12,8 @@ import requests
 from tests.support.accounts import Customer, new_customer
 from tests.support.events import seed_calls
 from tests.support.web import web_process
-from timo_hub.runtime import Runtime
-from timo_hub.settings import Settings
+from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings
 from timo_hub_client import (
     AuthenticationError,
     NotFoundError,

@@ -17,9 +17,9 @@ from tests.support.accounts import Customer, new_customer
 from tests.support.events import log_counts, projection_counts
 from tests.support.waiting import eventually
 from tests.support.worker import worker_process
-from timo_hub.embedded import EmbeddedRedis
-from timo_hub.runtime import Runtime
-from timo_hub.settings import Settings, broker_url_for_redis
+from timo_hub.platform.embedded import EmbeddedRedis
+from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings, broker_url_for_redis
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from api.metering import EXTENSION
 from tests.support.accounts import Customer, new_customer
 from tests.support.events import log_counts, projection_counts
 from tests.support.waiting import eventually
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
 from workers.celery_app import TimoCelery
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from api.accounts import service
 from tests.support.accounts import new_customer
 from tests.support.events import seed_calls
 from tests.support.waiting import eventually
-from timo_hub.runtime import Runtime
+from timo_hub.accounts import service
+from timo_hub.platform.runtime import Runtime
 from workers.celery_app import TimoCelery
 from workers.schedule import BEAT_SCHEDULE
 from workers.tasks import forecast_all

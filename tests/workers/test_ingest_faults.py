@@ -20,8 +20,8 @@ from events.publisher import EVENTS_QUEUE, INGEST_TASK, EventPublisher, producer
 from tests.support.events import log_counts, make_event, projection_counts
 from tests.support.waiting import eventually
 from tests.support.worker import worker_process
-from timo_hub.runtime import Runtime
-from timo_hub.settings import Settings
+from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings
 
 pytestmark = pytest.mark.slow
 

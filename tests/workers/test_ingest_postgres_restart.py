@@ -12,10 +12,10 @@ from tests.support.events import log_counts, projection_counts
 from tests.support.waiting import eventually
 from tests.support.worker import worker_process
 from tests.workers.test_ingest_faults import _batches, _events, _expected, _purge
-from timo_hub import migrate
-from timo_hub.embedded.postgres import start_postgres, stop_postgres
-from timo_hub.runtime import build_runtime
-from timo_hub.settings import Settings
+from timo_hub.platform import migrate
+from timo_hub.platform.embedded.postgres import start_postgres, stop_postgres
+from timo_hub.platform.runtime import build_runtime
+from timo_hub.platform.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.embedded]
 

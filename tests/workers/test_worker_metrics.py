@@ -15,8 +15,8 @@ from tests.support.processes import free_port
 from tests.support.waiting import eventually
 from tests.support.worker import worker_process
 from tests.workers.test_ingest_faults import _purge
-from timo_hub.runtime import Runtime
-from timo_hub.settings import Settings
+from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings
 
 
 @pytest.mark.slow

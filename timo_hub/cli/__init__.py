@@ -13,7 +13,7 @@ from timo_hub.cli.events import events, projections_group
 from timo_hub.cli.forecast import forecast
 from timo_hub.cli.migrate import migrate
 from timo_hub.cli.quota import quota
-from timo_hub.settings import Settings, SettingsError
+from timo_hub.platform.settings import Settings, SettingsError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

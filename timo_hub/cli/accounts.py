@@ -13,10 +13,10 @@ from contextlib import contextmanager
 
 import click
 
-from api.accounts import service, store
 from api.problems import ApiError
+from timo_hub.accounts import service, store
 from timo_hub.cli.context import CliContext, pass_cli
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
 
 
 @contextmanager

@@ -6,9 +6,9 @@ from functools import cached_property
 
 import click
 
-from timo_hub.embedded import resolve_services
-from timo_hub.runtime import Runtime, build_runtime
-from timo_hub.settings import Settings
+from timo_hub.platform.embedded import resolve_services
+from timo_hub.platform.runtime import Runtime, build_runtime
+from timo_hub.platform.settings import Settings
 
 
 class CliContext:

@@ -17,10 +17,10 @@ import click
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
 
-from api.accounts import store
-from timo_hub import migrate as migrations
+from timo_hub.accounts import store
 from timo_hub.cli.context import CliContext, pass_cli
-from timo_hub.settings import Settings
+from timo_hub.platform import migrate as migrations
+from timo_hub.platform.settings import Settings
 
 DEV_PROCESSES = ("web", "worker", "beat")
 DEMO_EMAIL = "demo@timo-hub.local"

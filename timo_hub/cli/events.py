@@ -10,10 +10,10 @@ from datetime import UTC, date, datetime
 import click
 from tqdm import tqdm
 
-from api.accounts import store as accounts_store
 from events import projections
 from events.importer import import_lines
 from events.samples import SampleShape, sample_events
+from timo_hub.accounts import store as accounts_store
 from timo_hub.cli.context import CliContext, pass_cli
 from timo_hub.cli.dev import DEMO_EMAIL
 

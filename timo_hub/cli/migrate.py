@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 import psycopg
 
-from timo_hub import migrate as migrations
 from timo_hub.cli.context import CliContext, pass_cli
+from timo_hub.platform import migrate as migrations
 
 
 @click.command()

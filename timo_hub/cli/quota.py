@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import click
 
-from api.quota import reconcile as reconciliation
-from api.quota.period import period_containing
 from timo_hub.cli.context import CliContext, pass_cli
+from timo_hub.quota import reconcile as reconciliation
+from timo_hub.quota.period import period_containing
 
 
 @click.group()

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from analytics.parameters import DEFAULT_HORIZON_DAYS, DEFAULT_MODEL, ModelChoice
-from timo_hub.db import Database
+from timo_hub.platform.db import Database
 from timo_hub.usage import store
 
 if TYPE_CHECKING:

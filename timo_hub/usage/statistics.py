@@ -6,7 +6,7 @@ import uuid
 from datetime import date
 from typing import TYPE_CHECKING
 
-from timo_hub.db import Database
+from timo_hub.platform.db import Database
 from timo_hub.usage import store
 
 if TYPE_CHECKING:

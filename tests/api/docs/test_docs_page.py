@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from api.docs import STATIC
 from tests.support.accounts import Customer
 from tests.support.web import web_process
-from timo_hub.settings import Settings
+from timo_hub.platform.settings import Settings
 
 CHROMIUM = os.environ.get("TIMO_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 

@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from api.quota.admission import counter_key
-from api.quota.period import period_containing
 from tests.support.accounts import new_customer
 from tests.support.web import web_process
-from timo_hub.runtime import Runtime
-from timo_hub.settings import Settings
+from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings
+from timo_hub.quota.admission import counter_key
+from timo_hub.quota.period import period_containing
 
 pytestmark = pytest.mark.slow
 

@@ -13,14 +13,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import close_app, create_app
-from api.accounts import service
-from api.quota.admission import counter_key
 from api.quota.enforcement import EXTENSION
-from api.quota.period import period_containing
 from tests.support.accounts import Customer, new_customer
 from tests.support.waiting import eventually
-from timo_hub.runtime import Runtime
-from timo_hub.settings import Settings
+from timo_hub.accounts import service
+from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings
+from timo_hub.quota.admission import counter_key
+from timo_hub.quota.period import period_containing
 
 QUOTA = "/api/v1/account/quota"
 # Frozen instants lie in the real current month: Redis expires counters by its own clock, so a

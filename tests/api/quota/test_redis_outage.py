@@ -9,9 +9,9 @@ import pytest
 from api import close_app, create_app
 from api.quota.enforcement import EXTENSION
 from tests.support.accounts import new_customer
-from timo_hub.embedded import EmbeddedRedis
-from timo_hub.runtime import Runtime
-from timo_hub.settings import Settings
+from timo_hub.platform.embedded import EmbeddedRedis
+from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.embedded]
 

@@ -8,7 +8,7 @@ from flask.testing import FlaskClient
 
 from tests.support.accounts import Customer, new_customer
 from tests.support.events import seed_calls
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
 from timo_hub.usage import forecasts
 
 

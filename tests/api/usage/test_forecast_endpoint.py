@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
-from api.accounts import service
 from tests.support.accounts import Customer, new_customer
 from tests.support.events import seed_calls
-from timo_hub.runtime import Runtime
+from timo_hub.accounts import service
+from timo_hub.platform.runtime import Runtime
 from timo_hub.usage import forecasts
 
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from flask.testing import FlaskClient
 
-from api.accounts import service
 from tests.support.accounts import Customer, new_customer
 from tests.support.events import seed_calls
-from timo_hub.runtime import Runtime
+from timo_hub.accounts import service
+from timo_hub.platform.runtime import Runtime
 
 
 def test_stats_match_the_events_ingested(

@@ -21,7 +21,7 @@ import redis
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
-from api.quota.period import Period
+from timo_hub.quota.period import Period
 
 # KEYS[1] counter. ARGV: limit (-1 unlimited), expire-at epoch, seed (-1 none), 1 count / 0 peek.
 # Returns {state, used}: state 1 admitted, 0 refused, -1 counter missing (seed required).

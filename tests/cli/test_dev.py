@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from api.accounts.keys import is_well_formed
 from tests.support.processes import free_port, processes_mentioning
+from timo_hub.accounts.keys import is_well_formed
 
 pytestmark = [pytest.mark.slow, pytest.mark.embedded]
 
@@ -84,10 +84,10 @@ def _survivors(home: Path, timeout: float = 20.0) -> list[str]:
 
 def _stored_key_is_active(home: Path, key: str) -> bool:
     code = f"""
-        from api.accounts import store
-        from timo_hub.embedded import resolve_services
-        from timo_hub.runtime import build_runtime
-        from timo_hub.settings import Settings
+        from timo_hub.accounts import store
+        from timo_hub.platform.embedded import resolve_services
+        from timo_hub.platform.runtime import build_runtime
+        from timo_hub.platform.settings import Settings
         rt = build_runtime(resolve_services(Settings.from_env()))
         with rt.database.connection() as conn:
             print(store.key_is_active(conn, {key!r}, rt.settings.key_pepper))

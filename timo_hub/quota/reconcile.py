@@ -11,12 +11,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from api.accounts import store
-from api.quota.admission import Admitter
-from api.quota.ledger import period_usage, raise_used
-from api.quota.period import Period
 from events.store import counted_calls
-from timo_hub.runtime import Runtime
+from timo_hub.accounts import store
+from timo_hub.platform.runtime import Runtime
+from timo_hub.quota.admission import Admitter
+from timo_hub.quota.ledger import period_usage, raise_used
+from timo_hub.quota.period import Period
 
 
 @dataclass(frozen=True)

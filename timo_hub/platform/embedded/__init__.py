@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from timo_hub.embedded.postgres import start_postgres, stop_postgres
-from timo_hub.embedded.redis import EmbeddedRedis
-from timo_hub.settings import Settings
+from timo_hub.platform.embedded.postgres import start_postgres, stop_postgres
+from timo_hub.platform.embedded.redis import EmbeddedRedis
+from timo_hub.platform.settings import Settings
 
 _redis_servers: dict[Path, EmbeddedRedis] = {}
 

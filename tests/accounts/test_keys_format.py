@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.accounts import keys
+from timo_hub.accounts import keys
 
 BODY_START = len(keys.PREFIX)
 TAIL = keys.BODY_LENGTH + keys.CHECKSUM_LENGTH

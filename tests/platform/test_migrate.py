@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from tests.support.services import ServiceUrls, scratch_database
-from timo_hub import migrate
-from timo_hub.migrate import Migration, MigrationError
+from timo_hub.platform import migrate
+from timo_hub.platform.migrate import Migration, MigrationError
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 from flask import Flask
 
-from api.quota.admission import counter_key
 from api.quota.enforcement import EXTENSION
-from api.quota.period import period_containing
 from tests.support.accounts import new_customer
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
+from timo_hub.quota.admission import counter_key
+from timo_hub.quota.period import period_containing
 
 
 def _ledger(runtime: Runtime, account_id: object, period_day: object) -> int | None:

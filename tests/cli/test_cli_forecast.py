@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import Result
 
-from api.accounts import service
 from tests.support.accounts import new_customer
 from tests.support.events import seed_calls
-from timo_hub.runtime import Runtime
+from timo_hub.accounts import service
+from timo_hub.platform.runtime import Runtime
 from timo_hub.usage import forecasts
 
 

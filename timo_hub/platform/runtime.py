@@ -14,8 +14,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from timo_hub.db import Database
-from timo_hub.settings import Settings
+from timo_hub.platform.db import Database
+from timo_hub.platform.settings import Settings
 
 REDIS_SOCKET_TIMEOUT = 2.0
 
@@ -38,7 +38,7 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     """Build the runtime for settings whose service URLs are already resolved."""
     if settings.database_url is None or settings.redis_url is None:
-        raise ValueError("build_runtime needs resolved settings (see timo_hub.embedded)")
+        raise ValueError("build_runtime needs resolved settings (see timo_hub.platform.embedded)")
     return Runtime(
         settings=settings,
         database=Database(settings.database_url),

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from api.accounts.cache import Principal, PrincipalCache, publish_invalidation
 from tests.support.waiting import eventually
-from timo_hub.runtime import Runtime
-from timo_hub.settings import Settings
+from timo_hub.accounts.cache import Principal, PrincipalCache, publish_invalidation
+from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings
 
 
 def _principal(account_id: uuid.UUID | None = None) -> Principal:

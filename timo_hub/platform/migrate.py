@@ -54,7 +54,7 @@ class Migration:
 def discover() -> list[Migration]:
     """All migrations shipped with the package, in version order."""
     found = []
-    for entry in resources.files("timo_hub.migrations").iterdir():
+    for entry in resources.files("timo_hub.platform.migrations").iterdir():
         match = _FILENAME.match(entry.name)
         if match:
             found.append(Migration(int(match["version"]), match["name"], entry.read_text()))

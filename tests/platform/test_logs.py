@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.support.accounts import Customer
-from timo_hub import logs
+from timo_hub.platform import logs
 
 
 @pytest.fixture

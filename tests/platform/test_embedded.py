@@ -18,8 +18,8 @@ import pytest
 
 from api import close_app, create_app
 from tests.support.processes import embedded_server_pids
-from timo_hub.embedded import EmbeddedRedis, resolve_services
-from timo_hub.settings import Settings
+from timo_hub.platform.embedded import EmbeddedRedis, resolve_services
+from timo_hub.platform.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.embedded]
 
@@ -50,10 +50,10 @@ def _wait_until_gone(home: Path, timeout: float = 15.0) -> list[int]:
 
 
 WRITE_BOTH = """
-    from timo_hub.embedded import resolve_services
-    from timo_hub.runtime import build_runtime
-    from timo_hub.settings import Settings
-    from timo_hub.migrate import migrate
+    from timo_hub.platform.embedded import resolve_services
+    from timo_hub.platform.runtime import build_runtime
+    from timo_hub.platform.settings import Settings
+    from timo_hub.platform.migrate import migrate
     rt = build_runtime(resolve_services(Settings.from_env()))
     migrate(rt.settings.database_url)
     with rt.database.connection() as conn:
@@ -63,9 +63,9 @@ WRITE_BOTH = """
 """
 
 READ_BOTH = """
-    from timo_hub.embedded import resolve_services
-    from timo_hub.runtime import build_runtime
-    from timo_hub.settings import Settings
+    from timo_hub.platform.embedded import resolve_services
+    from timo_hub.platform.runtime import build_runtime
+    from timo_hub.platform.settings import Settings
     rt = build_runtime(resolve_services(Settings.from_env()))
     with rt.database.connection() as conn:
         print(conn.execute("SELECT email FROM accounts").fetchone()[0])
@@ -75,8 +75,8 @@ READ_BOTH = """
 
 HOLD = """
     import sys
-    from timo_hub.embedded import resolve_services
-    from timo_hub.settings import Settings
+    from timo_hub.platform.embedded import resolve_services
+    from timo_hub.platform.settings import Settings
     resolve_services(Settings.from_env())
     print("holding", flush=True)
     sys.stdin.read()

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from flask.testing import FlaskClient
 
-from api.accounts import keys as key_format
 from tests.support.waiting import eventually
+from timo_hub.accounts import keys as key_format
 
 
 def _create(run, email: str = "ops@example.com", plan: str = "starter") -> dict:  # type: ignore[no-untyped-def]

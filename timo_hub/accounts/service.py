@@ -12,10 +12,10 @@ import uuid
 
 import psycopg
 
-from api.accounts import store
-from api.accounts.cache import publish_invalidation
 from api.problems import ConflictError, NotFoundError, ValidationFailedError
-from timo_hub.runtime import Runtime
+from timo_hub.accounts import store
+from timo_hub.accounts.cache import publish_invalidation
+from timo_hub.platform.runtime import Runtime
 
 MAX_ACTIVE_KEYS = 25
 FIRST_KEY_NAME = "Default key"

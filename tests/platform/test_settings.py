@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from timo_hub.settings import DEV_KEY_PEPPER, Settings, SettingsError, broker_url_for_redis
+from timo_hub.platform.settings import (
+    DEV_KEY_PEPPER,
+    Settings,
+    SettingsError,
+    broker_url_for_redis,
+)
 
 
 def test_defaults_use_embedded_servers_under_dot_timo() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.support.accounts import new_customer
 from tests.support.events import log_counts, make_event, projection_counts, usage_rows
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
 
 
 def test_import_is_idempotent_and_reports_rejections(run, runtime: Runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -14,8 +14,8 @@ from decimal import Decimal
 import psycopg
 from psycopg.rows import class_row
 
-from api.accounts import keys
-from api.accounts.cache import Principal
+from timo_hub.accounts import keys
+from timo_hub.accounts.cache import Principal
 
 ACCOUNT_COLUMNS = """
     a.id, a.email, a.status, a.created_at,

@@ -11,7 +11,7 @@ from click.testing import Result
 from flask.testing import FlaskClient
 
 from tests.support.accounts import Customer
-from timo_hub.runtime import Runtime
+from timo_hub.platform.runtime import Runtime
 
 
 def test_sample_history_imports_once_and_answers_stats_and_forecast(

@@ -22,7 +22,7 @@ from datetime import date
 import psycopg
 
 from events.store import counted_calls, next_month
-from timo_hub.db import Database
+from timo_hub.platform.db import Database
 
 logger = logging.getLogger(__name__)
 
