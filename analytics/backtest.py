@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analytics.models import WEEK, FittedModel
+from analytics.forecast_models import WEEK, FittedModel
 
 ModelFitter = Callable[[np.ndarray, int], FittedModel]
 """Fits a model to `calls` whose first day is the given weekday (Monday = 0)."""

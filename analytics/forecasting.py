@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analytics.backtest import BacktestResult, ModelFitter, rolling_origin, weekly_origins
-from analytics.models import (
+from analytics.forecast_models import (
     SEASONAL_MIN_DAYS,
     FittedModel,
     LevelFit,

@@ -10,8 +10,8 @@ from typing import Any
 
 from flask import Flask
 
-from api import access_log, authentication, metering, metrics, problems, request_ids
-from api import runtime as app_runtime
+from api import access_log, authentication, http_metrics, metering, problems, request_ids
+from api import current as app_runtime
 from api.quota import enforcement as quota
 from timo_hub.platform.embedded import resolve_services
 from timo_hub.platform.logs import configure_logging
@@ -41,7 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metering.init_app(app, runtime)
     request_ids.init_app(app)
     access_log.init_app(app)
-    metrics.init_app(app)
+    http_metrics.init_app(app)
     problems.init_app(app)
 
     from api import docs

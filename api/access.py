@@ -12,8 +12,8 @@ from flask import Response, after_this_request, current_app, g, request
 
 from api.authentication import EXTENSION as AUTHENTICATOR
 from api.authentication import Authenticator
+from api.http_metrics import ADMITTED, REFUSED
 from api.metering import start_clock
-from api.metrics import ADMITTED, REFUSED
 from api.problems import ForbiddenError
 from api.quota.enforcement import EXTENSION as QUOTA
 from api.quota.enforcement import Quota, refuse

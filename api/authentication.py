@@ -17,7 +17,7 @@ from collections.abc import Callable
 from flask import Flask, g
 
 from api.problems import ApiError, UnauthorizedError
-from timo_hub.accounts import keys, store
+from timo_hub.accounts import key_format, store
 from timo_hub.accounts.cache import Principal, PrincipalCache
 from timo_hub.platform.runtime import Runtime
 
@@ -50,11 +50,11 @@ class Authenticator:
     def authenticate(self, authorization: str | None, address: str | None) -> Principal:
         """The principal behind an `Authorization` header (suspended or not), or 401/429."""
         secret = _bearer_token(authorization)
-        key_hash = keys.hash_key(secret, self._pepper)
+        key_hash = key_format.hash_key(secret, self._pepper)
         principal = self.cache.peek(key_hash)
         if principal is not None:
             return principal  # cached, so it was well formed and valid when it was stored
-        if not keys.is_well_formed(secret):
+        if not key_format.is_well_formed(secret):
             # Refused without a lookup: a mistyped key never reaches PostgreSQL.
             self._count_failure(address)
             raise _unauthorized("The API key is malformed.", "invalid_token")

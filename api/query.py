@@ -1,6 +1,6 @@
 """Query-string parameters, validated by a pydantic model: a bad one is a `400` problem.
 
-The models (`api.v1.models` and friends) are also the OpenAPI description of the parameters, so
+The models (`api.v1.schemas` and friends) are also the OpenAPI description of the parameters, so
 what is documented is what is enforced. A parameter given twice is refused rather than silently
 taking the first value: a client that sends `?days=7&days=90` has a bug, and guessing which one it
 meant would hide it. Whole numbers are digits only (no sign, spaces, decimals or exponents), and

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from api import close_app, create_app  # noqa: E402
-from events import projections, store  # noqa: E402
+from events import event_log, projection_rebuild  # noqa: E402
 from timo_hub.accounts import service  # noqa: E402
 from timo_hub.platform import migrate  # noqa: E402
 from timo_hub.platform.embedded import release_services, resolve_services  # noqa: E402
@@ -95,7 +95,7 @@ def _load(runtime: Runtime, account: uuid.UUID, keys: list[uuid.UUID], total: in
     first = datetime.now(UTC).date() - timedelta(days=HISTORY_DAYS)
     with runtime.database.connection() as conn:
         months = {(first + timedelta(days=d)).replace(day=1) for d in range(HISTORY_DAYS + 1)}
-        store.PartitionRegistry().ensure(conn, months)
+        event_log.PartitionRegistry().ensure(conn, months)
     offset = 0
     with tqdm(total=total, unit="event", unit_scale=True, desc=f"load {total:,}") as bar:
         for d, count in enumerate(_daily_counts(total, first)):
@@ -135,9 +135,9 @@ def latency(small: int, large: int, repeat: int) -> list[str]:
             accounts[label] = (account.id, issued.secret)
             _load(runtime, account.id, keys, total)
         first = (datetime.now(UTC) - timedelta(days=HISTORY_DAYS + 1)).date()
-        days = projections.days_to_rebuild(runtime.database, first)
+        days = projection_rebuild.days_to_rebuild(runtime.database, first)
         with tqdm(total=len(days), unit="day", desc="rebuild usage_daily") as bar:
-            projections.rebuild(runtime.database, first, progress=bar.update)
+            projection_rebuild.rebuild(runtime.database, first, progress=bar.update)
 
         app = create_app({"SETTINGS": settings})
         client = app.test_client()

@@ -1,6 +1,6 @@
 """Importing historical events from JSON Lines through the same exactly-once path as live ones.
 
-Each chunk of lines is parsed with the one event parser and appended with `store.append`, so
+Each chunk of lines is parsed with the one event parser and appended with `event_log.append`, so
 importing a file twice changes nothing the second time (every event is a duplicate). Lines that
 are not valid events, or name an account that does not exist, are rejected and reported with
 their line numbers; they are not dead-lettered, so a re-import leaves every table as it was.
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
-from events import store
+from events import event_log
 from events.ingest import append_batch
 from events.model import ApiCallRecorded, InvalidEventError
 from events.retention import retention_floor
@@ -54,7 +54,7 @@ def import_lines(
 ) -> ImportSummary:
     """Append every valid event of `lines`; `progress(n)` is told of each chunk's bytes."""
     summary = ImportSummary()
-    partitions = store.PartitionRegistry()
+    partitions = event_log.PartitionRegistry()
     for chunk in _chunks(enumerate(lines, start=1), CHUNK_LINES):
         events: list[ApiCallRecorded] = []
         numbers: list[int] = []

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 
 import psycopg
 
-from events import metrics, store
+from events import event_log, pipeline_metrics
 from events.model import ApiCallRecorded, InvalidEventError
 from events.retention import retention_floor
 from timo_hub.platform.db import Database
@@ -47,12 +47,12 @@ def parse_lines(lines: Iterable[object]) -> tuple[list[ApiCallRecorded], list[tu
 
 def append_batch(
     database: Database,
-    partitions: store.PartitionRegistry,
+    partitions: event_log.PartitionRegistry,
     events: list[ApiCallRecorded],
     *,
     dead_letters: list[tuple[str, str]] = (),  # type: ignore[assignment]
     source: str = "queue",
-) -> store.AppendResult:
+) -> event_log.AppendResult:
     """One transaction: append `events` (exactly once) and record `dead_letters`."""
     with database.connection() as conn:
         return _append(conn, partitions, events, dead_letters, source)
@@ -60,22 +60,22 @@ def append_batch(
 
 def _append(
     conn: psycopg.Connection,
-    partitions: store.PartitionRegistry,
+    partitions: event_log.PartitionRegistry,
     events: list[ApiCallRecorded],
     dead_letters: Iterable[tuple[str, str]],
     source: str,
-) -> store.AppendResult:
-    partitions.ensure(conn, {store.month_start(e.occurred_at) for e in events})
+) -> event_log.AppendResult:
+    partitions.ensure(conn, {event_log.month_start(e.occurred_at) for e in events})
     with conn.transaction():
-        result = store.append(conn, events)
+        result = event_log.append(conn, events)
         for payload, reason in dead_letters:
-            store.record_dead_letter(conn, source, payload, reason)
+            event_log.record_dead_letter(conn, source, payload, reason)
     return result
 
 
 def ingest(
     database: Database,
-    partitions: store.PartitionRegistry,
+    partitions: event_log.PartitionRegistry,
     lines: Iterable[object],
     *,
     source: str = "queue",
@@ -87,13 +87,13 @@ def ingest(
     with database.connection() as conn:
         events = _after_retention_floor(retention_floor(conn), events, rejected)
         result = _append(conn, partitions, events, rejected, source)
-    metrics.EVENTS_INGESTED.inc(result.appended)
-    metrics.EVENTS_DUPLICATE.inc(result.duplicates)
-    metrics.EVENTS_DEAD_LETTERED.inc(len(rejected))
-    metrics.INGEST_BATCH_SIZE.observe(len(lines))
+    pipeline_metrics.EVENTS_INGESTED.inc(result.appended)
+    pipeline_metrics.EVENTS_DUPLICATE.inc(result.duplicates)
+    pipeline_metrics.EVENTS_DEAD_LETTERED.inc(len(rejected))
+    pipeline_metrics.INGEST_BATCH_SIZE.observe(len(lines))
     if events and result.appended:
         oldest = min(event.occurred_at for event in events)
-        metrics.INGEST_LAG.observe(max((datetime.now(UTC) - oldest).total_seconds(), 0.0))
+        pipeline_metrics.INGEST_LAG.observe(max((datetime.now(UTC) - oldest).total_seconds(), 0.0))
     return IngestResult(
         received=len(lines),
         appended=result.appended,
@@ -120,12 +120,14 @@ def _after_retention_floor(
 
 
 def ingest_message(
-    database: Database, partitions: store.PartitionRegistry, payload: object
+    database: Database, partitions: event_log.PartitionRegistry, payload: object
 ) -> IngestResult:
     """Ingest one broker message body; anything but a list of lines is dead-lettered whole."""
     if not isinstance(payload, list):
         with database.connection() as conn:
-            store.record_dead_letter(conn, "queue", repr(payload)[:10_000], "message is not a list")
-        metrics.EVENTS_DEAD_LETTERED.inc()
+            event_log.record_dead_letter(
+                conn, "queue", repr(payload)[:10_000], "message is not a list"
+            )
+        pipeline_metrics.EVENTS_DEAD_LETTERED.inc()
         return IngestResult(1, 0, 0, 1, ("message is not a list",))
     return ingest(database, partitions, payload)

@@ -29,7 +29,7 @@ from pathlib import Path
 from celery import Celery
 from kombu import Exchange, Queue
 
-from events import metrics, store
+from events import event_log, pipeline_metrics
 from events.model import ApiCallRecorded
 from events.spool import Segment, Spool
 from timo_hub.platform.db import Database
@@ -150,7 +150,7 @@ class EventPublisher:
         if not pending:
             return 0
         with self._database.connection() as conn:
-            present = store.count_present_by_group(conn, [b.keys for b in pending])
+            present = event_log.count_present_by_group(conn, [b.keys for b in pending])
         for batch, found in zip(pending, present, strict=True):
             if found == len(batch.keys):
                 confirmed += len(batch.keys)
@@ -237,14 +237,14 @@ class EventPublisher:
                 retry_policy=RETRY_POLICY,
             )
         except Exception:
-            metrics.PUBLISH_FAILURES.inc()
+            pipeline_metrics.PUBLISH_FAILURES.inc()
             if not self._failing:
-                metrics.EVENTS_SPOOLED.inc(len(lines))
+                pipeline_metrics.EVENTS_SPOOLED.inc(len(lines))
             self._failing = True
             raise
-        metrics.EVENTS_PUBLISHED.inc(len(lines))
+        pipeline_metrics.EVENTS_PUBLISHED.inc(len(lines))
         if replay or self._failing:
-            metrics.EVENTS_REPLAYED.inc(len(lines))
+            pipeline_metrics.EVENTS_REPLAYED.inc(len(lines))
 
     def _oldest_in_flight(self, max_keys: int) -> list[_InFlight]:
         # Batches reach the log roughly in the order they were shipped: checking the oldest few

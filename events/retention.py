@@ -13,7 +13,7 @@ from datetime import date
 import psycopg
 from psycopg import sql
 
-from events import store
+from events import event_log
 
 MONTHS_AHEAD = 2
 SELECT_FLOOR = "SELECT floor FROM events_retention"
@@ -46,7 +46,7 @@ def retention_floor(conn: psycopg.Connection) -> date | None:
 
 def maintain(
     conn: psycopg.Connection,
-    registry: store.PartitionRegistry,
+    registry: event_log.PartitionRegistry,
     today: date,
     retention_months: int | None,
 ) -> Maintenance:
@@ -58,9 +58,9 @@ def maintain(
     if retention_months is not None:
         cutoff = add_months(this_month, -retention_months)
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (store.PARTITION_LOCK_KEY,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (event_log.PARTITION_LOCK_KEY,))
             conn.execute(RAISE_FLOOR, {"floor": cutoff})
-            for name in store.existing_partitions(conn):
+            for name in event_log.existing_partitions(conn):
                 month = date(int(name[8:12]), int(name[13:15]), 1)
                 if month < cutoff:
                     conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))

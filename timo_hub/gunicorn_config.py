@@ -12,9 +12,9 @@ built here: no app, no connections, no threads, so nothing unsafe crosses the fo
 
 import os
 
-from timo_hub.platform import metrics
+from timo_hub.platform import prometheus
 
-metrics.use_multiprocess_directory(os.environ.get("TIMO_HOME") or ".timo", "web")
+prometheus.use_multiprocess_directory(os.environ.get("TIMO_HOME") or ".timo", "web")
 
 # One BLAS thread per process: a web worker's matrices are tiny, and thread pools created before
 # a fork are a classic source of trouble in the children.
@@ -22,10 +22,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import analytics.forecasting  # noqa: E402
-import analytics.projection  # noqa: E402
+import analytics.month_projection  # noqa: E402
 import analytics.stats  # noqa: E402
 
-PRELOADED = (analytics.forecasting, analytics.projection, analytics.stats)
+PRELOADED = (analytics.forecasting, analytics.month_projection, analytics.stats)
 
 # gunicorn's maximum: query strings up to 8 KiB reach the app (and get its problem responses).
 limit_request_line = 8190
@@ -33,4 +33,4 @@ limit_request_line = 8190
 
 def child_exit(server: object, worker: object) -> None:
     """gunicorn hook: a worker process is gone."""
-    metrics.process_exited(worker.pid)  # type: ignore[attr-defined]
+    prometheus.process_exited(worker.pid)  # type: ignore[attr-defined]

@@ -12,9 +12,9 @@ import os
 from celery import Celery
 from celery.signals import worker_init, worker_process_shutdown
 
+from events.event_log import PartitionRegistry
 from events.publisher import TASK_QUEUES, TASK_ROUTES
-from events.store import PartitionRegistry
-from timo_hub.platform import metrics
+from timo_hub.platform import prometheus
 from timo_hub.platform.logs import configure_logging
 from timo_hub.platform.runtime import Runtime, build_runtime
 from timo_hub.platform.settings import Settings
@@ -70,7 +70,7 @@ def _close_connections(**_: object) -> None:
     runtime = getattr(current_app, "runtime", None)
     if runtime is not None:
         runtime.close()
-    metrics.process_exited(os.getpid())
+    prometheus.process_exited(os.getpid())
 
 
 @worker_init.connect
@@ -82,7 +82,7 @@ def _serve_metrics(**_: object) -> None:
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     registry = None
-    if os.environ.get(metrics.MULTIPROC_ENV):
+    if os.environ.get(prometheus.MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     address = os.environ.get(METRICS_ADDR_ENV, "127.0.0.1")

@@ -9,10 +9,10 @@ process does, so with no URLs set it joins the embedded servers under `TIMO_HOME
 
 import os
 
-from timo_hub.platform import metrics
+from timo_hub.platform import prometheus
 
 # Before anything imports prometheus-client: the worker's pool processes share this directory.
-metrics.use_multiprocess_directory(os.environ.get("TIMO_HOME") or ".timo", "celery")
+prometheus.use_multiprocess_directory(os.environ.get("TIMO_HOME") or ".timo", "celery")
 
 from timo_hub.platform.embedded import resolve_services  # noqa: E402
 from timo_hub.platform.settings import Settings  # noqa: E402

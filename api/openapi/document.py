@@ -18,7 +18,7 @@ from pydantic.json_schema import models_json_schema
 
 from api.metering import route_template
 from api.openapi.registry import Operation
-from api.v1.models import ProblemOut
+from api.v1.schemas import ProblemOut
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 SCHEMA_REF = "#/components/schemas/{model}"

@@ -6,10 +6,10 @@ from flask import jsonify
 from flask.typing import ResponseReturnValue
 
 from api.authentication import current_principal
+from api.current import current_runtime
 from api.openapi.registry import Reply, operation
-from api.runtime import current_runtime
 from api.v1 import blueprint
-from api.v1.models import AccountOut
+from api.v1.schemas import AccountOut
 from timo_hub.accounts import service
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from flask import jsonify
 
+from api.current import current_runtime
 from api.openapi.registry import Reply, operation
-from api.runtime import current_runtime
 from api.v1 import blueprint
-from api.v1.models import HealthOut
+from api.v1.schemas import HealthOut
 from timo_hub import API_VERSION
 from timo_hub.platform.heartbeat import last_heartbeat
 from timo_hub.platform.runtime import Runtime, check_broker

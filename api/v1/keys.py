@@ -7,11 +7,11 @@ from flask.typing import ResponseReturnValue
 
 from api.authentication import EXTENSION, current_principal
 from api.bodies import parse_body
+from api.current import current_runtime
 from api.openapi.registry import PathParameter, Reply, operation
 from api.query import parse_query
-from api.runtime import current_runtime
 from api.v1 import blueprint
-from api.v1.models import (
+from api.v1.schemas import (
     ApiKeyListOut,
     ApiKeyListQuery,
     ApiKeyOut,

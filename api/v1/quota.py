@@ -7,7 +7,7 @@ from flask.typing import ResponseReturnValue
 
 from api.openapi.registry import Reply, operation
 from api.v1 import blueprint
-from api.v1.models import QuotaOut
+from api.v1.schemas import QuotaOut
 from timo_hub.quota.admission import Admission
 
 

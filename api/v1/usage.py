@@ -9,11 +9,11 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
 from api.authentication import current_principal
+from api.current import current_runtime
 from api.openapi.registry import Reply, operation
 from api.query import parse_query
-from api.runtime import current_runtime
 from api.v1 import blueprint
-from api.v1.usage_models import (
+from api.v1.usage_schemas import (
     ForecastOut,
     UsageAlertListOut,
     UsageAlertOut,

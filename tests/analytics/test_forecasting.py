@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analytics.forecast_models import without_spikes
 from analytics.forecasting import NOTE_NO_HISTORY, NOTE_SHORT_HISTORY, calibrated, forecast
-from analytics.models import without_spikes
 
 WEEKLY = np.array([1.25, 1.15, 1.1, 1.05, 1.0, 0.45, 0.35])  # Monday first
 

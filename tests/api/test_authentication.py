@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from api.authentication import FAILURE_LIMIT
 from tests.support.accounts import Customer
-from timo_hub.accounts import keys, service
+from timo_hub.accounts import key_format, service
 from timo_hub.platform.runtime import Runtime
 
 PROTECTED = ["/api/v1/account", "/api/v1/auth/keys"]
@@ -47,7 +47,7 @@ def test_a_key_with_a_bad_checksum_is_401(client: FlaskClient, customer: Custome
 
 
 def test_an_unknown_well_formed_key_is_401(client: FlaskClient, runtime: Runtime) -> None:
-    stranger = keys.generate("another-pepper").secret
+    stranger = key_format.generate("another-pepper").secret
     _assert_401(
         client.get("/api/v1/account", headers={"Authorization": f"Bearer {stranger}"}),
         "invalid_token",
@@ -93,7 +93,7 @@ def test_suspended_is_403_and_reactivated_is_200(
 def test_repeated_bad_keys_from_one_address_are_throttled(app: Flask, customer: Customer) -> None:
     attacker = app.test_client()
     attacker.environ_base["REMOTE_ADDR"] = "203.0.113.7"
-    bad = {"Authorization": f"Bearer {keys.generate('x').secret}"}
+    bad = {"Authorization": f"Bearer {key_format.generate('x').secret}"}
     for _ in range(FAILURE_LIMIT):
         assert attacker.get("/api/v1/account", headers=bad).status_code == 401
     throttled = attacker.get("/api/v1/account", headers=bad)

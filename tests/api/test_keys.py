@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.support.accounts import Customer, new_customer
-from timo_hub.accounts import keys as key_format
+from timo_hub.accounts import key_format as key_format
 from timo_hub.accounts import service
 from timo_hub.platform.runtime import Runtime
 

@@ -9,7 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.support.waiting import eventually
-from timo_hub.accounts import keys as key_format
+from timo_hub.accounts import key_format as key_format
 
 
 def _create(run, email: str = "ops@example.com", plan: str = "starter") -> dict:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.support.processes import free_port, processes_mentioning
-from timo_hub.accounts.keys import is_well_formed
+from timo_hub.accounts.key_format import is_well_formed
 
 pytestmark = [pytest.mark.slow, pytest.mark.embedded]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 
-from events import projections, store
+from events import event_log, projection_rebuild
 from events.ingest import ingest
 from events.retention import add_months, maintain, retention_floor
 from tests.support.events import make_event
@@ -16,8 +16,8 @@ TODAY = date(2026, 11, 28)
 
 def test_the_coming_months_are_created_ahead(runtime: Runtime) -> None:
     with runtime.database.connection() as conn:
-        maintain(conn, store.PartitionRegistry(), TODAY, retention_months=None)
-        names = set(store.existing_partitions(conn))
+        maintain(conn, event_log.PartitionRegistry(), TODAY, retention_months=None)
+        names = set(event_log.existing_partitions(conn))
     assert {"events_y2026m11", "events_y2026m12", "events_y2027m01"} <= names
 
 
@@ -25,7 +25,7 @@ def test_old_months_are_dropped_but_their_usage_history_and_floor_hold(runtime: 
     account = uuid.uuid4()
     old = datetime(2025, 8, 14, 9, tzinfo=UTC)  # 15 months before TODAY
     recent = datetime(2026, 11, 3, 9, tzinfo=UTC)
-    partitions = store.PartitionRegistry()
+    partitions = event_log.PartitionRegistry()
     ingest(
         runtime.database,
         partitions,
@@ -36,7 +36,7 @@ def test_old_months_are_dropped_but_their_usage_history_and_floor_hold(runtime: 
         result = maintain(conn, partitions, TODAY, retention_months=13)
         assert "events_y2025m08" in result.dropped
         assert result.floor == date(2025, 10, 1) == retention_floor(conn)
-        assert "events_y2025m08" not in store.existing_partitions(conn)
+        assert "events_y2025m08" not in event_log.existing_partitions(conn)
 
     # A late event for the dropped month is refused, not a reason to bring the month back.
     late = ingest(
@@ -47,7 +47,7 @@ def test_old_months_are_dropped_but_their_usage_history_and_floor_hold(runtime: 
     assert (late.appended, late.dead_lettered) == (0, 1)
     assert "retention floor" in late.rejections[0]
 
-    projections.rebuild(runtime.database)  # must not erase what only usage_daily remembers
+    projection_rebuild.rebuild(runtime.database)  # must not erase what only usage_daily remembers
     with runtime.database.connection() as conn:
         calls = dict(
             conn.execute(
@@ -55,7 +55,7 @@ def test_old_months_are_dropped_but_their_usage_history_and_floor_hold(runtime: 
                 (account,),
             ).fetchall()
         )
-        assert "events_y2025m08" not in store.existing_partitions(conn)
+        assert "events_y2025m08" not in event_log.existing_partitions(conn)
     assert calls == {"2025-08-14": 2, "2026-11-03": 1}
 
 

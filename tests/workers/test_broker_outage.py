@@ -12,7 +12,7 @@ import pytest
 
 from api import close_app, create_app
 from api.metering import EXTENSION
-from events import metrics
+from events import pipeline_metrics
 from tests.support.accounts import Customer, new_customer
 from tests.support.events import log_counts, projection_counts
 from tests.support.waiting import eventually
@@ -35,8 +35,8 @@ def test_calls_survive_a_broker_outage_and_every_event_arrives(
     app = create_app({"SETTINGS": own})
     client = app.test_client()
     customer = new_customer(runtime, plan="developer")
-    spooled_before = metrics.EVENTS_SPOOLED._value.get()
-    replayed_before = metrics.EVENTS_REPLAYED._value.get()
+    spooled_before = pipeline_metrics.EVENTS_SPOOLED._value.get()
+    replayed_before = pipeline_metrics.EVENTS_REPLAYED._value.get()
     try:
         for _ in range(40):
             assert client.get("/api/v1/account", headers=customer.auth).status_code == 200
@@ -44,7 +44,9 @@ def test_calls_survive_a_broker_outage_and_every_event_arrives(
         for _ in range(60):  # the broker is down: answers must not change
             assert client.get("/api/v1/account", headers=customer.auth).status_code == 200
         publisher = app.extensions[EXTENSION]
-        eventually(lambda: metrics.EVENTS_SPOOLED._value.get() > spooled_before, timeout=15)
+        eventually(
+            lambda: pipeline_metrics.EVENTS_SPOOLED._value.get() > spooled_before, timeout=15
+        )
 
         broker.acquire()
         with worker_process(own, tmp_path / "worker.log"):
@@ -52,7 +54,7 @@ def test_calls_survive_a_broker_outage_and_every_event_arrives(
             expected = 100
             eventually(lambda: _calls(log_counts(runtime), customer) == expected, timeout=60)
             assert _calls(projection_counts(runtime), customer) == expected
-        assert metrics.EVENTS_REPLAYED._value.get() > replayed_before
+        assert pipeline_metrics.EVENTS_REPLAYED._value.get() > replayed_before
     finally:
         close_app(app)
         broker.release()

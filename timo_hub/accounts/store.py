@@ -14,7 +14,7 @@ from decimal import Decimal
 import psycopg
 from psycopg.rows import class_row
 
-from timo_hub.accounts import keys
+from timo_hub.accounts import key_format
 from timo_hub.accounts.cache import Principal
 
 ACCOUNT_COLUMNS = """
@@ -172,7 +172,7 @@ def insert_key(
     conn: psycopg.Connection, account_id: uuid.UUID, name: str, pepper: str
 ) -> IssuedKey:
     """Create a key for an account and return the secret, the only time it is available."""
-    new_key = keys.generate(pepper)
+    new_key = key_format.generate(pepper)
     params = {
         "account_id": account_id,
         "name": name,
@@ -206,6 +206,6 @@ def touch_key(conn: psycopg.Connection, key_id: uuid.UUID, min_interval_seconds:
 
 def key_is_active(conn: psycopg.Connection, secret: str, pepper: str) -> bool:
     """True when `secret` is a stored, unrevoked key."""
-    if not keys.is_well_formed(secret):
+    if not key_format.is_well_formed(secret):
         return False
-    return find_principal(conn, keys.hash_key(secret, pepper)) is not None
+    return find_principal(conn, key_format.hash_key(secret, pepper)) is not None

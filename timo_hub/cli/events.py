@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 import click
 from tqdm import tqdm
 
-from events import projections
+from events import projection_rebuild
 from events.importer import import_lines
 from events.samples import SampleShape, sample_events
 from timo_hub.accounts import store as accounts_store
@@ -89,10 +89,10 @@ def projections_group() -> None:
 def rebuild(ctx: CliContext, since: object) -> None:
     """Recompute usage_daily from the event log (safe while workers ingest)."""
     first: date | None = since.date() if since is not None else None  # type: ignore[attr-defined]
-    days = projections.days_to_rebuild(ctx.runtime.database, first)
+    days = projection_rebuild.days_to_rebuild(ctx.runtime.database, first)
     with tqdm(total=len(days), unit="day", desc="rebuild", file=sys.stderr) as bar:
-        result = projections.rebuild(ctx.runtime.database, first, progress=bar.update)
-    floor = projections.retained_since(ctx.runtime.database)
+        result = projection_rebuild.rebuild(ctx.runtime.database, first, progress=bar.update)
+    floor = projection_rebuild.retained_since(ctx.runtime.database)
     click.echo(f"rebuilt {result.days} day(s) of usage_daily from the event log")
     if first is not None and floor is not None and first < floor:
         click.echo(f"  days before {floor} have no raw events left (retention); kept as they were")

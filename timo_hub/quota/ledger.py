@@ -21,7 +21,7 @@ from datetime import date
 
 import psycopg
 
-from events.store import counted_calls, next_month
+from events.event_log import counted_calls, next_month
 from timo_hub.platform.db import Database
 
 logger = logging.getLogger(__name__)

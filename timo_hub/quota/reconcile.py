@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from events.store import counted_calls
+from events.event_log import counted_calls
 from timo_hub.accounts import store
 from timo_hub.platform.runtime import Runtime
 from timo_hub.quota.admission import Admitter

@@ -24,7 +24,7 @@ from timo_hub.usage import store
 
 if TYPE_CHECKING:
     from analytics.forecasting import Forecast
-    from analytics.projection import MonthProjection
+    from analytics.month_projection import MonthProjection
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def _compute_and_store(
     # (gunicorn's master imports it once before forking: `timo_hub.gunicorn_config`).
     from analytics.forecasting import forecast
     from analytics.history import MAX_HISTORY_DAYS, daily_history
-    from analytics.projection import PlanOption, days_to_month_end, project_month
+    from analytics.month_projection import PlanOption, days_to_month_end, project_month
 
     today = now.date()
     with database.connection() as conn:

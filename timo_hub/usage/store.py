@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from events.store import NOT_COUNTED_STATUSES
+from events.event_log import NOT_COUNTED_STATUSES
 
 if TYPE_CHECKING:
     from analytics.stats import KeyLabel, UsageSums

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events import projections, store
+from events import event_log, projection_rebuild
 from events.ingest import ingest
 from events.model import ApiCallRecorded
 from tests.support.events import make_event, usage_rows
@@ -72,7 +72,7 @@ def test_live_equals_rebuild_equals_reference(
     _reset(runtime)
     stream = list(events) + [events[i % len(events)] for i in duplicate_picks]
     rng.shuffle(stream)  # late and out-of-order arrivals, duplicates anywhere
-    partitions = store.PartitionRegistry()
+    partitions = event_log.PartitionRegistry()
     for start in range(0, len(stream), batch):
         ingest(runtime.database, partitions, [e.to_json() for e in stream[start : start + batch]])
 
@@ -80,7 +80,7 @@ def test_live_equals_rebuild_equals_reference(
     live_rows = usage_rows(runtime)
     assert _projection(runtime) == expected
 
-    projections.rebuild(runtime.database)
+    projection_rebuild.rebuild(runtime.database)
     assert usage_rows(runtime) == live_rows
 
 
@@ -89,13 +89,13 @@ def test_rebuild_since_a_day_leaves_earlier_days_alone(runtime: Runtime) -> None
     days = [datetime(2026, 10, d, 12, tzinfo=UTC) for d in (1, 2, 3)]
     ingest(
         runtime.database,
-        store.PartitionRegistry(),
+        event_log.PartitionRegistry(),
         [make_event(account, occurred_at=d).to_json() for d in days],
     )
     with runtime.database.connection() as conn:
         # Simulate a corrupted projection on all three days.
         conn.execute("UPDATE usage_daily SET calls = 99 WHERE account_id = %s", (account,))
-    result = projections.rebuild(runtime.database, since=days[1].date())
+    result = projection_rebuild.rebuild(runtime.database, since=days[1].date())
     assert result.days == 2
     with runtime.database.connection() as conn:
         calls = dict(

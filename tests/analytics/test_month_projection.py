@@ -1,4 +1,4 @@
-"""`analytics.projection`: the month's total, exhaustion date and plan, from known futures."""
+"""`analytics.month_projection`: the month's total, exhaustion date and plan, from known futures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analytics.forecasting import Forecast
-from analytics.projection import (
+from analytics.month_projection import (
     PlanOption,
     days_to_month_end,
     month_bounds,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
-from events import store
+from events import event_log
 from events.retention import retention_floor
 from timo_hub.platform.db import Database
 
@@ -34,7 +34,7 @@ def retained_since(database: Database) -> date | None:
     """The first day whose raw events the log still has: the retention floor, else the oldest
     partition's month (None when there are no events at all)."""
     with database.connection() as conn:
-        names = store.existing_partitions(conn)
+        names = event_log.existing_partitions(conn)
         floor = retention_floor(conn)
     if not names:
         return None
@@ -50,7 +50,7 @@ def days_to_rebuild(database: Database, since: date | None) -> list[date]:
         return []
     start = max(since, floor) if since else floor
     with database.connection() as conn:
-        with_events = set(store.event_days_since(conn, start))
+        with_events = set(event_log.event_days_since(conn, start))
         projected = {row[0] for row in conn.execute(PROJECTION_DAYS_SINCE, {"since": start})}
     return sorted(with_events | projected)
 
@@ -64,7 +64,7 @@ def rebuild(
         with database.connection() as conn, conn.transaction():
             conn.execute(LOCK_PROJECTION)
             conn.execute(DELETE_DAY, {"day": day})
-            store.rebuild_usage_day(conn, day)
+            event_log.rebuild_usage_day(conn, day)
         if progress is not None:
             progress(1)
     return RebuildResult(days=len(days), since=since)

@@ -2,7 +2,7 @@
 
 Counted per request (after the response is built): requests by route template, method and status,
 and their latency. Admissions and refusals are counted by the access gate; events published and
-publish failures by the publisher (`events.metrics`). `/metrics` answers only with
+publish failures by the publisher (`events.pipeline_metrics`). `/metrics` answers only with
 `Authorization: Bearer $TIMO_METRICS_TOKEN`; without that setting it does not exist (404).
 """
 
@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import Counter, Histogram
 
 from api.metering import route_template
-from timo_hub.platform import metrics
+from timo_hub.platform import prometheus
 
 TOKEN_ENV = "TIMO_METRICS_TOKEN"
 UNMATCHED = "unmatched"
@@ -85,7 +85,7 @@ def scrape() -> Response:
             mimetype="text/plain",
             headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
         )
-    return Response(metrics.render(), content_type=metrics.CONTENT_TYPE)
+    return Response(prometheus.render(), content_type=prometheus.CONTENT_TYPE)
 
 
 def init_app(app: Flask) -> None:

@@ -16,7 +16,7 @@ from analytics.parameters import (
     MIN_HORIZON_DAYS,
 )
 from api.query import WholeNumber
-from api.v1.models import UtcDatetime
+from api.v1.schemas import UtcDatetime
 
 if TYPE_CHECKING:
     from analytics import stats
