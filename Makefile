@@ -31,9 +31,11 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# ruff, then mypy (strict, on every product package; settings in pyproject.toml).
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: bench-startup bench-hot-path bench-ingest bench-analytics
 
@@ -63,4 +65,4 @@ bench-analytics: $(VENV)/.installed-bench-data
 	$(BIN)/python bench/analytics.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -75,7 +75,7 @@ def total_error_pct(actual: np.ndarray, predicted_total: float) -> float | None:
 
 def weekly_origins(n: int, horizon: int, count: int, min_train: int) -> list[int]:
     """Up to `count` origins a week apart, the last one leaving `horizon` days to score."""
-    origins = []
+    origins: list[int] = []
     origin = n - horizon
     while origin >= min_train and len(origins) < count:
         origins.append(origin)

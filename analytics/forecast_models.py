@@ -46,7 +46,10 @@ MIN_LOG_SPREAD = 0.02
 class FittedModel(Protocol):
     """A model fitted to one history, ready to forecast the days right after it."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Which model this is (`linear`, `seasonal`, …)."""
+        ...
 
     def point(self, horizon: int) -> np.ndarray:
         """Median forecast of calls for each of the next `horizon` days."""
@@ -200,7 +203,7 @@ def without_spikes(logs: np.ndarray) -> np.ndarray:
     if mad == 0.0:
         # Mostly-flat (often all-zero) histories: judge spikes against a fixed spread instead.
         mad = SPARSE_SPREAD
-    spikes = (np.abs(deviation) > SPIKE_MADS * 1.4826 * mad).to_numpy()
+    spikes = (deviation.abs() > SPIKE_MADS * 1.4826 * mad).to_numpy()
     cleaned = logs.copy()
     cleaned[spikes] = baseline.to_numpy()[spikes]
     return cleaned
@@ -213,11 +216,34 @@ def _design(t: np.ndarray, first_weekday: int, scale: int) -> np.ndarray:
     return np.column_stack(columns)
 
 
+class EtsResults(Protocol):
+    """The parts of statsmodels' `ETSResults` this module uses (statsmodels ships no types)."""
+
+    params: np.ndarray
+    resid: np.ndarray
+
+    def forecast(self, steps: int) -> np.ndarray:
+        """Point forecast of the next `steps` values."""
+        ...
+
+    def simulate(
+        self,
+        nsimulations: int,
+        *,
+        anchor: str,
+        repetitions: int,
+        random_errors: str,
+        random_state: int,
+    ) -> np.ndarray:
+        """Simulated future paths, shape `(nsimulations, repetitions)`."""
+        ...
+
+
 @dataclass(frozen=True)
 class SeasonalFit:
     """Exponential smoothing (ETS) with a damped trend and an additive weekly season (log scale)."""
 
-    result: object
+    result: EtsResults
     name: str = "seasonal"
 
     @classmethod
@@ -256,26 +282,26 @@ class SeasonalFit:
     @property
     def params(self) -> np.ndarray:
         """The estimated smoothing parameters."""
-        return np.asarray(self.result.params)  # type: ignore[attr-defined]
+        return np.asarray(self.result.params)
 
     def point(self, horizon: int) -> np.ndarray:
         """The smoothed level, damped trend and weekly season, extended."""
-        return to_counts(np.asarray(self.result.forecast(horizon)))  # type: ignore[attr-defined]
+        return to_counts(np.asarray(self.result.forecast(horizon)))
 
     def paths(self, horizon: int, repetitions: int, rng: np.random.Generator) -> np.ndarray:
         """Futures simulated by the state-space model with bootstrapped errors."""
         seed = int(rng.integers(0, 2**31 - 1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            simulated = self.result.simulate(  # type: ignore[attr-defined]
+            simulated = self.result.simulate(
                 horizon,
                 anchor="end",
                 repetitions=repetitions,
                 random_errors="bootstrap",
                 random_state=seed,
             )
-        values = np.asarray(simulated, dtype=float).reshape(horizon, repetitions).T
-        residuals = np.asarray(self.result.resid, dtype=float)  # type: ignore[attr-defined]
+        values = np.asarray(simulated, dtype=np.float64).reshape(horizon, repetitions).T
+        residuals = np.asarray(self.result.resid, dtype=np.float64)
         if float(np.std(residuals)) < MIN_LOG_SPREAD:
             values = values + rng.normal(0.0, MIN_LOG_SPREAD, values.shape)
         return to_counts(values)

@@ -152,9 +152,15 @@ def forecast(
         except (ValueError, np.linalg.LinAlgError):
             continue
     if not fitted:
-        note = "No model could be fitted to this history; showing a flat level."
         return _from_fit(
-            LevelFit.fit(calls), calls, first_date, horizon, rng, repetitions, None, note
+            LevelFit.fit(calls),
+            calls,
+            first_date,
+            horizon,
+            rng,
+            repetitions,
+            None,
+            "No model could be fitted to this history; showing a flat level.",
         )
     scores = _backtest(calls, weekday, fitted)
     if scores:

@@ -52,33 +52,25 @@ class MonthProjection:
     recommended_plan: PlanOption | None
 
 
-def month_bounds(day: date) -> tuple[date, date]:
-    """First and last day of the UTC month containing `day`."""
-    first = day.replace(day=1)
-    following = (first + timedelta(days=32)).replace(day=1)
-    return first, following - timedelta(days=1)
-
-
-def days_to_month_end(today: date) -> int:
-    """Days from `today` to the month's last day, both included."""
-    return (month_bounds(today)[1] - today).days + 1
-
-
 def project_month(
     forecast: Forecast,
     *,
     today: date,
+    month: tuple[date, date],
     month_usage: Mapping[date, int],
     limit: int | None,
     plans: Sequence[PlanOption] = (),
 ) -> MonthProjection:
     """Project this month from `forecast` (which must start today and reach the month's end).
 
+    `month` is the first and last day of today's month (the caller's calendar decides them);
     `month_usage` holds the calls counted against the quota on each day of this month so far,
     today included.
     """
-    first_day, last_day = month_bounds(today)
-    days_left = days_to_month_end(today)
+    first_day, last_day = month
+    if not first_day <= today <= last_day:
+        raise ValueError("today must lie in the month")
+    days_left = (last_day - today).days + 1
     if forecast.first_date != today or forecast.horizon < days_left:
         raise ValueError("the forecast must start today and reach the end of the month")
     usage = {day: int(n) for day, n in month_usage.items() if first_day <= day <= today}

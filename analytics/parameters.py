@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-PERIODS = {"7d": 7, "30d": 30, "90d": 90}
-DEFAULT_PERIOD = "30d"
+PeriodChoice = Literal["7d", "30d", "90d"]
+PERIODS: dict[PeriodChoice, int] = {"7d": 7, "30d": 30, "90d": 90}
+DEFAULT_PERIOD: PeriodChoice = "30d"
 
 ModelChoice = Literal["auto", "linear", "seasonal"]
 MODEL_CHOICES: tuple[ModelChoice, ...] = ("auto", "linear", "seasonal")

@@ -9,14 +9,16 @@ Status classes: `successful` is below 400, `client_errors` is 4xx except 429, `s
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analytics.parameters import PERIODS
+from analytics.parameters import PERIODS, PeriodChoice
 
 ROW_COLUMNS = ("day", "key_id", "endpoint", "status", "calls", "duration_ms_sum")
 REJECTED_STATUS = 429
@@ -45,7 +47,7 @@ class EndpointUsage:
 class KeyUsage:
     """Calls made with one key."""
 
-    key_id: object
+    key_id: uuid.UUID
     name: str | None
     prefix: str | None
     calls: int
@@ -63,7 +65,7 @@ class KeyLabel:
 class UsageStats:
     """The answer of `/usage/stats`."""
 
-    period: str
+    period: PeriodChoice
     start: date
     end: date
     total_calls: int
@@ -82,7 +84,7 @@ class UsageStats:
     days against the N-1 days before them); None when those had no calls."""
 
 
-def period_bounds(period: str, today: date) -> tuple[date, date]:
+def period_bounds(period: PeriodChoice, today: date) -> tuple[date, date]:
     """First and last day (inclusive) of `period` ending today."""
     days = PERIODS[period]
     return today - timedelta(days=days - 1), today
@@ -108,7 +110,7 @@ class UsageSums:
     the current period's complete ones (today is not over, so it is compared with nothing)."""
 
     @classmethod
-    def from_rows(cls, rows: pd.DataFrame, *, period: str, today: date) -> UsageSums:
+    def from_rows(cls, rows: pd.DataFrame, *, period: PeriodChoice, today: date) -> UsageSums:
         """Sum raw rows (`ROW_COLUMNS`); rows outside the two periods are ignored."""
         start, end = period_bounds(period, today)
         previous_start = start - timedelta(days=PERIODS[period])
@@ -123,8 +125,8 @@ class UsageSums:
             by_day_status=current.groupby(["day", "status"], as_index=False)[
                 ["calls", "duration_ms_sum"]
             ].sum(),
-            by_endpoint=current.groupby("endpoint", as_index=False)["calls"].sum(),
-            by_key=current.groupby("key_id", as_index=False)["calls"].sum(),
+            by_endpoint=current.groupby("endpoint", as_index=False)[["calls"]].sum(),
+            by_key=current.groupby("key_id", as_index=False)[["calls"]].sum(),
             previous_total=int(previous["calls"].sum()),
         )
 
@@ -132,9 +134,9 @@ class UsageSums:
 def usage_stats(
     sums: UsageSums,
     *,
-    period: str,
+    period: PeriodChoice,
     today: date,
-    keys: Mapping[object, KeyLabel],
+    keys: Mapping[uuid.UUID, KeyLabel],
 ) -> UsageStats:
     """Statistics for `period` ending `today`, and the change against the period before it."""
     start, end = period_bounds(period, today)
@@ -202,7 +204,7 @@ def usage_stats(
     )
 
 
-def _ranked(sums: pd.Series) -> list[tuple[object, int]]:
+def _ranked(sums: pd.Series) -> list[tuple[Any, int]]:
     """Largest first; ties by name so the order is stable."""
     items = [(label, int(n)) for label, n in sums.items() if n > 0]
     return sorted(items, key=lambda item: (-item[1], str(item[0])))

@@ -1,6 +1,8 @@
-"""The HTTP API: a Flask app factory, the `/api/v1` blueprint, error mapping.
+"""The HTTP API: the Flask app factory, the request gate, the `/api/v1` blueprint, errors.
 
 `create_app()` is what gunicorn serves (`api:create_app()`). It builds nothing at import time.
+This package holds only HTTP: the rules it applies live in the domain packages (`timo_hub.accounts`,
+`timo_hub.quota`, `timo_hub.usage`), `events` and `analytics`, which never import `api`.
 """
 
 from __future__ import annotations
@@ -9,14 +11,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
-from api import access_log, authentication, http_metrics, metering, problems, request_ids
-from api import current as app_runtime
-from api.quota import enforcement as quota
+from api import authentication, current, gate, http_metrics, problems
+from api.metering import EXTENSION as EVENTS
 from timo_hub.platform.embedded import resolve_services
 from timo_hub.platform.logs import configure_logging
 from timo_hub.platform.runtime import build_runtime
 from timo_hub.platform.settings import Settings
+
+
+class _ModelOrderJSON(DefaultJSONProvider):
+    """Flask's JSON, with keys in the order the response models give them (not sorted)."""
+
+    sort_keys = False
+
 
 # OWASP API4: no body we accept comes near this; larger ones are refused with 413 unread.
 MAX_BODY_BYTES = 16 * 1024
@@ -28,19 +37,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = overrides.pop("SETTINGS", None) or Settings.from_env()
     settings = resolve_services(settings)
 
-    configure_logging(settings.env)
+    configure_logging(settings)
     app = Flask(__name__)
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.config.update(overrides)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = _ModelOrderJSON(app)
 
     runtime = build_runtime(settings)
-    app_runtime.init_app(app, runtime)
-    authentication.init_app(app, runtime)
-    quota.init_app(app, runtime)
-    metering.init_app(app, runtime)
-    request_ids.init_app(app)
-    access_log.init_app(app)
+    current.init_app(app, runtime)
+    gate.init_app(app, runtime)
     http_metrics.init_app(app)
     problems.init_app(app)
 
@@ -54,7 +59,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def close_app(app: Flask) -> None:
     """Release what `create_app` opened (connections, the cache listener); for tests and tools."""
-    app.extensions[authentication.EXTENSION].cache.close()
-    app.extensions[quota.EXTENSION].close()
-    app.extensions[metering.EXTENSION].close()
-    app.extensions[app_runtime.EXTENSION].close()
+    authenticator: authentication.Authenticator = app.extensions[authentication.EXTENSION]
+    authenticator.cache.close()
+    app.extensions[gate.QUOTA_EXTENSION].close()
+    app.extensions[EVENTS].close()
+    app.extensions[current.EXTENSION].close()

@@ -1,46 +1,30 @@
 """One log line per request, with who called (account and key ids), what, and how it went.
 
 Replaces gunicorn's access log, which cannot know the account. In production the line is JSON
-(`timo_hub.platform.logs`), with `method`, `route`, `status` and `duration_ms` as fields.
+(`timo_hub.platform.logs`), with `method`, `route`, `status` and `duration_ms` as fields; the
+duration is the gate's, the same interval the usage event and the latency histogram record.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
-from flask import Flask, Response, g, request
+from flask import Request
 
 logger = logging.getLogger("api.access")
 
 
-def _start() -> None:
-    g.access_started = time.perf_counter()
-
-
-def _log(response: Response) -> Response:
+def log_request(req: Request, status: int, elapsed: float | None) -> None:
+    """Log one answered request (at INFO, so `TIMO_LOG_LEVEL=WARNING` drops it for free)."""
     if not logger.isEnabledFor(logging.INFO):
-        return response
-    started = g.get("access_started")
-    duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
-    rule = request.url_rule.rule if request.url_rule is not None else None
+        return
+    duration_ms = round(elapsed * 1000, 3) if elapsed is not None else None
+    rule = req.url_rule.rule if req.url_rule is not None else None
     logger.info(
         "%s %s %s %sms",
-        request.method,
-        request.path,
-        response.status_code,
+        req.method,
+        req.path,
+        status,
         duration_ms,
-        extra={
-            "method": request.method,
-            "route": rule,
-            "status": response.status_code,
-            "duration_ms": duration_ms,
-        },
+        extra={"method": req.method, "route": rule, "status": status, "duration_ms": duration_ms},
     )
-    return response
-
-
-def init_app(app: Flask) -> None:
-    """Log every request `app` answers."""
-    app.before_request(_start)
-    app.after_request(_log)

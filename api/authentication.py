@@ -1,8 +1,9 @@
 """Bearer-key authentication for every `/api/v1` route except health.
 
-On the hot path a valid, recently seen key costs one dictionary lookup (see `accounts.cache`).
-Only a cache miss reads PostgreSQL, and only then is the caller's address checked against the
-failed-authentication throttle, so known-good traffic pays nothing for it. The key itself never
+On the hot path a valid, recently seen key costs one dictionary lookup (see
+`timo_hub.accounts.cache`). Only a cache miss reads PostgreSQL, and only then is the caller's
+address checked against the failed-authentication throttle, so known-good traffic pays nothing
+for it. The key itself never
 leaves this module: not in a log line, an error message, or Redis.
 """
 
@@ -14,11 +15,10 @@ import time
 import uuid
 from collections.abc import Callable
 
-from flask import Flask, g
-
 from api.problems import ApiError, UnauthorizedError
 from timo_hub.accounts import key_format, store
-from timo_hub.accounts.cache import Principal, PrincipalCache
+from timo_hub.accounts.cache import PrincipalCache
+from timo_hub.accounts.principal import Principal
 from timo_hub.platform.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -129,15 +129,3 @@ def _unauthorized(detail: str, error: str | None) -> UnauthorizedError:
     if error:
         challenge += f', error="{error}"'
     return UnauthorizedError(detail, headers={"WWW-Authenticate": challenge})
-
-
-def current_principal() -> Principal:
-    """The authenticated caller of the current request."""
-    return g.principal
-
-
-def init_app(app: Flask, runtime: Runtime) -> Authenticator:
-    """Attach an authenticator with its own invalidation-backed cache to `app`."""
-    authenticator = Authenticator(runtime)
-    app.extensions[EXTENSION] = authenticator
-    return authenticator

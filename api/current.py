@@ -1,9 +1,10 @@
-"""Access to the process's `Runtime` from inside a request."""
+"""What a view may ask of the request it serves: the process's runtime and the caller."""
 
 from __future__ import annotations
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 
+from timo_hub.accounts.principal import Principal
 from timo_hub.platform.runtime import Runtime
 
 EXTENSION = "timo"
@@ -16,4 +17,11 @@ def init_app(app: Flask, runtime: Runtime) -> None:
 
 def current_runtime() -> Runtime:
     """The runtime of the app handling the current request."""
-    return current_app.extensions[EXTENSION]
+    runtime: Runtime = current_app.extensions[EXTENSION]
+    return runtime
+
+
+def current_principal() -> Principal:
+    """The authenticated caller of the current request (set by the gate)."""
+    principal: Principal = g.principal
+    return principal

@@ -1,25 +1,24 @@
 """Prometheus metrics of the web processes, and the operator-only `/metrics` endpoint.
 
-Counted per request (after the response is built): requests by route template, method and status,
-and their latency. Admissions and refusals are counted by the access gate; events published and
-publish failures by the publisher (`events.pipeline_metrics`). `/metrics` answers only with
-`Authorization: Bearer $TIMO_METRICS_TOKEN`; without that setting it does not exist (404).
+Counted per request by the gate (`api.gate`, after the response is built): requests by route
+template, method and status, and their latency. Admissions and refusals are counted by the gate
+too; events published and publish failures by the publisher (`events.pipeline_metrics`).
+`/metrics` answers only with `Authorization: Bearer $TIMO_METRICS_TOKEN`; without that setting it
+does not exist (404).
 """
 
 from __future__ import annotations
 
 import hmac
-import os
-import time
 from typing import Any
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Request, Response, request
 from prometheus_client import Counter, Histogram
 
+from api.current import current_runtime
 from api.metering import route_template
 from timo_hub.platform import prometheus
 
-TOKEN_ENV = "TIMO_METRICS_TOKEN"
 UNMATCHED = "unmatched"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -35,15 +34,11 @@ ADMISSIONS = Counter(
     "timo_quota_admissions", "Authenticated calls admitted or refused by the quota", ["outcome"]
 )
 
-# Bound once: the access gate counts every call, so skip the per-call label lookup.
+# Bound once: the gate counts every call, so skip the per-call label lookup.
 ADMITTED = ADMISSIONS.labels("admitted")
 REFUSED = ADMISSIONS.labels("refused")
 
 blueprint = Blueprint("metrics", __name__)
-
-
-def _start() -> None:
-    g.metrics_started = time.perf_counter()
 
 
 def _series(rule: str, method: str, status: int) -> tuple[Any, Any]:
@@ -60,21 +55,19 @@ def _series(rule: str, method: str, status: int) -> tuple[Any, Any]:
     return found
 
 
-def _count(response: Response) -> Response:
-    started = g.get("metrics_started")
-    req = request._get_current_object()  # type: ignore[attr-defined]
+def count(req: Request, status: int, elapsed: float | None) -> None:
+    """Count one answered request and observe how long it took."""
     rule = req.url_rule.rule if req.url_rule is not None else UNMATCHED
-    requests_total, latency = _series(rule, req.method, response.status_code)
+    requests_total, latency = _series(rule, req.method, status)
     requests_total.inc()
-    if started is not None:
-        latency.observe(time.perf_counter() - started)
-    return response
+    if elapsed is not None:
+        latency.observe(elapsed)
 
 
 @blueprint.get("/metrics")
 def scrape() -> Response:
     """Every metric of this server's processes, for Prometheus (operator token required)."""
-    token = os.environ.get(TOKEN_ENV, "")
+    token = current_runtime().settings.metrics_token or ""
     given = request.headers.get("Authorization", "")
     if not token:
         return Response("Not Found\n", status=404, mimetype="text/plain")
@@ -89,7 +82,5 @@ def scrape() -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Count every request `app` answers and serve `/metrics`."""
-    app.before_request(_start)
-    app.after_request(_count)
+    """Serve `/metrics` from `app`."""
     app.register_blueprint(blueprint)

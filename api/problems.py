@@ -1,15 +1,22 @@
 """Errors as RFC 9457 problem responses, mapped in one place.
 
-Code raises an `ApiError` subclass; Werkzeug's own HTTP errors (unknown route, wrong method, body
-too large) and anything unexpected are translated here too, so every error a client sees is an
-`application/problem+json` body with a stable `type`, the `status`, a human `detail` and the
-`request_id` to quote to support. Unexpected exceptions are logged with their traceback and answer
-a generic 500 that reveals nothing internal.
+Two kinds of error become problems here, and nowhere else:
+
+* the domain's errors (`timo_hub.errors`: not found, conflict, invalid, limit reached), which
+  know nothing of HTTP: `DOMAIN_PROBLEMS` gives each its status, `type` slug and title;
+* the HTTP layer's own (`ApiError` subclasses: a malformed request, missing credentials, a
+  suspended account, a body of the wrong type or size), which carry their status themselves.
+
+Werkzeug's HTTP errors (unknown route, wrong method, body too large) and anything unexpected are
+translated too, so every error a client sees is an `application/problem+json` body with a stable
+`type`, the `status`, a human `detail` and the `request_id` to quote to support. Unexpected
+exceptions are logged with their traceback and answer a generic 500 that reveals nothing internal.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import psycopg
@@ -17,6 +24,9 @@ import redis
 from flask import Flask, Response, g, json, request
 from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
+
+from timo_hub import errors
+from timo_hub.quota.enforcer import QuotaExceededError
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +36,7 @@ PROBLEM_TYPE_BASE = "/problems/"
 
 
 class ApiError(Exception):
-    """Base of every error that becomes a problem response."""
+    """Base of the HTTP layer's own errors (the domain's are in `timo_hub.errors`)."""
 
     status: ClassVar[int] = 500
     slug: ClassVar[str] = "internal-error"
@@ -63,24 +73,6 @@ class ForbiddenError(ApiError):
     status, slug, title = 403, "forbidden", "Forbidden"
 
 
-class NotFoundError(ApiError):
-    """No such resource (or not one the caller may know about)."""
-
-    status, slug, title = 404, "not-found", "Not Found"
-
-
-class MethodNotAllowedError(ApiError):
-    """The route exists but not with this method."""
-
-    status, slug, title = 405, "method-not-allowed", "Method Not Allowed"
-
-
-class ConflictError(ApiError):
-    """The request conflicts with the resource's current state."""
-
-    status, slug, title = 409, "conflict", "Conflict"
-
-
 class PayloadTooLargeError(ApiError):
     """The body is larger than the API accepts."""
 
@@ -94,7 +86,7 @@ class UnsupportedMediaTypeError(ApiError):
 
 
 class ValidationFailedError(ApiError):
-    """The body parsed but its values are not acceptable."""
+    """The body parsed but its shape or values are not acceptable."""
 
     status, slug, title = 422, "validation-failed", "Unprocessable Content"
 
@@ -105,7 +97,40 @@ class ServiceUnavailableError(ApiError):
     status, slug, title = 503, "service-unavailable", "Service Unavailable"
 
 
-_SLUG_BY_STATUS = {cls.status: cls for cls in ApiError.__subclasses__()}
+@dataclass(frozen=True)
+class ProblemKind:
+    """The status, `type` slug and title of one kind of problem."""
+
+    status: int
+    slug: str
+    title: str
+
+
+NOT_FOUND = ProblemKind(404, "not-found", "Not Found")
+CONFLICT = ProblemKind(409, "conflict", "Conflict")
+
+# The most specific class of an error's MRO that is listed here decides its problem.
+DOMAIN_PROBLEMS: dict[type[errors.DomainError], ProblemKind] = {
+    errors.NotFoundError: NOT_FOUND,
+    errors.ConflictError: CONFLICT,
+    errors.InvalidError: ProblemKind(
+        ValidationFailedError.status, ValidationFailedError.slug, ValidationFailedError.title
+    ),
+    # A limit on what an account may hold (active keys): the request conflicts with that state.
+    errors.LimitReachedError: CONFLICT,
+    QuotaExceededError: ProblemKind(429, "quota-exceeded", "Quota Exceeded"),
+}
+
+# For Werkzeug's own errors: the kinds by status.
+_KIND_BY_STATUS = {
+    kind.status: kind
+    for kind in (
+        NOT_FOUND,
+        CONFLICT,
+        ProblemKind(405, "method-not-allowed", "Method Not Allowed"),
+        *(ProblemKind(cls.status, cls.slug, cls.title) for cls in ApiError.__subclasses__()),
+    )
+}
 
 
 def problem_response(
@@ -144,9 +169,19 @@ def _from_api_error(error: ApiError) -> Response:
     )
 
 
+def _from_domain_error(error: errors.DomainError) -> Response:
+    kind = next(DOMAIN_PROBLEMS[cls] for cls in type(error).__mro__ if cls in DOMAIN_PROBLEMS)
+    headers = {}
+    if isinstance(error, errors.LimitReachedError) and error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    return problem_response(
+        kind.status, kind.slug, kind.title, error.detail, headers=headers, **error.details
+    )
+
+
 def _from_http_exception(error: HTTPException) -> Response:
     status = error.code or 500
-    known = _SLUG_BY_STATUS.get(status)
+    known = _KIND_BY_STATUS.get(status)
     slug = known.slug if known else f"http-{status}"
     title = known.title if known else (error.name or "Error")
     headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
@@ -194,6 +229,7 @@ def _from_dependency_down(error: Exception) -> Response:
 def init_app(app: Flask) -> None:
     """Route every error raised in `app` to a problem response."""
     app.register_error_handler(ApiError, _from_api_error)
+    app.register_error_handler(errors.DomainError, _from_domain_error)
     for dependency_error in (redis.RedisError, psycopg.OperationalError, PoolTimeout):
         app.register_error_handler(dependency_error, _from_dependency_down)
     app.register_error_handler(HTTPException, _from_http_exception)

@@ -82,8 +82,8 @@ def _allowed(field: FieldInfo) -> list[str] | None:
 def _bounds(field: FieldInfo) -> tuple[int | None, int | None]:
     minimum = maximum = None
     for constraint in field.metadata:
-        if isinstance(constraint, annotated_types.Ge):
+        if isinstance(constraint, annotated_types.Ge) and isinstance(constraint.ge, int):
             minimum = constraint.ge
-        elif isinstance(constraint, annotated_types.Le):
+        elif isinstance(constraint, annotated_types.Le) and isinstance(constraint.le, int):
             maximum = constraint.le
-    return minimum, maximum  # type: ignore[return-value]
+    return minimum, maximum

@@ -36,7 +36,8 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from api import close_app, create_app  # noqa: E402
-from events import event_log, projection_rebuild  # noqa: E402
+from events import projection_rebuild  # noqa: E402
+from events.partitions import PartitionRegistry  # noqa: E402
 from timo_hub.accounts import service  # noqa: E402
 from timo_hub.platform import migrate  # noqa: E402
 from timo_hub.platform.embedded import release_services, resolve_services  # noqa: E402
@@ -95,7 +96,7 @@ def _load(runtime: Runtime, account: uuid.UUID, keys: list[uuid.UUID], total: in
     first = datetime.now(UTC).date() - timedelta(days=HISTORY_DAYS)
     with runtime.database.connection() as conn:
         months = {(first + timedelta(days=d)).replace(day=1) for d in range(HISTORY_DAYS + 1)}
-        event_log.PartitionRegistry().ensure(conn, months)
+        PartitionRegistry().ensure(conn, months)
     offset = 0
     with tqdm(total=total, unit="event", unit_scale=True, desc=f"load {total:,}") as bar:
         for d, count in enumerate(_daily_counts(total, first)):

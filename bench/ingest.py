@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 from kombu import Queue  # noqa: E402
 
-from events import event_log  # noqa: E402
 from events.model import ApiCallRecorded, new_event_id  # noqa: E402
+from events.partitions import PartitionRegistry  # noqa: E402
 from events.publisher import BATCH_SIZE, EVENTS_QUEUE, INGEST_TASK, producer_app  # noqa: E402
 from timo_hub.platform import migrate  # noqa: E402
 from timo_hub.platform.embedded import release_services, resolve_services  # noqa: E402
@@ -138,7 +138,7 @@ def main() -> None:
         _purge(settings.effective_broker_url)  # leftovers (say, from the hot-path bench) skew it
         lines = _events(args.events)
         with psycopg.connect(url) as conn:  # partitions exist in production ahead of time
-            event_log.PartitionRegistry().ensure(
+            PartitionRegistry().ensure(
                 conn,
                 {
                     datetime.now(UTC).date().replace(day=1),

@@ -1,5 +1,8 @@
 """The append-only event log and the `usage_daily` projection, in PostgreSQL.
 
+Its monthly partitions are `events.partitions`; what counts against the quota is the quota's
+business (`timo_hub.quota.counting`), not the log's.
+
 `append()` is the exactly-once step: in the caller's transaction it inserts a batch of events,
 ignoring any `(event_id, occurred_at)` already present, and folds *only the rows it actually
 inserted* into `usage_daily`. A redelivered, duplicated or re-imported event therefore changes
@@ -9,17 +12,13 @@ Functions take a connection first; SQL lives in named constants.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 
 import psycopg
-from psycopg import sql
 
 from events.model import ApiCallRecorded
-
-PARTITION_LOCK_KEY = 0x74696D70  # "timp": serialises partition DDL across workers
 
 APPEND_AND_FOLD = """
 WITH incoming AS (
@@ -52,22 +51,6 @@ WITH incoming AS (
 SELECT (SELECT count(*) FROM appended)
 """
 
-EXISTING_PARTITIONS = """
-SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = 'events'::regclass
-"""
-CREATE_PARTITION = (
-    "CREATE TABLE IF NOT EXISTS {name} PARTITION OF events FOR VALUES FROM ({start}) TO ({end})"
-)
-# Calls that were admitted, as the log sees them: refusals (403 suspended, 429 quota) and 503
-# (admission could not run) were not counted against the quota.
-NOT_COUNTED_STATUSES = (403, 429, 503)
-COUNTED_CALLS = """
-SELECT account_id, coalesce(sum(calls), 0) FROM usage_daily
-WHERE day >= %(start)s AND day < %(end)s AND status <> ALL(%(not_counted)s)
-  AND (%(account)s::uuid IS NULL OR account_id = %(account)s::uuid)
-GROUP BY account_id
-"""
 COUNT_PRESENT = """
 SELECT k.grp, count(*)
 FROM unnest(%(ids)s::uuid[], %(at)s::timestamptz[], %(groups)s::int[])
@@ -101,69 +84,6 @@ class AppendResult:
     duplicates: int
 
 
-def month_start(moment: datetime | date) -> date:
-    """The first day of the UTC month of `moment`."""
-    if isinstance(moment, datetime):
-        moment = moment.astimezone(UTC).date()
-    return moment.replace(day=1)
-
-
-def next_month(day: date) -> date:
-    """The first day of the month after `day`'s."""
-    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
-
-
-def partition_name(month: date) -> str:
-    """`events_yYYYYmMM`."""
-    return f"events_y{month.year:04d}m{month.month:02d}"
-
-
-class PartitionRegistry:
-    """Which monthly partitions exist; creates missing ones (idempotent, concurrency-safe)."""
-
-    def __init__(self) -> None:
-        self._known: set[str] = set()
-        self._lock = threading.Lock()
-
-    def ensure(self, conn: psycopg.Connection, months: Iterable[date]) -> list[str]:
-        """Make sure a partition exists for each month; return the names created now."""
-        wanted = {partition_name(m): m for m in months}
-        with self._lock:
-            missing = {n: m for n, m in wanted.items() if n not in self._known}
-        if not missing:
-            return []
-        created = []
-        # DDL in its own transaction, under an advisory lock, so that concurrent workers do not
-        # race each other's CREATE and a batch's transaction holds no DDL locks.
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK_KEY,))
-            existing = {row[0] for row in conn.execute(EXISTING_PARTITIONS)}
-            for name, month in sorted(missing.items()):
-                if name not in existing:
-                    conn.execute(
-                        sql.SQL(CREATE_PARTITION).format(
-                            name=sql.Identifier(name),
-                            start=sql.Literal(f"{month.isoformat()} 00:00:00+00"),
-                            end=sql.Literal(f"{next_month(month).isoformat()} 00:00:00+00"),
-                        )
-                    )
-                    created.append(name)
-            existing.update(missing)
-        with self._lock:
-            self._known.update(existing)
-        return created
-
-    def forget(self) -> None:
-        """Drop the cache (after partitions were dropped)."""
-        with self._lock:
-            self._known.clear()
-
-
-def existing_partitions(conn: psycopg.Connection) -> list[str]:
-    """Names of the event log's partitions."""
-    return sorted(row[0] for row in conn.execute(EXISTING_PARTITIONS))
-
-
 def append(conn: psycopg.Connection, events: Sequence[ApiCallRecorded]) -> AppendResult:
     """Append new events and fold exactly those into `usage_daily`, in the caller's transaction."""
     if not events:
@@ -183,22 +103,6 @@ def append(conn: psycopg.Connection, events: Sequence[ApiCallRecorded]) -> Appen
     row = conn.execute(APPEND_AND_FOLD, params).fetchone()
     appended = int(row[0]) if row else 0
     return AppendResult(appended=appended, duplicates=len(events) - appended)
-
-
-def counted_calls(
-    conn: psycopg.Connection, start: date, end: date, account_id: object | None = None
-) -> dict[object, int]:
-    """Admitted calls per account in `[start, end)` according to the log's projection."""
-    rows = conn.execute(
-        COUNTED_CALLS,
-        {
-            "start": start,
-            "end": end,
-            "account": account_id,
-            "not_counted": list(NOT_COUNTED_STATUSES),
-        },
-    )
-    return {row[0]: int(row[1]) for row in rows}
 
 
 def count_present_by_group(

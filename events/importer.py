@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
-from events import event_log
 from events.ingest import append_batch
 from events.model import ApiCallRecorded, InvalidEventError
+from events.partitions import PartitionRegistry
 from events.retention import retention_floor
 from timo_hub.platform.db import Database
 
@@ -50,11 +50,11 @@ class ImportSummary:
 def import_lines(
     database: Database,
     lines: Iterable[str],
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> ImportSummary:
     """Append every valid event of `lines`; `progress(n)` is told of each chunk's bytes."""
     summary = ImportSummary()
-    partitions = event_log.PartitionRegistry()
+    partitions = PartitionRegistry()
     for chunk in _chunks(enumerate(lines, start=1), CHUNK_LINES):
         events: list[ApiCallRecorded] = []
         numbers: list[int] = []

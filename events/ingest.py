@@ -7,7 +7,7 @@ dead letters commit together or not at all, and the worker acknowledges the mess
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -15,8 +15,10 @@ import psycopg
 
 from events import event_log, pipeline_metrics
 from events.model import ApiCallRecorded, InvalidEventError
+from events.partitions import PartitionRegistry
 from events.retention import retention_floor
 from timo_hub.platform.db import Database
+from timo_hub.platform.months import month_start
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,10 @@ def parse_lines(lines: Iterable[object]) -> tuple[list[ApiCallRecorded], list[tu
 
 def append_batch(
     database: Database,
-    partitions: event_log.PartitionRegistry,
+    partitions: PartitionRegistry,
     events: list[ApiCallRecorded],
     *,
-    dead_letters: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    dead_letters: Sequence[tuple[str, str]] = (),
     source: str = "queue",
 ) -> event_log.AppendResult:
     """One transaction: append `events` (exactly once) and record `dead_letters`."""
@@ -60,12 +62,12 @@ def append_batch(
 
 def _append(
     conn: psycopg.Connection,
-    partitions: event_log.PartitionRegistry,
+    partitions: PartitionRegistry,
     events: list[ApiCallRecorded],
     dead_letters: Iterable[tuple[str, str]],
     source: str,
 ) -> event_log.AppendResult:
-    partitions.ensure(conn, {event_log.month_start(e.occurred_at) for e in events})
+    partitions.ensure(conn, {month_start(e.occurred_at) for e in events})
     with conn.transaction():
         result = event_log.append(conn, events)
         for payload, reason in dead_letters:
@@ -75,7 +77,7 @@ def _append(
 
 def ingest(
     database: Database,
-    partitions: event_log.PartitionRegistry,
+    partitions: PartitionRegistry,
     lines: Iterable[object],
     *,
     source: str = "queue",
@@ -120,7 +122,7 @@ def _after_retention_floor(
 
 
 def ingest_message(
-    database: Database, partitions: event_log.PartitionRegistry, payload: object
+    database: Database, partitions: PartitionRegistry, payload: object
 ) -> IngestResult:
     """Ingest one broker message body; anything but a list of lines is dead-lettered whole."""
     if not isinstance(payload, list):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from events import event_log
+from events.partitions import existing_partitions, partition_month
 from events.retention import retention_floor
 from timo_hub.platform.db import Database
 
@@ -34,12 +35,11 @@ def retained_since(database: Database) -> date | None:
     """The first day whose raw events the log still has: the retention floor, else the oldest
     partition's month (None when there are no events at all)."""
     with database.connection() as conn:
-        names = event_log.existing_partitions(conn)
+        names = existing_partitions(conn)
         floor = retention_floor(conn)
     if not names:
         return None
-    oldest = min(names)  # events_yYYYYmMM sorts chronologically
-    first = date(int(oldest[8:12]), int(oldest[13:15]), 1)
+    first = partition_month(names[0])  # existing_partitions() is oldest first
     return max(first, floor) if floor else first
 
 
@@ -56,7 +56,7 @@ def days_to_rebuild(database: Database, since: date | None) -> list[date]:
 
 
 def rebuild(
-    database: Database, since: date | None = None, progress: Callable[[int], None] | None = None
+    database: Database, since: date | None = None, progress: Callable[[int], object] | None = None
 ) -> RebuildResult:
     """Recompute `usage_daily` from the log for every retained day from `since` on."""
     days = days_to_rebuild(database, since)

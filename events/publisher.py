@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from events import event_log, pipeline_metrics
 from events.model import ApiCallRecorded
@@ -249,7 +249,8 @@ class EventPublisher:
     def _oldest_in_flight(self, max_keys: int) -> list[_InFlight]:
         # Batches reach the log roughly in the order they were shipped: checking the oldest few
         # bounds the query (and the GIL time it costs request threads) when workers are behind.
-        chosen, keys = [], 0
+        chosen: list[_InFlight] = []
+        keys = 0
         for batch in self._in_flight:
             if chosen and keys + len(batch.keys) > max_keys:
                 break

@@ -13,7 +13,13 @@ from datetime import date
 import psycopg
 from psycopg import sql
 
-from events import event_log
+from events.partitions import (
+    PARTITION_LOCK_KEY,
+    PartitionRegistry,
+    existing_partitions,
+    partition_month,
+)
+from timo_hub.platform.months import add_months, month_start
 
 MONTHS_AHEAD = 2
 SELECT_FLOOR = "SELECT floor FROM events_retention"
@@ -32,12 +38,6 @@ class Maintenance:
     floor: date | None
 
 
-def add_months(day: date, months: int) -> date:
-    """The first day of the month `months` after (or before) `day`'s month."""
-    index = day.year * 12 + day.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
-
-
 def retention_floor(conn: psycopg.Connection) -> date | None:
     """The first day whose raw events are kept (None: nothing was ever dropped)."""
     row = conn.execute(SELECT_FLOOR).fetchone()
@@ -46,23 +46,22 @@ def retention_floor(conn: psycopg.Connection) -> date | None:
 
 def maintain(
     conn: psycopg.Connection,
-    registry: event_log.PartitionRegistry,
+    registry: PartitionRegistry,
     today: date,
     retention_months: int | None,
 ) -> Maintenance:
     """Create this and the next months' partitions; drop whole months older than retention."""
-    this_month = today.replace(day=1)
+    this_month = month_start(today)
     created = registry.ensure(conn, [add_months(this_month, i) for i in range(MONTHS_AHEAD + 1)])
     dropped: list[str] = []
     floor = retention_floor(conn)
     if retention_months is not None:
         cutoff = add_months(this_month, -retention_months)
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (event_log.PARTITION_LOCK_KEY,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK_KEY,))
             conn.execute(RAISE_FLOOR, {"floor": cutoff})
-            for name in event_log.existing_partitions(conn):
-                month = date(int(name[8:12]), int(name[13:15]), 1)
-                if month < cutoff:
+            for name in existing_partitions(conn):
+                if partition_month(name) < cutoff:
                     conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
                     dropped.append(name)
         floor = retention_floor(conn)

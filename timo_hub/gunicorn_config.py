@@ -10,11 +10,19 @@ copy-on-write) instead of each importing it at boot or on its first forecast. No
 built here: no app, no connections, no threads, so nothing unsafe crosses the fork.
 """
 
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING
 
 from timo_hub.platform import prometheus
+from timo_hub.platform.settings import Settings
 
-prometheus.use_multiprocess_directory(os.environ.get("TIMO_HOME") or ".timo", "web")
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
+
+prometheus.use_multiprocess_directory(Settings.from_env().home, "web")
 
 # One BLAS thread per process: a web worker's matrices are tiny, and thread pools created before
 # a fork are a classic source of trouble in the children.
@@ -31,6 +39,6 @@ PRELOADED = (analytics.forecasting, analytics.month_projection, analytics.stats)
 limit_request_line = 8190
 
 
-def child_exit(server: object, worker: object) -> None:
+def child_exit(server: Arbiter, worker: Worker) -> None:
     """gunicorn hook: a worker process is gone."""
-    prometheus.process_exited(worker.pid)  # type: ignore[attr-defined]
+    prometheus.process_exited(worker.pid)

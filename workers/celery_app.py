@@ -12,7 +12,7 @@ import os
 from celery import Celery
 from celery.signals import worker_init, worker_process_shutdown
 
-from events.event_log import PartitionRegistry
+from events.partitions import PartitionRegistry
 from events.publisher import TASK_QUEUES, TASK_ROUTES
 from timo_hub.platform import prometheus
 from timo_hub.platform.logs import configure_logging
@@ -21,8 +21,6 @@ from timo_hub.platform.settings import Settings
 from workers.schedule import BEAT_SCHEDULE
 
 TASK_MODULES = ["workers.tasks"]
-METRICS_PORT_ENV = "TIMO_WORKER_METRICS_PORT"
-METRICS_ADDR_ENV = "TIMO_WORKER_METRICS_ADDR"
 
 
 class TimoCelery(Celery):
@@ -34,7 +32,7 @@ class TimoCelery(Celery):
 
 def create_celery_app(settings: Settings) -> TimoCelery:
     """Build the Celery app for resolved `settings`."""
-    configure_logging(settings.env)
+    configure_logging(settings)
     runtime = build_runtime(settings)
     app = TimoCelery("timo", broker=runtime.broker_url, include=TASK_MODULES, set_as_current=True)
     app.runtime = runtime
@@ -74,19 +72,18 @@ def _close_connections(**_: object) -> None:
 
 
 @worker_init.connect
-def _serve_metrics(**_: object) -> None:
+def _serve_metrics(sender: object = None, **_: object) -> None:
     """With `TIMO_WORKER_METRICS_PORT`, serve every pool process's metrics from the main one."""
-    port = os.environ.get(METRICS_PORT_ENV)
-    if not port:
+    app = getattr(sender, "app", None)
+    runtime: Runtime | None = getattr(app, "runtime", None)
+    port = None if runtime is None else runtime.settings.worker_metrics_port
+    if runtime is None or port is None:
         return
-    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+    from prometheus_client import start_http_server
 
-    registry = None
-    if os.environ.get(prometheus.MULTIPROC_ENV):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    address = os.environ.get(METRICS_ADDR_ENV, "127.0.0.1")
+    address = runtime.settings.worker_metrics_addr
+    registry = prometheus.server_registry()
     if registry is None:
-        start_http_server(int(port), addr=address)
+        start_http_server(port, addr=address)
     else:
-        start_http_server(int(port), addr=address, registry=registry)
+        start_http_server(port, addr=address, registry=registry)

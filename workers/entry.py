@@ -7,15 +7,14 @@ process does, so with no URLs set it joins the embedded servers under `TIMO_HOME
 127.0.0.1 unless `TIMO_WORKER_METRICS_ADDR` says otherwise).
 """
 
-import os
-
 from timo_hub.platform import prometheus
+from timo_hub.platform.settings import Settings
 
+settings = Settings.from_env()
 # Before anything imports prometheus-client: the worker's pool processes share this directory.
-prometheus.use_multiprocess_directory(os.environ.get("TIMO_HOME") or ".timo", "celery")
+prometheus.use_multiprocess_directory(settings.home, "celery")
 
 from timo_hub.platform.embedded import resolve_services  # noqa: E402
-from timo_hub.platform.settings import Settings  # noqa: E402
 from workers.celery_app import create_celery_app  # noqa: E402
 
-app = create_celery_app(resolve_services(Settings.from_env()))
+app = create_celery_app(resolve_services(settings))

@@ -14,6 +14,7 @@ from psycopg_pool import PoolTimeout
 from events.ingest import ingest_message
 from events.publisher import INGEST_TASK
 from events.retention import maintain
+from timo_hub.accounts.service import AccountNotFoundError
 from timo_hub.platform.heartbeat import record_heartbeat
 from timo_hub.usage import forecasts
 
@@ -88,7 +89,7 @@ def forecast_account(self: Task, account_id: str, as_of: str | None = None) -> d
         outcome = forecasts.run_nightly(current_app.runtime.database, uuid.UUID(account_id), now)
     except (psycopg.OperationalError, PoolTimeout) as exc:
         raise self.retry(exc=exc, countdown=30) from exc
-    except forecasts.AccountNotFound:
+    except AccountNotFoundError:
         logger.warning("forecast skipped: account %s no longer exists", account_id)
         return {"account_id": account_id, "skipped": True}
     except Exception:

@@ -119,7 +119,7 @@ def _schemas(
         wanted += [(r.model, "serialization") for r in op.replies if r.model is not None]
     unique = list(dict.fromkeys(wanted))
     refs, top = models_json_schema(unique, ref_template=SCHEMA_REF)
-    return top.get("$defs", {}), refs
+    return top.get("$defs", {}), {wanted: refs[wanted] for wanted in unique}
 
 
 def _operation(

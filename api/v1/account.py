@@ -5,8 +5,7 @@ from __future__ import annotations
 from flask import jsonify
 from flask.typing import ResponseReturnValue
 
-from api.authentication import current_principal
-from api.current import current_runtime
+from api.current import current_principal, current_runtime
 from api.openapi.registry import Reply, operation
 from api.v1 import blueprint
 from api.v1.schemas import AccountOut

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import jsonify
+from flask.typing import ResponseReturnValue
 
 from api.current import current_runtime
 from api.openapi.registry import Reply, operation
@@ -66,7 +67,7 @@ def _workers(runtime: Runtime) -> dict[str, Any]:
         Reply(503, "A dependency is down (named in `checks`).", HealthOut),
     ),
 )
-def health():  # type: ignore[no-untyped-def]
+def health() -> ResponseReturnValue:
     """Report the state of each dependency; 503 when any is down."""
     runtime = current_runtime()
     checks = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from api.authentication import EXTENSION, current_principal
+from api.authentication import EXTENSION
 from api.bodies import parse_body
-from api.current import current_runtime
+from api.current import current_principal, current_runtime
 from api.openapi.registry import PathParameter, Reply, operation
 from api.query import parse_query
 from api.v1 import blueprint

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.query import WholeNumber
 from timo_hub.accounts import store
+from timo_hub.platform.json_types import UtcDatetime
 
-
-def _utc_iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-UtcDatetime = Annotated[datetime, PlainSerializer(_utc_iso, return_type=str)]
 # Characters PostgreSQL text cannot hold (NUL), that are invisible controls, or lone surrogates.
 _FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Co", "Cn"}
 

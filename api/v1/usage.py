@@ -8,8 +8,7 @@ from flask import current_app
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
-from api.authentication import current_principal
-from api.current import current_runtime
+from api.current import current_principal, current_runtime
 from api.openapi.registry import Reply, operation
 from api.query import parse_query
 from api.v1 import blueprint
@@ -21,7 +20,7 @@ from api.v1.usage_schemas import (
     UsageStatsOut,
     UsageStatsQuery,
 )
-from timo_hub.usage import forecasts, statistics, store
+from timo_hub.usage import alerts, forecasts, statistics
 
 MAX_ALERTS = 100
 
@@ -68,7 +67,7 @@ def get_usage_forecast() -> ResponseReturnValue:
         model=query.model,
         now=datetime.now(UTC),
     )
-    return _json(ForecastOut.model_validate(body))
+    return _json(body)
 
 
 @operation(
@@ -84,5 +83,5 @@ def get_usage_forecast() -> ResponseReturnValue:
 def get_usage_alerts() -> ResponseReturnValue:
     """Projected-quota alerts raised by the nightly forecast, newest first."""
     with current_runtime().database.connection() as conn:
-        alerts = store.alerts(conn, current_principal().account_id, MAX_ALERTS)
-    return _json(UsageAlertListOut(alerts=[UsageAlertOut.of(alert) for alert in alerts]))
+        stored = alerts.list_alerts(conn, current_principal().account_id, MAX_ALERTS)
+    return _json(UsageAlertListOut(alerts=[UsageAlertOut.of(alert) for alert in stored]))

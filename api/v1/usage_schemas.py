@@ -1,4 +1,8 @@
-"""Response bodies of `/api/v1/usage/*`, as pydantic models (the OpenAPI source of truth)."""
+"""Response bodies of `/api/v1/usage/*`, as pydantic models (the OpenAPI source of truth).
+
+The forecast's body is defined by the domain (`timo_hub.usage.forecast_body`), which stores it
+too; it is re-exported here with the rest.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,15 @@ from analytics.parameters import (
     MIN_HORIZON_DAYS,
 )
 from api.query import WholeNumber
-from api.v1.schemas import UtcDatetime
+from timo_hub.platform.json_types import UtcDatetime
+from timo_hub.usage.alerts import AlertKind
+from timo_hub.usage.forecast_body import ForecastOut
 
 if TYPE_CHECKING:
     from analytics import stats
-    from timo_hub.usage.store import StoredAlert
+    from timo_hub.usage.alerts import StoredAlert
+
+__all__ = ["ForecastOut"]  # the forecast's body is the domain's model (`timo_hub.usage`)
 
 
 class DailyUsageOut(BaseModel):
@@ -82,7 +90,7 @@ class UsageStatsOut(BaseModel):
         """Build from computed statistics."""
         peak = result.peak_day
         return cls(
-            period=result.period,  # type: ignore[arg-type]
+            period=result.period,
             start=result.start,
             end=result.end,
             total_calls=result.total_calls,
@@ -114,96 +122,12 @@ class UsageStatsOut(BaseModel):
         )
 
 
-class _Strict(BaseModel):
-    # Stored forecast bodies are validated against these models before they are served.
-    model_config = ConfigDict(extra="forbid")
-
-
-class ForecastDayOut(_Strict):
-    """Predicted calls on one future day, with 80% and 95% prediction intervals."""
-
-    date: date
-    predicted: float = Field(ge=0, description="Median forecast.")
-    lower80: float = Field(ge=0)
-    upper80: float = Field(ge=0)
-    lower95: float = Field(ge=0)
-    upper95: float = Field(ge=0)
-
-
-class CurrentMonthOut(_Strict):
-    """This UTC month: calls so far and where it is heading."""
-
-    start: date
-    end: date = Field(description="Last day of the month.")
-    used: int = Field(description="Calls counted against the quota so far, as of generated_at.")
-    limit: int | None = Field(description="Null means unlimited.")
-    projected_total: float = Field(ge=0, description="Median projection of the month's calls.")
-    projected_total_lower80: float = Field(ge=0)
-    projected_total_upper80: float = Field(ge=0)
-    projected_remaining: float | None = Field(
-        description="Limit minus the projected total, not below 0; null when unlimited."
-    )
-
-
-class ExhaustionRangeOut(_Strict):
-    """The 80% range of the day the quota runs out."""
-
-    earliest: date | None = Field(description="10th percentile; null: unlikely this month.")
-    latest: date | None = Field(description="90th percentile; null: may last the month.")
-    probability: float | None = Field(
-        description="Chance of running out this month; null when unlimited."
-    )
-
-
-class PlanSuggestionOut(_Strict):
-    """The cheapest plan whose limit covers the month's upper 80% projection."""
-
-    name: str
-    monthly_limit: int | None
-    price_usd: float | None
-
-
-class AccuracyOut(_Strict):
-    """How the model did forecasting this account's own past (rolling origin)."""
-
-    method: Literal["rolling_origin"]
-    origins: int
-    horizon_days: int
-    mase: float = Field(description="Mean absolute scaled error; below 1 beats last week's values.")
-    smape: float = Field(description="Symmetric mean absolute percentage error, 0 to 200.")
-    total_error_pct: float | None = Field(
-        description="Mean absolute % error of the horizon's total calls."
-    )
-
-
-class ForecastOut(_Strict):
-    """`GET /api/v1/usage/forecast`."""
-
-    model: Literal["linear", "seasonal", "seasonal_naive", "mean", "none"] = Field(
-        description="The model that ran: `seasonal_naive` (last week's values) when `auto` found "
-        "it the most accurate, `mean` for under 14 days of history, `none` for none."
-    )
-    requested_model: Literal["auto", "linear", "seasonal"]
-    history_days: int
-    generated_at: UtcDatetime
-    days: int
-    daily: list[ForecastDayOut] = Field(description="One entry per date, starting tomorrow.")
-    current_month: CurrentMonthOut
-    exhaustion_date: date | None = Field(
-        description="First day the month's calls are projected to reach the limit; null if not."
-    )
-    exhaustion_range80: ExhaustionRangeOut
-    recommended_plan: PlanSuggestionOut | None
-    accuracy: AccuracyOut | None = Field(description="Null when the history is too short.")
-    note: str | None
-
-
 class UsageAlertOut(BaseModel):
     """A projected-quota alert: raised once per account, month and kind."""
 
     id: int
     month: date = Field(description="First day of the month it concerns.")
-    kind: Literal["projected_80_percent", "projected_exhaustion"]
+    kind: AlertKind
     raised_at: UtcDatetime
     limit: int
     used: int = Field(description="Calls counted when it was raised.")
@@ -216,7 +140,7 @@ class UsageAlertOut(BaseModel):
         return cls(
             id=alert.id,
             month=alert.month,
-            kind=alert.kind,  # type: ignore[arg-type]
+            kind=alert.kind,
             raised_at=alert.raised_at,
             limit=alert.monthly_limit,
             used=alert.used,

@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from tests.support.waiting import eventually
-from timo_hub.accounts.cache import Principal, PrincipalCache, publish_invalidation
+from timo_hub.accounts.cache import PrincipalCache, publish_invalidation
+from timo_hub.accounts.principal import Principal
 from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
 

@@ -10,8 +10,6 @@ import pytest
 from analytics.forecasting import Forecast
 from analytics.month_projection import (
     PlanOption,
-    days_to_month_end,
-    month_bounds,
     project_month,
     recommend_plan,
 )
@@ -23,6 +21,7 @@ PLANS = [
     PlanOption("enterprise", None, None),
 ]
 TODAY = date(2026, 4, 21)  # April has 30 days: today and 9 more
+APRIL = (date(2026, 4, 1), date(2026, 4, 30))
 
 
 def futures(per_day: list[float], horizon: int = 30) -> Forecast:
@@ -32,17 +31,10 @@ def futures(per_day: list[float], horizon: int = 30) -> Forecast:
     return Forecast("linear", 100, TODAY, median, median, median, median, median, paths, None, None)
 
 
-def test_month_bounds() -> None:
-    assert month_bounds(TODAY) == (date(2026, 4, 1), date(2026, 4, 30))
-    assert month_bounds(date(2028, 2, 10)) == (date(2028, 2, 1), date(2028, 2, 29))
-    assert days_to_month_end(TODAY) == 10
-    assert days_to_month_end(date(2026, 12, 31)) == 1
-
-
 def test_total_is_calls_so_far_plus_the_rest_of_the_month() -> None:
     usage = {date(2026, 4, 1): 100, date(2026, 4, 20): 200, TODAY: 30}
     projection = project_month(
-        futures([40.0] * 5), today=TODAY, month_usage=usage, limit=5000, plans=PLANS
+        futures([40.0] * 5), today=TODAY, month=APRIL, month_usage=usage, limit=5000, plans=PLANS
     )
     # Today ends at 40 (30 already made), then 9 more days of 40.
     assert projection.used == 330
@@ -55,7 +47,7 @@ def test_total_is_calls_so_far_plus_the_rest_of_the_month() -> None:
 
 def test_today_ends_with_at_least_its_calls_so_far() -> None:
     projection = project_month(
-        futures([10.0]), today=TODAY, month_usage={TODAY: 50}, limit=None, plans=PLANS
+        futures([10.0]), today=TODAY, month=APRIL, month_usage={TODAY: 50}, limit=None, plans=PLANS
     )
     assert projection.projected_total == pytest.approx(50 + 10 * 9)
 
@@ -64,7 +56,12 @@ def test_exhaustion_date_and_its_range_come_from_the_futures() -> None:
     # 10 futures: 100, 200, ..., 1000 calls a day, with 500 used before today on a 1000 limit.
     rates = [100.0 * i for i in range(1, 11)]
     projection = project_month(
-        futures(rates), today=TODAY, month_usage={date(2026, 4, 2): 500}, limit=1000, plans=PLANS
+        futures(rates),
+        today=TODAY,
+        month=APRIL,
+        month_usage={date(2026, 4, 2): 500},
+        limit=1000,
+        plans=PLANS,
     )
     # A future at r calls/day reaches 1000 on day ceil(500 / r) - 1 from today.
     days_to_limit = sorted(int(np.ceil(500 / r)) - 1 for r in rates)
@@ -82,7 +79,9 @@ def test_exhaustion_date_and_its_range_come_from_the_futures() -> None:
 
 def test_unlikely_exhaustion_has_no_date() -> None:
     rates = [10.0] * 8 + [500.0] * 2  # 2 futures of 10 run out
-    projection = project_month(futures(rates), today=TODAY, month_usage={}, limit=1000, plans=PLANS)
+    projection = project_month(
+        futures(rates), today=TODAY, month=APRIL, month_usage={}, limit=1000, plans=PLANS
+    )
     assert projection.exhaustion_probability == pytest.approx(0.2)
     assert projection.exhaustion_date is None
     assert projection.exhaustion_latest is None
@@ -92,14 +91,16 @@ def test_unlikely_exhaustion_has_no_date() -> None:
 def test_already_exhausted_reports_the_day_it_happened() -> None:
     usage = {date(2026, 4, 3): 600, date(2026, 4, 9): 400, TODAY: 0}
     projection = project_month(
-        futures([0.0]), today=TODAY, month_usage=usage, limit=1000, plans=PLANS
+        futures([0.0]), today=TODAY, month=APRIL, month_usage=usage, limit=1000, plans=PLANS
     )
     assert projection.exhaustion_date == date(2026, 4, 9)
     assert projection.exhaustion_probability == 1.0
 
 
 def test_unlimited_plan_never_runs_out() -> None:
-    projection = project_month(futures([1e6]), today=TODAY, month_usage={}, limit=None, plans=PLANS)
+    projection = project_month(
+        futures([1e6]), today=TODAY, month=APRIL, month_usage={}, limit=None, plans=PLANS
+    )
     assert projection.exhaustion_date is None
     assert projection.exhaustion_probability is None
     assert projection.projected_remaining is None
@@ -116,4 +117,12 @@ def test_recommendation_covers_the_upper_bound_at_the_lowest_price() -> None:
 
 def test_forecast_must_start_today_and_reach_month_end() -> None:
     with pytest.raises(ValueError):
-        project_month(futures([1.0], horizon=5), today=TODAY, month_usage={}, limit=None)
+        project_month(
+            futures([1.0], horizon=5), today=TODAY, month=APRIL, month_usage={}, limit=None
+        )
+
+
+def test_today_must_lie_in_the_month_given() -> None:
+    may = (date(2026, 5, 1), date(2026, 5, 31))
+    with pytest.raises(ValueError):
+        project_month(futures([1.0]), today=TODAY, month=may, month_usage={}, limit=None)

@@ -60,6 +60,8 @@ def test_schemathesis_finds_nothing(settings: Settings, runtime: Runtime, tmp_pa
             capture_output=True,
             text=True,
             timeout=600,
+            # Schemathesis keeps a `.schemathesis/` cache in its working directory: not the repo.
+            cwd=tmp_path,
         )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "9 passed" in run.stdout or "passed" in run.stdout

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 from flask.testing import FlaskClient
 
+from api import close_app, create_app
 from tests.support.accounts import Customer
 from tests.support.web import web_process
+from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
 
 TOKEN = "operator-secret-for-tests"
+
+
+@pytest.fixture
+def scraped(runtime: Runtime, settings: Settings, tmp_path: Path) -> Iterator[FlaskClient]:
+    """A client of an app configured with the operator's metrics token."""
+    configured = settings.model_copy(update={"home": tmp_path / "home", "metrics_token": TOKEN})
+    app = create_app({"SETTINGS": configured, "TESTING": True})
+    yield app.test_client()
+    close_app(app)
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -27,21 +40,20 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_need_the_operator_token(
-    client: FlaskClient, customer: Customer, monkeypatch: pytest.MonkeyPatch
+    client: FlaskClient, scraped: FlaskClient, customer: Customer
 ) -> None:
     assert client.get("/metrics").status_code == 404  # not configured: not there
-    monkeypatch.setenv("TIMO_METRICS_TOKEN", TOKEN)
-    assert client.get("/metrics").status_code == 401
-    assert client.get("/metrics", headers=customer.auth).status_code == 401  # an API key is not it
-    response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert scraped.get("/metrics").status_code == 401
+    assert scraped.get("/metrics", headers=customer.auth).status_code == 401  # a key is not it
+    response = scraped.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
 
 
 def test_requests_admissions_and_events_are_counted(
-    client: FlaskClient, customer: Customer, monkeypatch: pytest.MonkeyPatch
+    scraped: FlaskClient, customer: Customer
 ) -> None:
-    monkeypatch.setenv("TIMO_METRICS_TOKEN", TOKEN)
+    client = scraped
     scrape = {"Authorization": f"Bearer {TOKEN}"}
     before = client.get("/metrics", headers=scrape).get_data(as_text=True)
     for _ in range(3):

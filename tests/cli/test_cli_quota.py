@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from flask import Flask
 
-from api.quota.enforcement import EXTENSION
+from api.gate import QUOTA_EXTENSION
 from tests.support.accounts import new_customer
 from timo_hub.platform.runtime import Runtime
 from timo_hub.quota.admission import counter_key
@@ -30,7 +30,7 @@ def test_reconcile_reports_and_repairs_both_directions(run, app: Flask, runtime:
     for customer, calls in ((lost_redis, 4), (lagging_ledger, 3), (in_sync, 2)):
         for _ in range(calls):
             assert client.get("/api/v1/account/quota", headers=customer.auth).status_code == 200
-    app.extensions[EXTENSION].ledger.flush()
+    app.extensions[QUOTA_EXTENSION].ledger.flush()
 
     runtime.redis.delete(counter_key(lost_redis.account.id, period))  # Redis lost this one
     runtime.redis.incrby(counter_key(lagging_ledger.account.id, period), 5)  # ledger trails
@@ -73,7 +73,7 @@ def test_a_counter_lost_with_its_ledger_is_rebuilt_from_the_event_log(
     for _ in range(6):
         client.get("/api/v1/account/quota", headers=customer.auth)
     assert app.extensions[EVENTS].drain(timeout=15, verified=True)  # all six are in the log
-    app.extensions[EXTENSION].ledger.flush()
+    app.extensions[QUOTA_EXTENSION].ledger.flush()
     period = period_containing(datetime.now(UTC))
     with runtime.database.connection() as conn:
         conn.execute("DELETE FROM quota_usage WHERE account_id = %s", (customer.account.id,))

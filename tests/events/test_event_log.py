@@ -8,14 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 from events import event_log
 from events.ingest import ingest, ingest_message
+from events.partitions import PartitionRegistry, existing_partitions, partition_name
 from tests.support.events import log_counts, make_event, projection_counts
+from timo_hub.platform.months import month_start
 from timo_hub.platform.runtime import Runtime
 
 
 def _append(runtime: Runtime, events) -> event_log.AppendResult:  # type: ignore[no-untyped-def]
-    partitions = event_log.PartitionRegistry()
+    partitions = PartitionRegistry()
     with runtime.database.connection() as conn:
-        partitions.ensure(conn, {event_log.month_start(e.occurred_at) for e in events})
+        partitions.ensure(conn, {month_start(e.occurred_at) for e in events})
         with conn.transaction():
             return event_log.append(conn, events)
 
@@ -43,9 +45,9 @@ def test_late_events_land_on_the_day_they_occurred_in_their_months_partition(
     days = {day for (_, day) in projection_counts(runtime)}
     assert days == {now.date().isoformat(), long_ago.date().isoformat()}
     with runtime.database.connection() as conn:
-        names = event_log.existing_partitions(conn)
-    assert event_log.partition_name(event_log.month_start(long_ago)) in names
-    assert event_log.partition_name(event_log.month_start(now)) in names
+        names = existing_partitions(conn)
+    assert partition_name(month_start(long_ago)) in names
+    assert partition_name(month_start(now)) in names
 
 
 def test_projection_keeps_key_endpoint_status_and_duration(runtime: Runtime) -> None:
@@ -93,11 +95,11 @@ def test_unreadable_payloads_are_dead_lettered_without_blocking_the_rest(runtime
     good = make_event()
     result = ingest(
         runtime.database,
-        event_log.PartitionRegistry(),
+        PartitionRegistry(),
         [good.to_json(), "{not json", '{"event_id": "x"}', 42],
     )
     assert (result.appended, result.dead_lettered) == (1, 3)
-    whole = ingest_message(runtime.database, event_log.PartitionRegistry(), {"not": "a list"})
+    whole = ingest_message(runtime.database, PartitionRegistry(), {"not": "a list"})
     assert whole.dead_lettered == 1
     with runtime.database.connection() as conn:
         errors = [r[0] for r in conn.execute("SELECT error FROM dead_letters ORDER BY id")]
@@ -106,7 +108,7 @@ def test_unreadable_payloads_are_dead_lettered_without_blocking_the_rest(runtime
 
 
 def test_partition_creation_is_idempotent_across_registries(runtime: Runtime) -> None:
-    month = event_log.month_start(datetime(2031, 3, 9, tzinfo=UTC))
+    month = month_start(datetime(2031, 3, 9, tzinfo=UTC))
     with runtime.database.connection() as conn:
-        assert event_log.PartitionRegistry().ensure(conn, [month]) == ["events_y2031m03"]
-        assert event_log.PartitionRegistry().ensure(conn, [month]) == []
+        assert PartitionRegistry().ensure(conn, [month]) == ["events_y2031m03"]
+        assert PartitionRegistry().ensure(conn, [month]) == []

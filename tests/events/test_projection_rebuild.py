@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events import event_log, projection_rebuild
+from events import projection_rebuild
 from events.ingest import ingest
 from events.model import ApiCallRecorded
+from events.partitions import PartitionRegistry
 from tests.support.events import make_event, usage_rows
 from timo_hub.platform.runtime import Runtime
 
@@ -72,7 +73,7 @@ def test_live_equals_rebuild_equals_reference(
     _reset(runtime)
     stream = list(events) + [events[i % len(events)] for i in duplicate_picks]
     rng.shuffle(stream)  # late and out-of-order arrivals, duplicates anywhere
-    partitions = event_log.PartitionRegistry()
+    partitions = PartitionRegistry()
     for start in range(0, len(stream), batch):
         ingest(runtime.database, partitions, [e.to_json() for e in stream[start : start + batch]])
 
@@ -89,7 +90,7 @@ def test_rebuild_since_a_day_leaves_earlier_days_alone(runtime: Runtime) -> None
     days = [datetime(2026, 10, d, 12, tzinfo=UTC) for d in (1, 2, 3)]
     ingest(
         runtime.database,
-        event_log.PartitionRegistry(),
+        PartitionRegistry(),
         [make_event(account, occurred_at=d).to_json() for d in days],
     )
     with runtime.database.connection() as conn:

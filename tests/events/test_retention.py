@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 
-from events import event_log, projection_rebuild
+from events import projection_rebuild
 from events.ingest import ingest
-from events.retention import add_months, maintain, retention_floor
+from events.partitions import PartitionRegistry, existing_partitions
+from events.retention import maintain, retention_floor
 from tests.support.events import make_event
 from timo_hub.platform.runtime import Runtime
 
@@ -16,8 +17,8 @@ TODAY = date(2026, 11, 28)
 
 def test_the_coming_months_are_created_ahead(runtime: Runtime) -> None:
     with runtime.database.connection() as conn:
-        maintain(conn, event_log.PartitionRegistry(), TODAY, retention_months=None)
-        names = set(event_log.existing_partitions(conn))
+        maintain(conn, PartitionRegistry(), TODAY, retention_months=None)
+        names = set(existing_partitions(conn))
     assert {"events_y2026m11", "events_y2026m12", "events_y2027m01"} <= names
 
 
@@ -25,7 +26,7 @@ def test_old_months_are_dropped_but_their_usage_history_and_floor_hold(runtime: 
     account = uuid.uuid4()
     old = datetime(2025, 8, 14, 9, tzinfo=UTC)  # 15 months before TODAY
     recent = datetime(2026, 11, 3, 9, tzinfo=UTC)
-    partitions = event_log.PartitionRegistry()
+    partitions = PartitionRegistry()
     ingest(
         runtime.database,
         partitions,
@@ -36,7 +37,7 @@ def test_old_months_are_dropped_but_their_usage_history_and_floor_hold(runtime: 
         result = maintain(conn, partitions, TODAY, retention_months=13)
         assert "events_y2025m08" in result.dropped
         assert result.floor == date(2025, 10, 1) == retention_floor(conn)
-        assert "events_y2025m08" not in event_log.existing_partitions(conn)
+        assert "events_y2025m08" not in existing_partitions(conn)
 
     # A late event for the dropped month is refused, not a reason to bring the month back.
     late = ingest(
@@ -55,10 +56,5 @@ def test_old_months_are_dropped_but_their_usage_history_and_floor_hold(runtime: 
                 (account,),
             ).fetchall()
         )
-        assert "events_y2025m08" not in event_log.existing_partitions(conn)
+        assert "events_y2025m08" not in existing_partitions(conn)
     assert calls == {"2025-08-14": 2, "2026-11-03": 1}
-
-
-def test_add_months_crosses_years() -> None:
-    assert add_months(date(2026, 11, 28), -13) == date(2025, 10, 1)
-    assert add_months(date(2026, 11, 1), 2) == date(2027, 1, 1)

@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 
 from tests.support.accounts import Customer
 from timo_hub.platform import logs
+from timo_hub.platform.settings import Settings
 
 
 @pytest.fixture
@@ -52,12 +53,18 @@ def test_unauthenticated_requests_log_without_ids(
     assert "timo_live_nope" not in captured.getvalue()
 
 
-def test_plain_format_outside_production(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TIMO_LOG_FORMAT", raising=False)
-    assert logs.log_format("development") == "plain"
-    assert logs.log_format("production") == "json"
-    monkeypatch.setenv("TIMO_LOG_FORMAT", "json")
-    assert logs.log_format("development") == "json"
+def test_plain_format_outside_production() -> None:
+    assert logs.log_format(Settings.from_env({})) == "plain"
+    production = {
+        "TIMO_ENV": "production",
+        "TIMO_DATABASE_URL": "postgresql://db/timo",
+        "TIMO_REDIS_URL": "redis://cache:6379/0",
+        "TIMO_KEY_PEPPER": "p" * 40,
+    }
+    assert logs.log_format(Settings.from_env(production)) == "json"
+    assert logs.log_format(Settings.from_env({"TIMO_LOG_FORMAT": "json"})) == "json"
+    assert logs.log_format(Settings.from_env({**production, "TIMO_LOG_FORMAT": "plain"})) == "plain"
+    assert logs.log_format(Settings.from_env({"TIMO_LOG_FORMAT": "xml"})) == "plain"
     stream = io.StringIO()
     handler = logs.build_handler("plain", stream)
     logger = logging.getLogger("tests.plain")

@@ -6,9 +6,9 @@ import uuid
 from collections import Counter
 from datetime import UTC, date, datetime
 
-from events.event_log import PartitionRegistry
 from events.ingest import append_batch
 from events.model import ApiCallRecorded, new_event_id
+from events.partitions import PartitionRegistry
 from timo_hub.platform.runtime import Runtime
 
 

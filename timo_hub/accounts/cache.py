@@ -24,8 +24,11 @@ import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+
+from timo_hub.accounts.principal import Principal
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +37,6 @@ TTL_SECONDS = 30.0
 MAX_ENTRIES = 100_000
 _RETRY_SECONDS = 0.5
 _POLL_SECONDS = 0.25  # how long close() may wait for the listener to notice
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The caller behind a valid key: the key, its account, the account's plan and state."""
-
-    key_id: uuid.UUID
-    account_id: uuid.UUID
-    account_status: str
-    plan: str
-    monthly_limit: int | None
 
 
 @dataclass(frozen=True)
@@ -174,7 +166,7 @@ class PrincipalCache:
                     pubsub.close()
             self._stop.wait(_RETRY_SECONDS)
 
-    def _handle(self, message: dict) -> None:
+    def _handle(self, message: dict[str, Any]) -> None:
         if message["type"] == "subscribe":
             with self._lock:
                 self._next_generation += 1

@@ -12,9 +12,9 @@ import uuid
 
 import psycopg
 
-from api.problems import ConflictError, NotFoundError, ValidationFailedError
 from timo_hub.accounts import store
 from timo_hub.accounts.cache import publish_invalidation
+from timo_hub.errors import ConflictError, InvalidError, LimitReachedError, NotFoundError
 from timo_hub.platform.runtime import Runtime
 
 MAX_ACTIVE_KEYS = 25
@@ -30,11 +30,11 @@ class KeyNotFoundError(NotFoundError):
     """No key with that id (for this account)."""
 
 
-class UnknownPlanError(ValidationFailedError):
+class UnknownPlanError(InvalidError):
     """No plan with that name."""
 
 
-class InvalidEmailError(ValidationFailedError):
+class InvalidEmailError(InvalidError):
     """Not an email address."""
 
 
@@ -42,7 +42,7 @@ class DuplicateEmailError(ConflictError):
     """Another account already uses that email (in any letter case)."""
 
 
-class KeyLimitReachedError(ConflictError):
+class KeyLimitReachedError(LimitReachedError):
     """The account already has the maximum number of active keys."""
 
 

@@ -1,4 +1,4 @@
-"""Accounts, plans and API keys in PostgreSQL.
+"""Accounts, plans and API keys in PostgreSQL: every statement that reads or writes them.
 
 Functions take a connection first and leave transaction control to the caller; SQL lives in named
 constants. Nothing here knows about HTTP or caching.
@@ -15,7 +15,7 @@ import psycopg
 from psycopg.rows import class_row
 
 from timo_hub.accounts import key_format
-from timo_hub.accounts.cache import Principal
+from timo_hub.accounts.principal import Principal
 
 ACCOUNT_COLUMNS = """
     a.id, a.email, a.status, a.created_at,
@@ -37,6 +37,10 @@ UPDATE_ACCOUNT_PLAN = "UPDATE accounts SET plan = %(plan)s WHERE id = %(id)s RET
 UPDATE_ACCOUNT_STATUS = "UPDATE accounts SET status = %(status)s WHERE id = %(id)s RETURNING id"
 LOCK_ACCOUNT = "SELECT id FROM accounts WHERE id = %(id)s FOR UPDATE"
 SELECT_PLAN_NAMES = "SELECT name FROM plans ORDER BY sort_order"
+SELECT_PLANS = "SELECT name, monthly_limit, price_usd FROM plans ORDER BY sort_order"
+SELECT_ACTIVE_ACCOUNT_IDS = """
+SELECT id FROM accounts WHERE status = 'active' ORDER BY created_at, id
+"""
 
 KEY_COLUMNS = "id, account_id, name, prefix, created_at, last_used_at, revoked_at"
 SELECT_KEYS = f"""
@@ -44,6 +48,7 @@ SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = %(account_id)s
 ORDER BY revoked_at IS NOT NULL, created_at DESC, id
 LIMIT %(limit)s
 """
+SELECT_KEY_LABELS = "SELECT id, name, prefix FROM api_keys WHERE account_id = %(account_id)s"
 COUNT_ACTIVE_KEYS = """
 SELECT count(*) FROM api_keys WHERE account_id = %(account_id)s AND revoked_at IS NULL
 """
@@ -83,6 +88,15 @@ class Account:
 
 
 @dataclass(frozen=True)
+class Plan:
+    """A plan: its monthly limit (None: unlimited) and price (None: custom)."""
+
+    name: str
+    monthly_limit: int | None
+    price_usd: Decimal | None
+
+
+@dataclass(frozen=True)
 class ApiKey:
     """An API key's public record; the secret and its hash are never loaded."""
 
@@ -106,6 +120,17 @@ class IssuedKey:
 def plan_names(conn: psycopg.Connection) -> list[str]:
     """The plans, cheapest first."""
     return [row[0] for row in conn.execute(SELECT_PLAN_NAMES)]
+
+
+def list_plans(conn: psycopg.Connection) -> list[Plan]:
+    """Every plan, cheapest first."""
+    with conn.cursor(row_factory=class_row(Plan)) as cur:
+        return cur.execute(SELECT_PLANS).fetchall()
+
+
+def active_account_ids(conn: psycopg.Connection) -> list[uuid.UUID]:
+    """Every active (not suspended) account, oldest first."""
+    return [row[0] for row in conn.execute(SELECT_ACTIVE_ACCOUNT_IDS)]
 
 
 def create_account(conn: psycopg.Connection, email: str, plan: str) -> Account:
@@ -166,6 +191,12 @@ def list_keys(
     """Active keys newest first, then revoked ones newest first (at most `limit` in all)."""
     with conn.cursor(row_factory=class_row(ApiKey)) as cur:
         return cur.execute(SELECT_KEYS, {"account_id": account_id, "limit": limit}).fetchall()
+
+
+def key_labels(conn: psycopg.Connection, account_id: uuid.UUID) -> dict[uuid.UUID, tuple[str, str]]:
+    """Name and display prefix of each of the account's keys, revoked ones included."""
+    rows = conn.execute(SELECT_KEY_LABELS, {"account_id": account_id})
+    return {key_id: (name, prefix) for key_id, name, prefix in rows}
 
 
 def insert_key(

@@ -1,4 +1,9 @@
-"""The `timo-hub` command: operator tooling and the one-command development stack."""
+"""The `timo-hub` command: operator tooling and the one-command development stack.
+
+A thin layer over the domain packages, `events` and the platform (never `api`): each command
+parses its arguments, calls one domain function and prints the result; domain errors become one
+`Error: …` line (`cli.errors`).
+"""
 
 from __future__ import annotations
 

@@ -8,27 +8,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import click
 
-from api.problems import ApiError
 from timo_hub.accounts import service, store
 from timo_hub.cli.context import CliContext, pass_cli
+from timo_hub.cli.errors import operator_errors
 from timo_hub.platform.runtime import Runtime
 
 
-@contextmanager
-def _operator_errors() -> Iterator[None]:
-    try:
-        yield
-    except ApiError as exc:
-        raise click.ClickException(exc.detail) from None
-
-
 def _account_id(raw: str) -> uuid.UUID:
-    with _operator_errors():
+    with operator_errors():
         return service.parse_id(raw, service.AccountNotFoundError, "account")
 
 
@@ -57,7 +48,7 @@ def accounts() -> None:
 @pass_cli
 def create_account(ctx: CliContext, email: str, plan: str, as_json: bool) -> None:
     """Open an account and print its first API key (shown only now)."""
-    with _operator_errors():
+    with operator_errors():
         account, issued = service.create_account(ctx.runtime, email, plan)
     if as_json:
         click.echo(
@@ -109,7 +100,7 @@ def list_accounts(ctx: CliContext, as_json: bool) -> None:
 def show_account(ctx: CliContext, account_id: str) -> None:
     """Show an account and its keys."""
     parsed = _account_id(account_id)
-    with _operator_errors():
+    with operator_errors():
         account = service.get_account(ctx.runtime, parsed)
     click.echo(_describe(account))
     click.echo("  keys:")
@@ -126,7 +117,7 @@ def _change(
     value: str,
 ) -> None:
     parsed = _account_id(account_id)
-    with _operator_errors():
+    with operator_errors():
         account = action(ctx.runtime, parsed, value)
     click.echo(_describe(account))
 
@@ -172,7 +163,7 @@ def create_key(ctx: CliContext, account_id: str, name: str, as_json: bool) -> No
     name = name.strip()
     if not 1 <= len(name) <= 100:
         raise click.BadParameter("must be 1 to 100 characters", param_hint="--name")
-    with _operator_errors():
+    with operator_errors():
         issued = service.issue_key(ctx.runtime, parsed, name)
     if as_json:
         click.echo(
@@ -194,7 +185,7 @@ def create_key(ctx: CliContext, account_id: str, name: str, as_json: bool) -> No
 @pass_cli
 def revoke_key(ctx: CliContext, key_id: str) -> None:
     """Revoke an API key; every web process refuses it within a second."""
-    with _operator_errors():
+    with operator_errors():
         parsed = service.parse_id(key_id, service.KeyNotFoundError, "API key")
         key = service.revoke_key(ctx.runtime, parsed)
     click.echo(f"Revoked key {key.id} ({key.prefix}…, {key.name!r}) of account {key.account_id}.")

@@ -6,6 +6,7 @@ import os
 import sys
 import uuid
 from datetime import UTC, date, datetime
+from typing import IO
 
 import click
 from tqdm import tqdm
@@ -26,7 +27,7 @@ def events() -> None:
 @events.command("import")
 @click.argument("source", type=click.File("r", encoding="utf-8"))
 @pass_cli
-def import_events(ctx: CliContext, source: click.utils.LazyFile) -> None:
+def import_events(ctx: CliContext, source: IO[str]) -> None:
     """Append historical events from a JSON Lines FILE (`-` for stdin); idempotent."""
     total = None
     name = getattr(source, "name", "-")
@@ -86,9 +87,9 @@ def projections_group() -> None:
     "--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="First UTC day to rebuild."
 )
 @pass_cli
-def rebuild(ctx: CliContext, since: object) -> None:
+def rebuild(ctx: CliContext, since: datetime | None) -> None:
     """Recompute usage_daily from the event log (safe while workers ingest)."""
-    first: date | None = since.date() if since is not None else None  # type: ignore[attr-defined]
+    first: date | None = since.date() if since is not None else None
     days = projection_rebuild.days_to_rebuild(ctx.runtime.database, first)
     with tqdm(total=len(days), unit="day", desc="rebuild", file=sys.stderr) as bar:
         result = projection_rebuild.rebuild(ctx.runtime.database, first, progress=bar.update)

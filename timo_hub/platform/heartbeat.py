@@ -26,4 +26,6 @@ def record_heartbeat(client: redis.Redis, now: datetime | None = None) -> dateti
 def last_heartbeat(client: redis.Redis) -> datetime | None:
     """When a worker last stamped the heartbeat, or None if none has lately."""
     value = client.get(KEY)
-    return datetime.fromisoformat(value.decode()) if value else None
+    if not value:
+        return None
+    return datetime.fromisoformat(value.decode() if isinstance(value, bytes) else value)

@@ -3,16 +3,19 @@
 Each record carries the `request_id`, `account_id` and `key_id` of the request it was logged in
 (empty outside one): the ids of the caller, never the key itself. `TIMO_LOG_FORMAT` (`json` or
 `plain`) overrides the default, which is JSON when `TIMO_ENV=production`.
+
+Platform code: imports only the settings. Flask is looked up lazily, for the request ids.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
+
+from timo_hub.platform.settings import Settings
 
 REQUEST_FIELDS = ("request_id", "account_id", "key_id")
 PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"
@@ -43,27 +46,27 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
-def log_format(env: str) -> str:
-    """`json` or `plain`, from `TIMO_LOG_FORMAT` or the environment's default."""
-    chosen = os.environ.get("TIMO_LOG_FORMAT", "").strip().lower()
+def log_format(settings: Settings) -> str:
+    """`json` or `plain`: `TIMO_LOG_FORMAT` if it names one, else JSON in production only."""
+    chosen = (settings.log_format or "").strip().lower()
     if chosen in ("json", "plain"):
         return chosen
-    return "json" if env == "production" else "plain"
+    return "json" if settings.env == "production" else "plain"
 
 
-def configure_logging(env: str) -> None:
+def configure_logging(settings: Settings) -> None:
     """Send the root logger's records to stderr in this process's format (idempotent).
 
     The level is `TIMO_LOG_LEVEL` (default `INFO`, which includes one access line per request;
     `WARNING` drops those).
     """
-    level = logging.getLevelName(os.environ.get("TIMO_LOG_LEVEL", "INFO").strip().upper())
+    level = logging.getLevelName(settings.log_level.strip().upper())
     if not isinstance(level, int):
         level = logging.INFO
     root = logging.getLogger()
     if any(getattr(handler, CONFIGURED_MARK, False) for handler in root.handlers):
         return
-    handler = build_handler(log_format(env), sys.stderr)
+    handler = build_handler(log_format(settings), sys.stderr)
     setattr(handler, CONFIGURED_MARK, True)
     root.addHandler(handler)
     root.setLevel(level)

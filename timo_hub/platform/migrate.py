@@ -80,13 +80,13 @@ def pending(url: str) -> list[Migration]:
     """Migrations not yet applied to the database at `url`."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(CREATE_TABLE)
-        applied = dict(conn.execute(SELECT_APPLIED).fetchall())
+        applied: dict[int, str] = dict(conn.execute(SELECT_APPLIED).fetchall())
     return [m for m in discover() if m.version not in applied]
 
 
 def _apply_pending(conn: psycopg.Connection, migrations: list[Migration]) -> list[Migration]:
     conn.execute(CREATE_TABLE)
-    applied = dict(conn.execute(SELECT_APPLIED).fetchall())
+    applied: dict[int, str] = dict(conn.execute(SELECT_APPLIED).fetchall())
     done = []
     for migration in migrations:
         checksum = applied.get(migration.version)

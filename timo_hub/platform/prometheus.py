@@ -5,6 +5,11 @@ directory (prometheus-client's multiprocess mode) and whoever serves `/metrics` 
 `use_multiprocess_directory()` must run before `prometheus_client` is first imported in the
 server's master process, so it is called from the process entry points (`timo_hub.gunicorn_config`,
 `workers.entry`). A single process (tests, `flask run`) needs none of this.
+
+`PROMETHEUS_MULTIPROC_DIR` is prometheus-client's own variable, the channel through which a
+server's processes share the directory; it is set and read here, not configuration.
+
+Platform code: imports nothing else of the product.
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -47,15 +56,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def server_registry() -> CollectorRegistry | None:
+    """A registry adding up every process of this server, or None for a single process."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    if not os.environ.get(MULTIPROC_ENV):
+        return None
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 def render() -> bytes:
     """The exposition text of every metric of this server (all its processes)."""
-    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+    from prometheus_client import REGISTRY, generate_latest
 
-    if os.environ.get(MULTIPROC_ENV):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
-    return generate_latest(REGISTRY)
+    return generate_latest(server_registry() or REGISTRY)
 
 
 def process_exited(pid: int) -> None:

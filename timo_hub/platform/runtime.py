@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import kombu
 import redis
+from kombu.connection import Connection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -58,7 +58,5 @@ def build_runtime(settings: Settings) -> Runtime:
 
 def check_broker(url: str, timeout: float = 2.0) -> None:
     """Open and close a connection to the broker; raise if it cannot be reached in `timeout`."""
-    with kombu.Connection(
-        url, connect_timeout=timeout, transport_options={"max_retries": 0}
-    ) as conn:
+    with Connection(url, connect_timeout=timeout, transport_options={"max_retries": 0}) as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)

@@ -1,8 +1,13 @@
 """The one place that reads the environment.
 
-`Settings.from_env()` reads the `TIMO_*` variables of DESIGN.md once, validates them and returns an
-immutable object that every process passes around. Nothing else in the code base reads
-`os.environ` for configuration.
+`Settings.from_env()` reads the `TIMO_*` variables (README's "Configuration") once, validates them
+and returns an immutable object that every process passes around. Nothing else in the product
+reads `os.environ` for configuration. Three places touch the environment for another reason, and
+say so: `platform.prometheus` sets `PROMETHEUS_MULTIPROC_DIR`, prometheus-client's own way of
+telling a server's processes where their metrics live; `timo_hub.gunicorn_config` sets the BLAS
+thread variables numpy reads; `timo-hub dev` passes its environment on to the processes it runs.
+
+Platform code: imports nothing else of the product.
 """
 
 from __future__ import annotations
@@ -13,7 +18,14 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Environment = Literal["development", "test", "production"]
 
@@ -44,6 +56,15 @@ class Settings(BaseModel):
     key_pepper: str = DEV_KEY_PEPPER
     # Whole months of raw events kept (usage_daily keeps everything); None keeps them all.
     events_retention_months: int | None = 13
+    # Bearer token for the web's `/metrics`; without one that endpoint does not exist.
+    metrics_token: str | None = None
+    # Where a Celery worker serves its metrics; no port, no server.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_addr: str = "127.0.0.1"
+    # `json` or `plain`; None picks by `env` (JSON in production). Unknown values pick by `env` too.
+    log_format: str | None = None
+    # A logging level name; an unknown one means INFO (logging must not stop a process starting).
+    log_level: str = "INFO"
 
     @field_validator("home")
     @classmethod
@@ -136,7 +157,7 @@ class Settings(BaseModel):
                 values[field] = raw.strip()
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            return cls(**values)
+            return cls.model_validate(values)
         except ValidationError as exc:
             raise SettingsError(_describe(exc)) from None
 
@@ -149,6 +170,11 @@ _VARIABLES = {
     "broker_url": "TIMO_BROKER_URL",
     "key_pepper": "TIMO_KEY_PEPPER",
     "events_retention_months": "TIMO_EVENTS_RETENTION_MONTHS",
+    "metrics_token": "TIMO_METRICS_TOKEN",
+    "worker_metrics_port": "TIMO_WORKER_METRICS_PORT",
+    "worker_metrics_addr": "TIMO_WORKER_METRICS_ADDR",
+    "log_format": "TIMO_LOG_FORMAT",
+    "log_level": "TIMO_LOG_LEVEL",
 }
 
 

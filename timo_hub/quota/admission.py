@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 from redis.connection import Connection
@@ -110,7 +111,8 @@ class Admitter:
     def _connection(self) -> Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():
-            conn = self._pool.make_connection()
+            # A plain `redis.Redis` pool makes `Connection`s (sockets, not cluster nodes).
+            conn = cast(Connection, self._pool.make_connection())
             self._local.conn, self._local.pid = conn, os.getpid()
         try:
             # A server that restarted has closed our socket: readable now, with EOF or junk.

@@ -21,8 +21,9 @@ from datetime import date
 
 import psycopg
 
-from events.event_log import counted_calls, next_month
 from timo_hub.platform.db import Database
+from timo_hub.platform.months import next_month
+from timo_hub.quota.counting import counted_calls
 
 logger = logging.getLogger(__name__)
 

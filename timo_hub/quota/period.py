@@ -1,10 +1,12 @@
-"""The quota period: the UTC calendar month containing a moment."""
+"""The quota period: the UTC calendar month containing a moment (`timo_hub.platform.months`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+
+from timo_hub.platform.months import month_span
 
 # Counters outlive their month by this much, so reconciliation can still read last month's.
 COUNTER_GRACE_SECONDS = 7 * 24 * 3600
@@ -41,13 +43,7 @@ class Period:
 
 def period_containing(moment: datetime) -> Period:
     """The UTC month that contains `moment`."""
-    moment = moment.astimezone(UTC)
-    start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
-    if moment.month == 12:
-        end = datetime(moment.year + 1, 1, 1, tzinfo=UTC)
-    else:
-        end = datetime(moment.year, moment.month + 1, 1, tzinfo=UTC)
-    return Period(start, end)
+    return Period(*month_span(moment))
 
 
 class PeriodClock:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from events.event_log import counted_calls
 from timo_hub.accounts import store
 from timo_hub.platform.runtime import Runtime
 from timo_hub.quota.admission import Admitter
+from timo_hub.quota.counting import counted_calls
 from timo_hub.quota.ledger import period_usage, raise_used
 from timo_hub.quota.period import Period
 

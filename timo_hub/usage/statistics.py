@@ -6,20 +6,23 @@ import uuid
 from datetime import date
 from typing import TYPE_CHECKING
 
+from timo_hub.accounts import store as accounts_store
 from timo_hub.platform.db import Database
-from timo_hub.usage import store
+from timo_hub.usage import daily_usage
 
 if TYPE_CHECKING:
+    from analytics.parameters import PeriodChoice
     from analytics.stats import UsageStats
 
 
 def account_usage_stats(
-    database: Database, account_id: uuid.UUID, period: str, today: date
+    database: Database, account_id: uuid.UUID, period: PeriodChoice, today: date
 ) -> UsageStats:
     """`period` (`7d`, `30d` or `90d`) ending `today`, with the period before it for comparison."""
-    from analytics.stats import usage_stats  # pandas: see `store.usage_sums`
+    from analytics.stats import KeyLabel, usage_stats  # pandas: see `daily_usage.usage_sums`
 
     with database.connection() as conn:
-        sums = store.usage_sums(conn, account_id, period, today)
-        keys = store.key_labels(conn, account_id)
+        sums = daily_usage.usage_sums(conn, account_id, period, today)
+        labels = accounts_store.key_labels(conn, account_id)
+    keys = {key_id: KeyLabel(name, prefix) for key_id, (name, prefix) in labels.items()}
     return usage_stats(sums, period=period, today=today, keys=keys)

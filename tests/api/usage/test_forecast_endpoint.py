@@ -13,7 +13,7 @@ from tests.support.accounts import Customer, new_customer
 from tests.support.events import seed_calls
 from timo_hub.accounts import service
 from timo_hub.platform.runtime import Runtime
-from timo_hub.usage import forecasts
+from timo_hub.usage import forecast_body, forecasts
 
 
 def weekly_history(runtime: Runtime, customer: Customer, days: int, level: int = 60) -> None:
@@ -99,7 +99,7 @@ def test_heavy_usage_projects_exhaustion_and_a_bigger_plan(runtime: Runtime) -> 
     )
     body = forecasts.get_forecast(
         runtime.database, customer.account.id, days=7, model="auto", now=now
-    )
+    ).model_dump(mode="json")
     month = body["current_month"]
     # 900 calls by April 9th at 100 a day: the 1,000 calls run out on April 10th or 11th.
     assert (month["used"], month["limit"]) == (900, 1000)
@@ -168,6 +168,47 @@ def test_stored_forecast_is_reused_the_same_day(
     assert len(forecast_rows(runtime)) == 2
 
 
+def test_a_stored_forecast_of_an_older_body_version_is_recomputed(
+    client: FlaskClient, runtime: Runtime, customer: Customer
+) -> None:
+    weekly_history(runtime, customer, 20)
+    first = client.get("/api/v1/usage/forecast", headers=customer.auth).get_json()
+    with runtime.database.connection() as conn:
+        conn.execute(
+            "UPDATE forecasts SET schema_version = %s", (forecast_body.SCHEMA_VERSION - 1,)
+        )
+    again = client.get("/api/v1/usage/forecast", headers=customer.auth).get_json()
+    assert again["generated_at"] != first["generated_at"]
+    assert len(forecast_rows(runtime)) == 1  # replaced, at today's version
+    with runtime.database.connection() as conn:
+        (version,) = conn.execute("SELECT schema_version FROM forecasts").fetchone() or (None,)
+    assert version == forecast_body.SCHEMA_VERSION
+
+
+@pytest.mark.parametrize(
+    "corruption",
+    [
+        "UPDATE forecasts SET body = body - 'accuracy'",  # a field the body no longer has
+        """UPDATE forecasts SET body = body || '{"model": "seasonal_naive"}'""",  # a lost value
+        """UPDATE forecasts SET body = body || '{"surprise": 1}'""",  # a field it never had
+    ],
+)
+def test_a_stored_forecast_that_no_longer_validates_is_recomputed_not_a_500(
+    client: FlaskClient, runtime: Runtime, customer: Customer, corruption: str
+) -> None:
+    # Guards the defect where a deploy changing the body's shape made every forecast stored
+    # that day a 500 (the stored JSON was re-validated by the strict response model).
+    weekly_history(runtime, customer, 20)
+    first = client.get("/api/v1/usage/forecast", headers=customer.auth).get_json()
+    with runtime.database.connection() as conn:
+        conn.execute(corruption)
+    response = client.get("/api/v1/usage/forecast", headers=customer.auth)
+    assert response.status_code == 200
+    again = response.get_json()
+    assert again["generated_at"] != first["generated_at"]
+    assert set(again) == set(first)
+
+
 def test_plan_change_makes_the_stored_forecast_stale(
     client: FlaskClient, runtime: Runtime, customer: Customer
 ) -> None:
@@ -234,7 +275,7 @@ def test_a_new_accounts_partial_first_day_is_not_read_as_a_drop(runtime: Runtime
     seed_calls(runtime, customer.account.id, calls)
     body = forecasts.get_forecast(
         runtime.database, customer.account.id, days=7, model="linear", now=now
-    )
+    ).model_dump(mode="json")
     assert body["history_days"] == 28  # the creation day is left out
     for day in body["daily"]:
         assert day["predicted"] == pytest.approx(100, rel=0.1)

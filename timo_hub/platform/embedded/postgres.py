@@ -15,10 +15,14 @@ import os
 import warnings
 from contextlib import suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import psycopg
 from psycopg import sql
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +34,11 @@ def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> str:
     with warnings.catch_warnings():
         # platformdirs warns about XDG_RUNTIME_DIR on servers; pgserver only keeps a lock there.
         warnings.simplefilter("ignore")
-        import pgserver
-        from pgserver.postgres_server import PostgresServer
+        from pgserver.postgres_server import PostgresServer, get_server
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     _prune_dead_holders(data_dir.resolve(), PostgresServer)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    server = get_server(data_dir, cleanup_mode="stop")
     ensure_database(server.get_uri(), database)
     return server.get_uri(database)
 
@@ -61,7 +64,7 @@ def ensure_database(admin_url: str, database: str) -> None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
 
-def _prune_dead_holders(data_dir: Path, server_class: type) -> None:
+def _prune_dead_holders(data_dir: Path, server_class: type[PostgresServer]) -> None:
     holders_file = data_dir / ".handle_pids.json"
     if not holders_file.exists():
         return

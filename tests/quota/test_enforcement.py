@@ -13,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import close_app, create_app
-from api.quota.enforcement import EXTENSION
+from api.gate import QUOTA_EXTENSION
 from tests.support.accounts import Customer, new_customer
 from tests.support.waiting import eventually
 from timo_hub.accounts import service
@@ -249,7 +249,7 @@ def test_the_ledger_receives_every_admission(
     client = app.test_client()
     for _ in range(7):
         client.get(QUOTA, headers=customer.auth)
-    app.extensions[EXTENSION].ledger.flush()
+    app.extensions[QUOTA_EXTENSION].ledger.flush()
     period = period_containing(datetime.now(UTC))
     with psycopg.connect(runtime.settings.database_url or "") as conn:
         used = conn.execute(

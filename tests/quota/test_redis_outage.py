@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from api import close_app, create_app
-from api.quota.enforcement import EXTENSION
+from api.gate import QUOTA_EXTENSION
 from tests.support.accounts import new_customer
 from timo_hub.platform.embedded import EmbeddedRedis
 from timo_hub.platform.runtime import Runtime
@@ -31,7 +31,7 @@ def test_calls_fail_closed_then_resume_without_a_fresh_quota(
     try:
         for _ in range(10):
             assert client.get(quota, headers=customer.auth).status_code == 200
-        app.extensions[EXTENSION].ledger.flush()
+        app.extensions[QUOTA_EXTENSION].ledger.flush()
 
         server.stop()
         if not data_survives:

@@ -1,0 +1,125 @@
+"""The request gate: one way into and out of every request, timed by one clock.
+
+Every request passes `open_request` first and `close_request` last; `/api/v1` calls other than
+health and the OpenAPI document also pass `admit_request` in between:
+
+1. `open_request` gives the request its id and starts its clock: a wall-clock reading (which
+   decides the call's quota month and its event's `occurred_at`) and a monotonic one.
+2. `admit_request` authenticates the bearer key (401, or 429 for an address sending bad keys),
+   refuses a suspended account (403, not counted), and admits and counts the call in one atomic
+   Redis step, or refuses it (429).
+3. `close_request` reads the clock once and hands the same interval to the usage event's
+   `duration_ms`, the latency histogram and the access log line; it adds the rate-limit headers
+   to every answer of an authenticated caller (errors included) and the `X-Request-ID` header.
+
+The pieces each do one thing in their own module (`authentication`, `metering`, `http_metrics`,
+`access_log`, `request_ids`, `rate_limit_headers`); this module only says in which order.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Flask, Response, after_this_request, current_app
+from flask.globals import app_ctx, request_ctx
+
+from api import access_log, authentication, http_metrics, metering, rate_limit_headers, request_ids
+from api.authentication import Authenticator
+from api.problems import ForbiddenError
+from timo_hub.platform.runtime import Runtime
+from timo_hub.quota.enforcer import QuotaEnforcer, quota_exceeded
+
+QUOTA_EXTENSION = "timo_quota"
+PUBLIC_ENDPOINTS = frozenset({"v1.health", "v1.get_openapi"})
+
+
+class RequestClock:
+    """When a request started: epoch seconds (what it counts as) and a monotonic reading."""
+
+    __slots__ = ("started_at", "started_perf")
+
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.started_perf = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the request started."""
+        return time.perf_counter() - self.started_perf
+
+
+def open_request() -> None:
+    """App `before_request`, the first: the request's id and clock."""
+    ctx_g = app_ctx.g
+    ctx_g.clock = RequestClock()
+    ctx_g.request_id = request_ids.accept_or_make(
+        request_ctx.request.headers.get(request_ids.HEADER)
+    )
+
+
+def admit_request() -> None:
+    """v1 blueprint `before_request`: let the call through, or raise the problem refusing it."""
+    # Resolve the context proxies once: this runs on every call and each hop costs.
+    req = request_ctx.request
+    if req.endpoint in PUBLIC_ENDPOINTS:
+        return
+    extensions = current_app.extensions
+    authenticator: Authenticator = extensions[authentication.EXTENSION]
+    quota: QuotaEnforcer = extensions[QUOTA_EXTENSION]
+    ctx_g = app_ctx.g
+    now = ctx_g.clock.started_at
+    principal = authenticator.authenticate(req.headers.get("Authorization"), req.remote_addr)
+    ctx_g.principal = principal
+    if principal.account_status != "active":
+        ctx_g.admission = quota.admit(principal, now, count=False)
+        raise ForbiddenError("This account is suspended; contact support.")
+    admission = quota.admit(principal, now)
+    ctx_g.admission = admission
+    if not admission.admitted:
+        http_metrics.REFUSED.inc()
+        raise quota_exceeded(admission, now)
+    http_metrics.ADMITTED.inc()
+
+    touch = authenticator.touch_later(principal)
+    if touch is not None:
+
+        @after_this_request
+        def _touch_after_sending(response: Response) -> Response:
+            # Runs once the response has gone out: the write costs the caller nothing.
+            response.call_on_close(touch)
+            return response
+
+
+def close_request(response: Response) -> Response:
+    """App `after_request`, the only one: meter, count, log and label the finished answer."""
+    ctx_g, req = app_ctx.g, request_ctx.request
+    clock: RequestClock | None = ctx_g.get("clock")
+    elapsed = clock.elapsed() if clock is not None else None
+    status = response.status_code
+    admission = ctx_g.get("admission")
+    if admission is not None:
+        rate_limit_headers.add(response.headers, admission)
+    principal = ctx_g.get("principal")
+    if principal is not None and clock is not None and elapsed is not None:
+        publisher = current_app.extensions[metering.EXTENSION]
+        metering.record_call(
+            publisher, req, principal, status, clock.started_at, elapsed, ctx_g.request_id
+        )
+    http_metrics.count(req, status, elapsed)
+    access_log.log_request(req, status, elapsed)
+    request_id = ctx_g.get("request_id") or request_ids.accept_or_make(None)
+    response.headers[request_ids.HEADER] = request_id
+    return response
+
+
+def init_app(app: Flask, runtime: Runtime) -> dict[str, Any]:
+    """Build the gate's parts for `app` (authenticator, quota, event publisher) and hook it in."""
+    parts = {
+        authentication.EXTENSION: authentication.Authenticator(runtime),
+        QUOTA_EXTENSION: QuotaEnforcer(runtime),
+        metering.EXTENSION: metering.build_publisher(runtime),
+    }
+    app.extensions.update(parts)
+    app.before_request(open_request)
+    app.after_request(close_request)
+    return parts

@@ -1,1 +1,0 @@
-"""Monthly quota: the billing period, atomic admission in Redis, the durable ledger, headers."""

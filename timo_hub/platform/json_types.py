@@ -1,0 +1,19 @@
+"""Field types for the JSON the product writes (API bodies, stored forecasts).
+
+Platform code: imports nothing else of the product.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import PlainSerializer
+
+
+def _utc_iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+UtcDatetime = Annotated[datetime, PlainSerializer(_utc_iso, return_type=str)]
+"""A datetime written as UTC ISO 8601 with a `Z` (`2026-12-01T09:30:00.123456Z`)."""

@@ -1,0 +1,123 @@
+"""Projected-quota alerts: when a forecast calls for one, and the `usage_alerts` table.
+
+An alert is raised when a month's projection reaches 80% of the limit (`projected_80_percent`) or
+runs out before the month ends (`projected_exhaustion`): at most one per account, month and kind,
+never repeated, so a customer is never told twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Literal
+
+import psycopg
+
+from timo_hub.platform.db import Database
+
+if TYPE_CHECKING:
+    from analytics.month_projection import MonthProjection
+
+logger = logging.getLogger(__name__)
+
+AlertKind = Literal["projected_80_percent", "projected_exhaustion"]
+ALERT_SHARE = 0.8
+ALERT_80_PERCENT: AlertKind = "projected_80_percent"
+ALERT_EXHAUSTION: AlertKind = "projected_exhaustion"
+# The alerts table stores calls as bigint; a projection is never allowed near that, but a stored
+# number must not be able to fail the insert.
+MAX_STORED_CALLS = 2**62
+
+RAISE_ALERT = """
+INSERT INTO usage_alerts
+    (account_id, month, kind, monthly_limit, used, projected_total, exhaustion_date)
+VALUES (%(account)s, %(month)s, %(kind)s, %(limit)s, %(used)s, %(projected)s, %(exhaustion)s)
+ON CONFLICT (account_id, month, kind) DO NOTHING
+RETURNING id
+"""
+ALERTS = """
+SELECT id, month, kind, raised_at, monthly_limit, used, projected_total, exhaustion_date
+FROM usage_alerts
+WHERE account_id = %(account)s
+ORDER BY raised_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+
+@dataclass(frozen=True)
+class StoredAlert:
+    """A projected-quota alert as stored."""
+
+    id: int
+    month: date
+    kind: AlertKind
+    raised_at: datetime
+    monthly_limit: int
+    used: int
+    projected_total: int
+    exhaustion_date: date | None
+
+
+def record_alert(
+    conn: psycopg.Connection,
+    account_id: uuid.UUID,
+    month: date,
+    kind: AlertKind,
+    *,
+    limit: int,
+    used: int,
+    projected_total: int,
+    exhaustion_date: date | None,
+) -> bool:
+    """Record an alert unless this account already has one of this kind this month."""
+    row = conn.execute(
+        RAISE_ALERT,
+        {
+            "account": account_id,
+            "month": month,
+            "kind": kind,
+            "limit": limit,
+            "used": used,
+            "projected": projected_total,
+            "exhaustion": exhaustion_date,
+        },
+    ).fetchone()
+    return row is not None
+
+
+def list_alerts(conn: psycopg.Connection, account_id: uuid.UUID, limit: int) -> list[StoredAlert]:
+    """The account's alerts, newest first, at most `limit`."""
+    rows = conn.execute(ALERTS, {"account": account_id, "limit": limit})
+    return [StoredAlert(*row) for row in rows]
+
+
+def raise_alerts(
+    database: Database, account_id: uuid.UUID, projection: MonthProjection
+) -> tuple[str, ...]:
+    """Record the alerts this projection calls for (each at most once per account and month)."""
+    if projection.limit is None:
+        return ()
+    due: list[AlertKind] = []
+    if projection.projected_total >= ALERT_SHARE * projection.limit:
+        due.append(ALERT_80_PERCENT)
+    if projection.exhaustion_date is not None:
+        due.append(ALERT_EXHAUSTION)
+    raised = []
+    with database.connection() as conn:
+        for kind in due:
+            if record_alert(
+                conn,
+                account_id,
+                projection.first_day,
+                kind,
+                limit=projection.limit,
+                used=projection.used,
+                projected_total=min(round(projection.projected_total), MAX_STORED_CALLS),
+                exhaustion_date=projection.exhaustion_date,
+            ):
+                raised.append(kind)
+    for kind in raised:
+        logger.info("usage alert %s raised for account %s", kind, account_id)
+    return tuple(raised)
