@@ -54,6 +54,7 @@ PATHS = 1000
 DEFAULT_SEED = 20261128
 
 NOTE_NO_HISTORY = "No calls yet: the forecast is zero until there is usage to learn from."
+NOTE_NO_FIT = "No model could be fitted to this history; showing a flat level."
 NOTE_SHORT_HISTORY = (
     "Under two weeks of history: a flat level with wide intervals; weekly patterns and trends "
     "are learned once there are at least 14 full days."
@@ -123,17 +124,14 @@ def forecast(
         return Forecast(
             "none", 0, first_date, zeros, zeros, zeros, zeros, zeros, paths, None, NOTE_NO_HISTORY
         )
-    if calls.size < SEASONAL_MIN_DAYS:
+
+    def flat_level(note: str) -> Forecast:
         return _from_fit(
-            LevelFit.fit(calls),
-            calls,
-            first_date,
-            horizon,
-            rng,
-            repetitions,
-            None,
-            NOTE_SHORT_HISTORY,
+            LevelFit.fit(calls), calls, first_date, horizon, rng, repetitions, None, note
         )
+
+    if calls.size < SEASONAL_MIN_DAYS:
+        return flat_level(NOTE_SHORT_HISTORY)
     kept = since_level_shift(calls)
     if kept.size < calls.size:
         shift_note = (
@@ -152,16 +150,7 @@ def forecast(
         except (ValueError, np.linalg.LinAlgError):
             continue
     if not fitted:
-        return _from_fit(
-            LevelFit.fit(calls),
-            calls,
-            first_date,
-            horizon,
-            rng,
-            repetitions,
-            None,
-            "No model could be fitted to this history; showing a flat level.",
-        )
+        return flat_level(NOTE_NO_FIT)
     scores = _backtest(calls, weekday, fitted)
     if scores:
         chosen = min(scores, key=lambda name: scores[name].mase)

@@ -2,9 +2,9 @@
 
 The domain packages (`timo_hub.accounts`, `timo_hub.quota`, `timo_hub.usage`) raise these; each
 caller translates them in one place: the HTTP API into RFC 9457 problems (`api.problems`), the
-CLI into its one-line `Error: …` messages (`timo_hub.cli.errors`). `detail` is written for the
-person who will read it; `details` are machine-readable facts (a field name, a limit) that a
-problem response carries as extension members.
+CLI into its one-line `Error: …` messages (`timo_hub.cli.error_messages`). `detail` is written
+for the person who will read it; `details` are machine-readable facts (a field name, a limit)
+that a problem response carries as extension members.
 """
 
 from __future__ import annotations

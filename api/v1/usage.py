@@ -82,6 +82,7 @@ def get_usage_forecast() -> ResponseReturnValue:
 )
 def get_usage_alerts() -> ResponseReturnValue:
     """Projected-quota alerts raised by the nightly forecast, newest first."""
-    with current_runtime().database.connection() as conn:
-        stored = alerts.list_alerts(conn, current_principal().account_id, MAX_ALERTS)
+    stored = alerts.account_alerts(
+        current_runtime().database, current_principal().account_id, MAX_ALERTS
+    )
     return _json(UsageAlertListOut(alerts=[UsageAlertOut.of(alert) for alert in stored]))

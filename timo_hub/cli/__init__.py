@@ -2,7 +2,7 @@
 
 A thin layer over the domain packages, `events` and the platform (never `api`): each command
 parses its arguments, calls one domain function and prints the result; domain errors become one
-`Error: …` line (`cli.errors`).
+`Error: …` line (`cli.error_messages`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import click
 
 from timo_hub.accounts import service, store
 from timo_hub.cli.context import CliContext, pass_cli
-from timo_hub.cli.errors import operator_errors
+from timo_hub.cli.error_messages import operator_errors
 from timo_hub.platform.runtime import Runtime
 
 

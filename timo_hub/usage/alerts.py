@@ -93,6 +93,12 @@ def list_alerts(conn: psycopg.Connection, account_id: uuid.UUID, limit: int) -> 
     return [StoredAlert(*row) for row in rows]
 
 
+def account_alerts(database: Database, account_id: uuid.UUID, limit: int) -> list[StoredAlert]:
+    """The account's alerts, newest first, at most `limit`."""
+    with database.connection() as conn:
+        return list_alerts(conn, account_id, limit)
+
+
 def raise_alerts(
     database: Database, account_id: uuid.UUID, projection: MonthProjection
 ) -> tuple[str, ...]:
