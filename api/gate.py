@@ -93,6 +93,10 @@ def admit_request() -> None:
 def close_request(response: Response) -> Response:
     """App `after_request`, the only one: meter, count, log and label the finished answer."""
     ctx_g, req = app_ctx.g, request_ctx.request
+    # First, so that even an answer this hook fails to finish (a 500) can be quoted to support.
+    response.headers[request_ids.HEADER] = ctx_g.get("request_id") or request_ids.accept_or_make(
+        None
+    )
     clock: RequestClock | None = ctx_g.get("clock")
     elapsed = clock.elapsed() if clock is not None else None
     status = response.status_code
@@ -100,15 +104,21 @@ def close_request(response: Response) -> Response:
     if admission is not None:
         rate_limit_headers.add(response.headers, admission)
     principal = ctx_g.get("principal")
-    if principal is not None and clock is not None and elapsed is not None:
+    if (
+        principal is not None
+        and clock is not None
+        and elapsed is not None
+        and not ctx_g.get("event_recorded")
+    ):
         publisher = current_app.extensions[metering.EXTENSION]
         metering.record_call(
             publisher, req, principal, status, clock.started_at, elapsed, ctx_g.request_id
         )
+        # If a later step fails, Flask answers 500 and runs this hook again on that answer: the
+        # call already has its event and must not get a second one.
+        ctx_g.event_recorded = True
     http_metrics.count(req, status, elapsed)
     access_log.log_request(req, status, elapsed)
-    request_id = ctx_g.get("request_id") or request_ids.accept_or_make(None)
-    response.headers[request_ids.HEADER] = request_id
     return response
 
 

@@ -13,9 +13,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api import http_metrics
+from api import close_app, create_app, http_metrics
 from tests.support.accounts import Customer
 from timo_hub.platform import logs
+from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings
 
 
 @pytest.fixture
@@ -80,3 +82,37 @@ def test_the_event_is_dated_by_the_clock_that_opened_the_request(
         for k in ("period_start", "period_end")
     )
     assert start <= occurred < end
+
+
+@pytest.fixture
+def served(runtime: Runtime, settings: Settings, tmp_path: Path) -> Iterator[Flask]:
+    """The app as in production: an unexpected error becomes a 500 (not raised to the test)."""
+    app = create_app({"SETTINGS": settings.model_copy(update={"home": tmp_path / "home"})})
+    yield app
+    close_app(app)
+
+
+def test_a_step_failing_after_the_event_does_not_record_the_call_twice(
+    served: Flask, customer: Customer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Guards the defect where a step failing after the event was spooled (here the metrics)
+    # made Flask answer 500 and run the closing hook again: a second event, a phantom call.
+    real_count = http_metrics.count
+    failures = []
+
+    def count_failing_once(*args: object) -> None:
+        if not failures:
+            failures.append(True)
+            raise RuntimeError("metrics storage broke")
+        real_count(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(http_metrics, "count", count_failing_once)
+    response = served.test_client().get("/api/v1/account", headers=customer.auth)
+    assert response.status_code == 500
+    request_id = response.headers["X-Request-ID"]
+    events = [
+        e
+        for e in spooled_events(served.extensions["timo"].settings.home)
+        if e["request_id"] == request_id
+    ]
+    assert [e["status"] for e in events] == [200]

@@ -1,6 +1,6 @@
 """Versioned plain-SQL migrations.
 
-Migrations are the files `timo_hub/migrations/NNNN_name.sql`, applied in version order. Each runs
+Migrations are the files `timo_hub/platform/migrations/NNNN_name.sql`, applied in version order. Each runs
 in its own transaction together with the row that records it in `schema_migrations`, so a failed
 migration leaves no trace and the next run retries it. A session-level advisory lock serialises
 concurrent runners (two `release` processes, a test and a CLI): the second one waits, then finds

@@ -59,7 +59,8 @@ class Settings(BaseModel):
     # Bearer token for the web's `/metrics`; without one that endpoint does not exist.
     metrics_token: str | None = None
     # Where a Celery worker serves its metrics; no port, no server.
-    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # 0 lets the system pick a free port, as prometheus-client's server allows.
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     worker_metrics_addr: str = "127.0.0.1"
     # `json` or `plain`; None picks by `env` (JSON in production). Unknown values pick by `env` too.
     log_format: str | None = None

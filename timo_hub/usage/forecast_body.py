@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from analytics.forecasting import Forecast
     from analytics.month_projection import MonthProjection
 
-SCHEMA_VERSION = 2
-"""1: the hand-built dict of before this module; 2: these models (no `seasonal_naive` model)."""
+SCHEMA_VERSION = 1
+"""The shape of these models. 1: as first stored (migration 0005), which these models reproduce."""
 
 ForecastModel = Literal["linear", "seasonal", "mean", "none"]
 
@@ -95,8 +95,8 @@ class ForecastOut(_Strict):
 
     model: ForecastModel = Field(
         description="The model that ran: `linear` or `seasonal` (the one `auto` found the more "
-        "accurate on this history, or the one asked for), `mean` for under 14 days of history, "
-        "`none` for none."
+        "accurate on this history, or the one asked for), `mean` for under 14 days of history "
+        "or when no model could be fitted, `none` for none."
     )
     requested_model: Literal["auto", "linear", "seasonal"]
     history_days: int
