@@ -1,10 +1,11 @@
 """Versioned plain-SQL migrations.
 
-Migrations are the files `timo_hub/platform/migrations/NNNN_name.sql`, applied in version order. Each runs
-in its own transaction together with the row that records it in `schema_migrations`, so a failed
-migration leaves no trace and the next run retries it. A session-level advisory lock serialises
-concurrent runners (two `release` processes, a test and a CLI): the second one waits, then finds
-nothing left to do. A migration that was edited after it was applied is refused by checksum.
+Migrations are the files `timo_hub/platform/migrations/NNNN_name.sql`, applied in version order.
+Each runs in its own transaction together with the row that records it in `schema_migrations`, so
+a failed migration leaves no trace and the next run retries it. A session-level advisory lock
+serialises concurrent runners (two `release` processes, a test and a CLI): the second one waits,
+then finds nothing left to do. A migration that was edited after it was applied is refused by
+checksum.
 """
 
 from __future__ import annotations
