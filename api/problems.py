@@ -119,6 +119,9 @@ DOMAIN_PROBLEMS: dict[type[errors.DomainError], ProblemKind] = {
     # A limit on what an account may hold (active keys): the request conflicts with that state.
     errors.LimitReachedError: CONFLICT,
     QuotaExceededError: ProblemKind(429, "quota-exceeded", "Quota Exceeded"),
+    errors.UnavailableError: ProblemKind(
+        ServiceUnavailableError.status, ServiceUnavailableError.slug, ServiceUnavailableError.title
+    ),
 }
 
 # For Werkzeug's own errors: the kinds by status.
@@ -172,8 +175,9 @@ def _from_api_error(error: ApiError) -> Response:
 def _from_domain_error(error: errors.DomainError) -> Response:
     kind = next(DOMAIN_PROBLEMS[cls] for cls in type(error).__mro__ if cls in DOMAIN_PROBLEMS)
     headers = {}
-    if isinstance(error, errors.LimitReachedError) and error.retry_after is not None:
-        headers["Retry-After"] = str(error.retry_after)
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return problem_response(
         kind.status, kind.slug, kind.title, error.detail, headers=headers, **error.details
     )

@@ -40,3 +40,15 @@ class LimitReachedError(DomainError):
         super().__init__(detail, **details)
         self.retry_after = retry_after
         """Seconds until the limit allows it again, when that is known."""
+
+
+class UnavailableError(DomainError):
+    """Not decided now, through no fault of the caller: a store the rule needs did not answer.
+
+    Nothing was done; the same request may be repeated.
+    """
+
+    def __init__(self, detail: str, *, retry_after: int | None = None, **details: Any) -> None:
+        super().__init__(detail, **details)
+        self.retry_after = retry_after
+        """Seconds after which a retry is likely to succeed, when that is known."""

@@ -16,6 +16,9 @@ from events.publisher import INGEST_TASK
 from events.retention import maintain
 from timo_hub.accounts.service import AccountNotFoundError
 from timo_hub.platform.heartbeat import record_heartbeat
+from timo_hub.quota import metrics as quota_metrics
+from timo_hub.quota import reconcile as reconciliation
+from timo_hub.quota.period import period_containing
 from timo_hub.usage import forecasts
 
 logger = logging.getLogger(__name__)
@@ -58,6 +61,38 @@ def maintain_partitions() -> dict[str, object]:
             app.runtime.settings.events_retention_months,
         )
     return {"created": result.created, "dropped": result.dropped}
+
+
+@shared_task(name="timo.quota.reconcile", ignore_result=True)
+def reconcile_quota() -> dict[str, object]:
+    """Raise every counter of this month that is below what PostgreSQL proves; log the repairs.
+
+    Safe under traffic: it only raises a counter to a count it can prove, never touches the
+    ledger, and leaves missing or foreign counters to the rebuild (`timo_hub.quota.reconcile`).
+    """
+    runtime = current_app.runtime
+    period = period_containing(datetime.now(UTC))
+    result = reconciliation.reconcile(runtime, period)
+    reconciliation.forget_departed_writers(runtime)
+    restored = sum(r.after - r.before for r in result.repairs)
+    quota_metrics.RECONCILE_RUNS.inc()
+    quota_metrics.COUNTERS_REPAIRED.inc(len(result.repairs))
+    quota_metrics.CALLS_RESTORED.inc(restored)
+    if result.repairs:
+        logger.warning(
+            "quota reconcile %s: raised %d counter(s) by %d call(s) in all: %s",
+            period.label,
+            len(result.repairs),
+            restored,
+            ", ".join(f"{r.account_id} {r.before}->{r.after}" for r in result.repairs),
+        )
+    else:
+        logger.info(
+            "quota reconcile %s: %d counter(s) checked, none behind",
+            period.label,
+            len(result.checks),
+        )
+    return {"period": period.label, "checked": len(result.checks), "repaired": len(result.repairs)}
 
 
 @shared_task(name="timo.analytics.forecast_all", ignore_result=True)

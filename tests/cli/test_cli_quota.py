@@ -23,37 +23,57 @@ def _ledger(runtime: Runtime, account_id: object, period_day: object) -> int | N
     return row[0] if row else None
 
 
-def test_reconcile_reports_and_repairs_both_directions(run, app: Flask, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
+def test_reconcile_raises_only_counters_behind_and_never_the_ledger(
+    run, app: Flask, runtime: Runtime
+) -> None:  # type: ignore[no-untyped-def]
+    """Guards against reconcile copying Redis into the additive ledger (which web processes
+    then add their own tallies on top of: usage inflated) and against it seeding a missing
+    counter without the tallies still held in memory."""
     period = period_containing(datetime.now(UTC))
-    lost_redis, lagging_ledger, in_sync = (new_customer(runtime) for _ in range(3))
+    lowered, ahead, lost, in_step = (new_customer(runtime) for _ in range(4))
     client = app.test_client()
-    for customer, calls in ((lost_redis, 4), (lagging_ledger, 3), (in_sync, 2)):
+    for customer, calls in ((lowered, 5), (ahead, 3), (lost, 4), (in_step, 2)):
         for _ in range(calls):
             assert client.get("/api/v1/account/quota", headers=customer.auth).status_code == 200
     app.extensions[QUOTA_EXTENSION].ledger.flush()
 
-    runtime.redis.delete(counter_key(lost_redis.account.id, period))  # Redis lost this one
-    runtime.redis.incrby(counter_key(lagging_ledger.account.id, period), 5)  # ledger trails
+    runtime.redis.set(counter_key(lowered.account.id, period), 1, keepttl=True)  # an operator's SET
+    runtime.redis.incrby(counter_key(ahead.account.id, period), 5)  # as if 5 tallies were in flight
+    runtime.redis.delete(counter_key(lost.account.id, period))
 
     dry = json.loads(run("quota", "reconcile", "--dry-run", "--json").output)
     assert dry["period"] == period.label
-    assert dry["repaired"] is False
+    assert dry["dry_run"] is True
+    assert dry["repaired"] == 0
     drifted = {d["account_id"]: d for d in dry["drifted"]}
-    assert set(drifted) == {str(lost_redis.account.id), str(lagging_ledger.account.id)}
-    assert drifted[str(lost_redis.account.id)]["redis"] is None
-    assert drifted[str(lost_redis.account.id)]["ledger"] == 4
-    assert drifted[str(lagging_ledger.account.id)]["difference"] == 5
-    assert runtime.redis.get(counter_key(lost_redis.account.id, period)) is None
+    assert set(drifted) == {str(lowered.account.id), str(lost.account.id)}
+    assert drifted[str(lowered.account.id)]["state"] == "behind"
+    assert drifted[str(lowered.account.id)]["redis"] == 1
+    assert drifted[str(lost.account.id)] | {"account_id": None} == {
+        "account_id": None,
+        "state": "missing",
+        "redis": None,
+        "ledger": 4,
+        "log": 0,
+        "repaired_to": None,
+    }
+    assert int(runtime.redis.get(counter_key(lowered.account.id, period))) == 1
 
     fixed = run("quota", "reconcile")
     assert fixed.exit_code == 0
-    assert "2 drifted" in fixed.output
-    assert int(runtime.redis.get(counter_key(lost_redis.account.id, period))) == 4
-    assert runtime.redis.ttl(counter_key(lost_redis.account.id, period)) > 0
-    assert _ledger(runtime, lagging_ledger.account.id, period.first_day) == 8
+    assert "2 drifted, 1 repaired" in fixed.output
+    assert int(runtime.redis.get(counter_key(lowered.account.id, period))) == 5
+    assert runtime.redis.ttl(counter_key(lowered.account.id, period)) > 0
+    # Ahead is left alone, and the ledger is never raised to Redis.
+    assert int(runtime.redis.get(counter_key(ahead.account.id, period))) == 8
+    assert _ledger(runtime, ahead.account.id, period.first_day) == 3
+    # Missing is left to the rebuild of the next call, which counts exactly.
+    assert runtime.redis.get(counter_key(lost.account.id, period)) is None
+    assert client.get("/api/v1/account/quota", headers=lost.auth).get_json()["used"] == 5
 
     again = json.loads(run("quota", "reconcile", "--json").output)
     assert again["drifted"] == []
+    assert again["repaired"] == 0
 
 
 def test_reconcile_rejects_a_malformed_month(run) -> None:  # type: ignore[no-untyped-def]

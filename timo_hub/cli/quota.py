@@ -1,4 +1,4 @@
-"""`timo-hub quota reconcile`: Redis counters against the durable ledger, with repair."""
+"""`timo-hub quota reconcile`: Redis counters against what PostgreSQL proves, with repair."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import click
 from timo_hub.cli.context import CliContext, pass_cli
 from timo_hub.quota import reconcile as reconciliation
 from timo_hub.quota.period import period_containing
+from timo_hub.quota.reconcile import CounterState
+
+NEEDS_ATTENTION = frozenset({CounterState.BEHIND, CounterState.MISSING, CounterState.FOREIGN})
 
 
 @click.group()
@@ -24,7 +27,11 @@ def quota() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @pass_cli
 def reconcile(ctx: CliContext, month: str | None, dry_run: bool, as_json: bool) -> None:
-    """Report each account's counter drift and raise the lower side to the higher."""
+    """Report counters below what PostgreSQL proves, and raise them (safe under traffic).
+
+    Missing counters and counters from another Redis server life are reported; the next call
+    for the account rebuilds them exactly.
+    """
     if month:
         try:
             moment = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
@@ -33,33 +40,47 @@ def reconcile(ctx: CliContext, month: str | None, dry_run: bool, as_json: bool) 
     else:
         moment = datetime.fromtimestamp(time.time(), UTC)
     period = period_containing(moment)
-    drifts = reconciliation.compare(ctx.runtime, period)
-    drifted = [d for d in drifts if d.difference != 0 or d.redis is None]
-    if not dry_run:
-        reconciliation.repair(ctx.runtime, period, drifted)
+    result = reconciliation.reconcile(ctx.runtime, period, dry_run=dry_run)
+    # A counter ahead of PostgreSQL is normal under traffic (tallies and events in flight).
+    notable = [c for c in result.checks if c.state in NEEDS_ATTENTION]
+    repaired = {r.account_id: r for r in result.repairs}
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "period": period.label,
-                    "accounts": len(drifts),
+                    "accounts": len(result.checks),
                     "drifted": [
                         {
-                            "account_id": str(d.account_id),
-                            "redis": d.redis,
-                            "ledger": d.ledger,
-                            "difference": d.difference,
-                            "repaired_to": None if dry_run else d.repaired_to,
+                            "account_id": str(c.account_id),
+                            "state": c.state.value,
+                            "redis": c.redis,
+                            "ledger": c.ledger,
+                            "log": c.log,
+                            "repaired_to": (
+                                repaired[c.account_id].after if c.account_id in repaired else None
+                            ),
                         }
-                        for d in drifted
+                        for c in notable
                     ],
-                    "repaired": not dry_run,
+                    "repaired": len(result.repairs),
+                    "dry_run": dry_run,
                 }
             )
         )
         return
-    click.echo(f"{period.label}: {len(drifts)} account(s) with usage, {len(drifted)} drifted.")
-    for d in drifted:
-        redis_value = "missing" if d.redis is None else str(d.redis)
-        action = "" if dry_run else f" -> {d.repaired_to}"
-        click.echo(f"  {d.account_id}  redis {redis_value}  ledger {d.ledger}  log {d.log}{action}")
+    click.echo(
+        f"{period.label}: {len(result.checks)} account(s) with usage, {len(notable)} drifted, "
+        f"{len(result.repairs)} repaired."
+    )
+    for c in notable:
+        redis_value = "missing" if c.redis is None else str(c.redis)
+        action = ""
+        if c.account_id in repaired:
+            action = f" -> {repaired[c.account_id].after}"
+        elif c.state is not CounterState.BEHIND:
+            action = " (rebuilt by its next call)"
+        click.echo(
+            f"  {c.account_id}  {c.state.value}  redis {redis_value}  ledger {c.ledger}  "
+            f"log {c.log}{action}"
+        )

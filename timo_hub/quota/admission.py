@@ -1,20 +1,29 @@
 """Atomic admission: one Redis round trip checks the month's counter and counts the call.
 
 The Lua script runs atomically in Redis, so however many web processes call it at once, no more
-than `limit` calls are admitted in a month. It sets the counter's expiry in the same step as
-creating it, so no counter ever lives without one. When the counter is missing (new month, or
-Redis lost its data) the script refuses to guess: it answers "missing" and the caller reseeds it
-from the durable ledger in PostgreSQL, then asks again. redis-py's `Script` sends EVALSHA and falls
-back to EVAL by itself when Redis has forgotten the script (after a restart).
+than `limit` calls are admitted in a month. Three guards make the count exact, not just atomic
+(the protocol as a whole is in `timo_hub.quota` and docs/decisions.md):
+
+* A counter is trusted only in the Redis server life that seeded it. Beside each counter lives the
+  server `run_id` it was seeded under; a counter restored from a stale AOF or RDB, or replicated to
+  a promoted replica, carries another server's id and counts as missing.
+* A missing counter is never guessed. The first caller to find it missing takes the account's
+  rebuild fence and answers `REBUILD`; everyone else answers `REBUILDING` until the fence holder
+  has seeded the counter with the true count (`timo_hub.quota.rebuild`).
+* A call is only counted while its caller still waits for the answer. Each call carries a deadline
+  on Redis's clock; a script that runs later (Redis was stalled, the command sat in a socket
+  buffer) counts nothing and answers `EXPIRED`, so a call its caller gave up on and answered 503 is
+  never counted.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import os
 import threading
+import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -24,38 +33,71 @@ from redis.exceptions import NoScriptError
 
 from timo_hub.quota.period import Period
 
-# KEYS[1] counter. ARGV: limit (-1 unlimited), expire-at epoch, seed (-1 none), 1 count / 0 peek.
-# Returns {state, used}: state 1 admitted, 0 refused, -1 counter missing (seed required).
+# How long after sending a call may still be counted. It must stay well below the socket timeout
+# (`timo_hub.platform.runtime.REDIS_SOCKET_TIMEOUT`, 2 s): a reply sent within the budget reaches
+# a caller that is still waiting for it.
+ADMIT_BUDGET_SECONDS = 1.0
+# A fence outlives any rebuild that can succeed (waiting for dead writers takes at most
+# `sync.WRITER_LIVENESS_SECONDS`), so it only expires when its holder died mid-rebuild.
+FENCE_MILLISECONDS = 15_000
+# Deadline offsets older than this are re-measured, so a step of Redis's clock is followed.
+OFFSET_MAX_AGE_SECONDS = 10.0
+
+# KEYS: counter, run, fence. ARGV: limit (-1 unlimited), 1 count / 0 peek, run id, deadline (ms,
+# Redis clock), fence token, fence ms. Returns {state, used, Redis time in ms}.
 ADMIT_LUA = """
-local used = redis.call('GET', KEYS[1])
-if not used then
-  local seed = tonumber(ARGV[3])
-  if seed < 0 then return {-1, 0} end
-  used = seed
-  redis.call('SET', KEYS[1], used)
-  redis.call('EXPIREAT', KEYS[1], ARGV[2])
-else
-  used = tonumber(used)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[4]) then return {-3, 0, now} end
+local found = redis.call('MGET', KEYS[1], KEYS[2])
+if found[1] and found[2] == ARGV[3] then
+  local used = tonumber(found[1])
+  if ARGV[2] == '0' then return {0, used, now} end
+  local limit = tonumber(ARGV[1])
+  if limit >= 0 and used >= limit then return {0, used, now} end
+  return {1, redis.call('INCR', KEYS[1]), now}
 end
-if ARGV[4] == '0' then return {0, used} end
-local limit = tonumber(ARGV[1])
-if limit >= 0 and used >= limit then return {0, used} end
-return {1, redis.call('INCR', KEYS[1])}
+if ARGV[2] == '0' then return {-4, 0, now} end
+if redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) then return {-1, 0, now} end
+return {-2, 0, now}
 """
 
-# Raise a counter to at least ARGV[1] (never lower it); keep or set its expiry.
+# KEYS: counter, run, fence. ARGV: fence token, seed, run id, expire-at epoch. 1 when seeded.
+SEED_LUA = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EXAT', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[3], 'EXAT', ARGV[4])
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
+# KEYS: counter, run. ARGV: target, run id. Raises a counter of this server life to at least the
+# target; a missing or foreign counter is left to the rebuild. Returns {before, after} or {-1, -1}.
 RAISE_LUA = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
-local target = tonumber(ARGV[1])
-if current < target then
-  redis.call('SET', KEYS[1], target)
-  redis.call('EXPIREAT', KEYS[1], ARGV[2])
-  return target
+local found = redis.call('MGET', KEYS[1], KEYS[2])
+if not found[1] or found[2] ~= ARGV[2] then return {-1, -1} end
+local used, target = tonumber(found[1]), tonumber(ARGV[1])
+if used < target then
+  redis.call('SET', KEYS[1], target, 'KEEPTTL')
+  return {used, target}
 end
-return current
+return {used, used}
 """
 
-MISSING = -1
+
+class State(enum.IntEnum):
+    """What the admission script answered."""
+
+    ADMITTED = 1
+    REFUSED = 0
+    REBUILD = -1
+    """The counter is missing and this caller now holds the fence: it must rebuild it."""
+    REBUILDING = -2
+    """The counter is missing and someone else is rebuilding it: ask again shortly."""
+    EXPIRED = -3
+    """The script ran after the call's deadline and counted nothing."""
+    UNKNOWN = -4
+    """A look (not a count) found no trustworthy counter."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +117,31 @@ class Admission:
         return max(self.limit - self.used, 0)
 
 
+@dataclass(frozen=True)
+class CounterKeys:
+    """The Redis keys of one account's month: all hash-tagged by account, so one cluster slot."""
+
+    counter: str
+    run: str
+    fence: str
+
+
+def counter_key(account_id: uuid.UUID | str, period: Period) -> str:
+    """The Redis key of an account's counter for a period (hash-tagged by account)."""
+    return f"timo:quota:{{{account_id}}}:{period.label}"
+
+
+def counter_keys(account_id: uuid.UUID | str, period: Period) -> CounterKeys:
+    """The counter, its server-life stamp and its rebuild fence."""
+    counter = counter_key(account_id, period)
+    return CounterKeys(counter, counter + ":run", counter + ":fence")
+
+
+def server_run_id(client: redis.Redis) -> str:
+    """The `run_id` of the Redis server behind `client` (new at every start of the server)."""
+    return str(client.info("server")["run_id"])
+
+
 def _bulk_strings(*parts: object) -> bytes:
     # RESP encoding of our few short ASCII arguments, without redis-py's general-purpose packer.
     out = []
@@ -84,83 +151,167 @@ def _bulk_strings(*parts: object) -> bytes:
     return b"".join(out)
 
 
-def counter_key(account_id: uuid.UUID | str, period: Period) -> str:
-    """The Redis key of an account's counter for a period (hash-tagged by account)."""
-    return f"timo:quota:{{{account_id}}}:{period.label}"
+def _run_id_from_info(info: bytes) -> str:
+    for line in info.decode().splitlines():
+        if line.startswith("run_id:"):
+            return line.partition(":")[2].strip()
+    raise redis.ResponseError("INFO server did not report a run_id")
+
+
+class _Link:
+    """One thread's connection, the server life it talks to, and its view of Redis's clock."""
+
+    __slots__ = ("conn", "offset_at", "offset_ms", "pid", "run_id")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+        self.run_id = ""
+        self.offset_ms = 0.0
+        self.offset_at = -float("inf")
+
+    def learn_offset(self, redis_ms: int, received: float) -> None:
+        # Redis read its clock before we received the answer, so this is a lower bound of
+        # (Redis clock - our monotonic clock); the largest recent one is the tightest. A deadline
+        # built on a lower bound can only come early, never late.
+        sample = redis_ms - received * 1000.0
+        if sample > self.offset_ms or received - self.offset_at > OFFSET_MAX_AGE_SECONDS:
+            self.offset_ms, self.offset_at = sample, received
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The script's answer for one call."""
+
+    state: State
+    used: int
 
 
 class Admitter:
-    """Runs the admission script; the counter's seed comes from a callable on a miss.
+    """Runs the admission script on a connection of each thread's own.
 
     This is the hot path's only network round trip, so it bypasses redis-py's per-command
-    machinery (pool checkout, retry wrapper, response callbacks) and talks to a connection each
-    thread keeps for itself: about half the client CPU of `client.evalsha()`. Because the script
-    increments, a failed call is never retried blindly (the script may have run before the reply
-    was lost): a connection that the server has closed is detected *before* sending, and any
-    failure after sending surfaces as an error (503) for the client to retry.
+    machinery (pool checkout, retry wrapper, response callbacks): about half the client CPU of
+    `client.evalsha()`. Because the script increments, a failed call is never retried blindly (the
+    script may have run before the reply was lost): a connection that the server has closed is
+    detected *before* sending, and any failure after sending surfaces as an error (503) for the
+    client to retry. A new connection first asks the server for its `run_id` and its clock.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, fence_token: str) -> None:
+        self._client = client
         self._pool = client.connection_pool
+        self._fence_token = fence_token
         sha = hashlib.sha1(ADMIT_LUA.encode()).hexdigest()
-        # EVALSHA <sha> 1 <key> <limit> <expire-at> <seed> <mode>: 8 bulk strings, 4 fixed.
-        self._evalsha_prefix = b"*8\r\n" + _bulk_strings("EVALSHA", sha, 1)
+        # EVALSHA <sha> 3 <keys> <limit> <mode> <run> <deadline> <token> <fence ms>: 12 strings.
+        self._evalsha_prefix = b"*12\r\n" + _bulk_strings("EVALSHA", sha, 3)
+        self._seed = client.register_script(SEED_LUA)
         self._raise = client.register_script(RAISE_LUA)
         self._local = threading.local()
 
-    def _connection(self) -> Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
+    def _link(self) -> _Link:
+        link: _Link | None = getattr(self._local, "link", None)
+        if link is None or link.pid != os.getpid():
             # A plain `redis.Redis` pool makes `Connection`s (sockets, not cluster nodes).
-            conn = cast(Connection, self._pool.make_connection())
-            self._local.conn, self._local.pid = conn, os.getpid()
+            link = _Link(cast(Connection, self._pool.make_connection()))
+            self._local.link = link
+        conn = link.conn
         try:
             # A server that restarted has closed our socket: readable now, with EOF or junk.
             if conn._sock is not None and conn.can_read(timeout=0):
                 conn.disconnect()
         except (redis.ConnectionError, OSError):
             conn.disconnect()
-        return conn
+        if conn._sock is None:
+            self._introduce(link)
+        return link
 
-    def _run(self, key: str, args: list[int]) -> list[int]:
-        conn = self._connection()
+    def _introduce(self, link: _Link) -> None:
+        conn = link.conn
         try:
-            conn.send_packed_command([self._evalsha_prefix + _bulk_strings(key, *args)], False)
-            try:
-                return conn.read_response()
-            except NoScriptError:
-                # Redis restarted and forgot the script; NOSCRIPT means nothing ran.
-                conn.send_command("EVAL", ADMIT_LUA, 1, key, *args, check_health=False)
-                return conn.read_response()
+            conn.connect()
+            conn.send_packed_command(conn.pack_commands([("INFO", "server"), ("TIME",)]), False)
+            link.run_id = _run_id_from_info(conn.read_response())
+            seconds, micros = conn.read_response()
+            link.offset_at = -float("inf")
+            link.learn_offset(int(seconds) * 1000 + int(micros) // 1000, time.monotonic())
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             conn.disconnect()
             raise
 
+    def _run(self, link: _Link, key: CounterKeys, args: list[object]) -> list[int]:
+        conn = link.conn
+        try:
+            conn.send_packed_command(
+                [self._evalsha_prefix + _bulk_strings(key.counter, key.run, key.fence, *args)],
+                False,
+            )
+            try:
+                reply = conn.read_response()
+            except NoScriptError:
+                # Redis restarted and forgot the script; NOSCRIPT means nothing ran.
+                conn.send_command("EVAL", ADMIT_LUA, 3, key.counter, key.run, key.fence, *args)
+                reply = conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            conn.disconnect()
+            raise
+        link.learn_offset(int(reply[2]), time.monotonic())
+        return cast(list[int], reply)
+
     def admit(
-        self,
-        account_id: uuid.UUID,
-        limit: int | None,
-        period: Period,
-        seed: Callable[[], int],
-        *,
-        count: bool = True,
-    ) -> Admission:
-        """Count one call if the month's limit allows it; `seed()` rebuilds a missing counter."""
-        key = counter_key(account_id, period)
-        args = [-1 if limit is None else limit, period.counter_expires_at, -1, 1 if count else 0]
-        state, used = self._run(key, args)
-        if state == MISSING:
-            args[2] = int(seed())
-            state, used = self._run(key, args)
-        return Admission(admitted=state == 1, used=int(used), limit=limit, period=period)
+        self, account_id: uuid.UUID, limit: int | None, period: Period, *, count: bool = True
+    ) -> Outcome:
+        """Count one call if the month's limit allows it (`count=False` only looks)."""
+        link = self._link()
+        keys = counter_keys(account_id, period)
+        deadline = int((time.monotonic() + ADMIT_BUDGET_SECONDS) * 1000 + link.offset_ms)
+        args: list[object] = [
+            -1 if limit is None else limit,
+            1 if count else 0,
+            link.run_id,
+            deadline,
+            self._fence_token,
+            FENCE_MILLISECONDS,
+        ]
+        state, used, _ = self._run(link, keys, args)
+        return Outcome(State(state), int(used))
 
-    def raise_to(self, account_id: uuid.UUID, period: Period, used: int) -> int:
-        """Raise the counter to `used` unless it is already higher; return its value."""
-        key = counter_key(account_id, period)
-        return int(self._raise(keys=[key], args=[used, period.counter_expires_at]))
+    def seed(self, account_id: uuid.UUID, period: Period, used: int) -> bool:
+        """Create the counter at `used` if this process still holds its fence; True if it did."""
+        keys = counter_keys(account_id, period)
+        run_id = server_run_id(self._client)
+        args: list[str | int] = [self._fence_token, used, run_id, period.counter_expires_at]
+        return bool(self._seed(keys=[keys.counter, keys.run, keys.fence], args=args))
 
-    @staticmethod
-    def read(client: redis.Redis, account_id: uuid.UUID, period: Period) -> int | None:
-        """The counter's value, or None when it is missing."""
-        value = client.get(counter_key(account_id, period))
-        return None if value is None else int(value)
+    def raise_to(
+        self, account_id: uuid.UUID, period: Period, used: int, run_id: str
+    ) -> tuple[int, int] | None:
+        """Raise a counter of server life `run_id` to `used` unless it is higher: (before, after).
+
+        None when the counter is missing or from another server life (the rebuild's business).
+        """
+        keys = counter_keys(account_id, period)
+        before, after = self._raise(keys=[keys.counter, keys.run], args=[used, run_id])
+        return None if before < 0 else (int(before), int(after))
+
+
+def read_counters(
+    client: redis.Redis, account_ids: list[uuid.UUID], period: Period
+) -> dict[uuid.UUID, tuple[int | None, str | None]]:
+    """Each account's counter value and the server life it was seeded in (None when missing)."""
+    found: dict[uuid.UUID, tuple[int | None, str | None]] = {}
+    for start in range(0, len(account_ids), 500):
+        chunk = account_ids[start : start + 500]
+        pipe = client.pipeline(transaction=False)
+        for account_id in chunk:
+            keys = counter_keys(account_id, period)
+            pipe.get(keys.counter)
+            pipe.get(keys.run)
+        values = pipe.execute()
+        for i, account_id in enumerate(chunk):
+            used, run = values[2 * i], values[2 * i + 1]
+            found[account_id] = (
+                None if used is None else int(used),
+                None if run is None else run.decode(),
+            )
+    return found

@@ -1,32 +1,57 @@
 """Quota enforcement for one call: admit and count it, or refuse it, and keep the ledger behind.
 
 `QuotaEnforcer.admit()` is the one call the request path makes: a Redis round trip (plus a ledger
-tally in memory). Only a missing counter costs more: a PostgreSQL read to rebuild it. The moment
-passed in decides the month, so the caller's one clock decides both the quota period and the
-event's `occurred_at`.
+tally in memory). Only a missing counter costs more: the call waits (briefly; past
+`REBUILD_WAIT_SECONDS` it is answered 503 and counts nothing) while the counter is rebuilt. The
+moment passed in decides the month, so the caller's one clock decides both the quota period and
+the event's `occurred_at`.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
+import threading
+import time
+import uuid
+
 from timo_hub.accounts.principal import Principal
-from timo_hub.errors import LimitReachedError
+from timo_hub.errors import LimitReachedError, UnavailableError
 from timo_hub.platform.runtime import Runtime
-from timo_hub.quota.admission import Admission, Admitter
+from timo_hub.quota import metrics
+from timo_hub.quota.admission import Admission, Admitter, State
 from timo_hub.quota.ledger import UsageLedger
 from timo_hub.quota.period import PeriodClock
+from timo_hub.quota.rebuild import CounterRebuilder
+from timo_hub.quota.sync import QuotaSync
+
+# How long a call waits for its account's counter to be rebuilt before it is answered 503.
+REBUILD_WAIT_SECONDS = 2.0
+REBUILD_POLL_SECONDS = 0.02
 
 
 class QuotaExceededError(LimitReachedError):
     """The account has used its plan's calls for this month."""
 
 
+class QuotaUnavailableError(UnavailableError):
+    """The call could not be admitted or refused for certain; nothing was counted."""
+
+
 class QuotaEnforcer:
     """Admission against the monthly quota, with the durable ledger behind it."""
 
     def __init__(self, runtime: Runtime) -> None:
-        self.admitter = Admitter(runtime.redis)
+        self._fence_token = uuid.uuid4().hex
+        self.admitter = Admitter(runtime.redis, self._fence_token)
         self.ledger = UsageLedger(runtime.database)
+        wake = threading.Event()
+        self.rebuilder = CounterRebuilder(self.admitter, runtime.database, runtime.redis, wake)
+        self.sync = QuotaSync(self.ledger, self.rebuilder, runtime.redis, wake)
         self._clock = PeriodClock()
+        self._pid: int | None = None
+        self._start_lock = threading.Lock()
 
     def admit(self, principal: Principal, now: float, *, count: bool = True) -> Admission:
         """Count one call of `principal` at epoch second `now` if its plan allows it.
@@ -34,21 +59,64 @@ class QuotaEnforcer:
         `count=False` only looks (a suspended account's call is refused but still shown its
         month's usage).
         """
+        if self._pid != os.getpid():
+            self._start()
         period = self._clock.current(now)
-        admission = self.admitter.admit(
-            principal.account_id,
-            principal.monthly_limit,
-            period,
-            lambda: self.ledger.used(principal.account_id, period.first_day),
-            count=count,
-        )
-        if admission.admitted:
-            self.ledger.record(principal.account_id, period.first_day)
-        return admission
+        account_id, limit = principal.account_id, principal.monthly_limit
+        give_up_at: float | None = None
+        while True:
+            epoch = self.ledger.begin()
+            outcome = None
+            try:
+                outcome = self.admitter.admit(account_id, limit, period, count=count)
+            finally:
+                admitted = outcome is not None and outcome.state is State.ADMITTED
+                self.ledger.end(epoch, (account_id, period.first_day) if admitted else None)
+            state = outcome.state
+            if state is State.ADMITTED or state is State.REFUSED:
+                return Admission(state is State.ADMITTED, outcome.used, limit, period)
+            if state is State.UNKNOWN:
+                used = self.ledger.used(account_id, period.first_day)
+                return Admission(False, used, limit, period)
+            if state is State.EXPIRED:
+                metrics.ADMISSIONS_EXPIRED.inc()
+                raise QuotaUnavailableError(
+                    "The quota store answered too late to count this call; nothing was counted. "
+                    "Retry shortly.",
+                    retry_after=1,
+                )
+            if state is State.REBUILD and self.rebuilder.start(account_id, period):
+                continue
+            if give_up_at is None:
+                give_up_at = time.monotonic() + REBUILD_WAIT_SECONDS
+            elif time.monotonic() > give_up_at:
+                metrics.REBUILD_WAITS_ABANDONED.inc()
+                raise QuotaUnavailableError(
+                    "This account's usage counter is being rebuilt; nothing was counted. "
+                    "Retry shortly.",
+                    retry_after=1,
+                )
+            time.sleep(REBUILD_POLL_SECONDS)
 
     def close(self) -> None:
-        """Write what the ledger still holds."""
-        self.ledger.close()
+        """Stop the sync thread and write what the ledger still holds."""
+        if self._pid == os.getpid():
+            self.sync.stop()
+            self._pid = None
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            # Whatever was inherited through fork() is the parent's to write, not ours.
+            self.ledger.restart(os.getpid())
+            # Before the first admission, so that a rebuild knows to wait for us; if PostgreSQL is
+            # down the sync thread registers us on its first cycle instead.
+            with contextlib.suppress(Exception):
+                self.ledger.register()
+            self.sync.start()
+            self._pid = os.getpid()
+            atexit.register(self.close)
 
 
 def quota_exceeded(admission: Admission, now: float) -> QuotaExceededError:

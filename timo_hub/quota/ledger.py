@@ -1,20 +1,25 @@
 """The durable monthly count: admissions written behind to PostgreSQL's `quota_usage`.
 
-Redis holds the counter that enforces the quota; this ledger is what that counter is rebuilt from
-if Redis loses it. Writing PostgreSQL on every request would cost the hot path a round trip, so each
-web process adds its admissions to an in-memory tally and a background thread folds the tally into
-`quota_usage` every `FLUSH_SECONDS` (and on exit), one statement for all accounts. The ledger can
-therefore trail Redis by a fraction of a second (more if a web process is killed outright). A
-missing counter is rebuilt from the larger of this ledger and the event log's count of admitted
-calls (`used()`), and `timo-hub quota reconcile` repairs whatever drift remains.
+Redis holds the counter that enforces the quota; this ledger is what a lost counter is rebuilt
+from. Writing PostgreSQL on every request would cost the hot path a round trip, so each web
+process adds its admissions to an in-memory tally that its sync thread (`timo_hub.quota.sync`)
+folds into `quota_usage` a fraction of a second later. Three properties make the ledger exact:
+
+* It is only ever added to, by the processes that admitted the calls: nothing copies a Redis value
+  into it (a copy would count a tally twice once the process holding it writes it).
+* Each batch has a sequence number recorded with it (`quota_writers.flushed_seq`), so a batch
+  retried after an ambiguous failure (committed, but the acknowledgement was lost) is not added
+  twice.
+* A rebuild can ask for everything a process holds (`certify`): the process waits until the calls
+  it is admitting right now have their answers (their tallies are then recorded), then writes.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
+import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from datetime import date
@@ -27,25 +32,45 @@ from timo_hub.quota.counting import counted_calls
 
 logger = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.25
+# How long a certification waits for calls in flight (each is bounded by the Redis socket
+# timeout); past it the sync thread tries again on its next cycle.
+QUIESCE_SECONDS = 0.5
 
-# Rows for accounts deleted meanwhile are dropped by the join instead of failing the batch.
+# The claim moves this writer's sequence forward only once per batch; the tally is added only if
+# it did. Rows for accounts deleted meanwhile are dropped by the join instead of failing the batch.
 ADD_USAGE = """
+WITH claim AS (
+    INSERT INTO quota_writers (writer_id, host, pid, flushed_seq)
+    VALUES (%(writer)s, %(host)s, %(pid)s, %(seq)s)
+    ON CONFLICT (writer_id) DO UPDATE SET flushed_seq = EXCLUDED.flushed_seq, seen_at = now()
+    WHERE quota_writers.flushed_seq < EXCLUDED.flushed_seq
+    RETURNING 1
+)
 INSERT INTO quota_usage (account_id, period, used)
 SELECT u.account_id, u.period, u.used
 FROM unnest(%(accounts)s::uuid[], %(periods)s::date[], %(counts)s::bigint[])
      AS u (account_id, period, used)
 JOIN accounts a ON a.id = u.account_id
+WHERE EXISTS (SELECT 1 FROM claim)
 ON CONFLICT (account_id, period)
 DO UPDATE SET used = quota_usage.used + EXCLUDED.used, updated_at = now()
 """
-SELECT_USED = "SELECT used FROM quota_usage WHERE account_id = %(account)s AND period = %(period)s"
-RAISE_USED = """
-INSERT INTO quota_usage (account_id, period, used) VALUES (%(account)s, %(period)s, %(used)s)
-ON CONFLICT (account_id, period)
-DO UPDATE SET used = greatest(quota_usage.used, EXCLUDED.used), updated_at = now()
+HEARTBEAT = """
+INSERT INTO quota_writers (writer_id, host, pid, synced_through)
+VALUES (%(writer)s, %(host)s, %(pid)s, %(synced)s)
+ON CONFLICT (writer_id) DO UPDATE
+SET seen_at = now(),
+    synced_through = greatest(quota_writers.synced_through, EXCLUDED.synced_through)
 """
+DEREGISTER = "DELETE FROM quota_writers WHERE writer_id = %(writer)s"
+SELECT_USED = "SELECT used FROM quota_usage WHERE account_id = %(account)s AND period = %(period)s"
 SELECT_PERIOD = "SELECT account_id, used FROM quota_usage WHERE period = %(period)s"
+# A month's first seed records that the month has begun for the account (see `rebuild`).
+CLAIM_PERIOD = """
+INSERT INTO quota_usage (account_id, period, used) VALUES (%(account)s, %(period)s, 0)
+ON CONFLICT (account_id, period) DO NOTHING
+RETURNING 1
+"""
 
 
 def durable_used(conn: psycopg.Connection, account_id: uuid.UUID, period: date) -> int:
@@ -54,39 +79,73 @@ def durable_used(conn: psycopg.Connection, account_id: uuid.UUID, period: date) 
     return int(row[0]) if row else 0
 
 
-def raise_used(conn: psycopg.Connection, account_id: uuid.UUID, period: date, used: int) -> None:
-    """Raise the ledger's count to `used` unless it is higher already."""
-    conn.execute(RAISE_USED, {"account": account_id, "period": period, "used": used})
-
-
 def period_usage(conn: psycopg.Connection, period: date) -> dict[uuid.UUID, int]:
     """Every account's ledger count for a month."""
     return {row[0]: int(row[1]) for row in conn.execute(SELECT_PERIOD, {"period": period})}
 
 
+def claim_period(conn: psycopg.Connection, account_id: uuid.UUID, period: date) -> bool:
+    """Create the account's ledger row for the month; True if it did not exist before."""
+    row = conn.execute(CLAIM_PERIOD, {"account": account_id, "period": period}).fetchone()
+    return row is not None
+
+
 class UsageLedger:
-    """This process's tally of admissions not yet in PostgreSQL, and the thread that writes it."""
+    """One process's tally of admissions not yet in PostgreSQL, and the means to write it."""
 
-    def __init__(self, database: Database, interval: float = FLUSH_SECONDS) -> None:
+    def __init__(self, database: Database) -> None:
         self._database = database
-        self._interval = interval
+        self.writer_id = uuid.uuid4()
+        self._host = socket.gethostname()
+        self._pid = 0
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._pending: Counter[tuple[uuid.UUID, date]] = Counter()
-        self._pid: int | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Batches taken from `_pending` whose commit is not known to have happened, oldest first.
+        self._unwritten: list[tuple[int, Counter[tuple[uuid.UUID, date]]]] = []
+        self._seq = 0
+        # Calls between `begin` and `end`, by the parity of the epoch they began in.
+        self._epoch = 0
+        self._in_flight = [0, 0]
+        self._draining: int | None = None
+        self.synced_through = 0
 
-    def record(self, account_id: uuid.UUID, period: date) -> None:
-        """Tally one admitted call."""
-        if self._pid != os.getpid():
-            self._start()
+    def restart(self, pid: int) -> None:
+        """Start afresh in a forked child: the parent's tally and identity are the parent's."""
         with self._lock:
-            self._pending[(account_id, period)] += 1
+            self._pending = Counter()
+            self._unwritten = []
+            self._in_flight = [0, 0]
+            self._draining = None
+            self._seq = 0
+            self.synced_through = 0
+            self.writer_id = uuid.uuid4()
+            self._pid = pid
+
+    def begin(self) -> int:
+        """Mark a call as in flight (about to ask Redis); returns the token for `end`."""
+        with self._lock:
+            epoch = self._epoch
+            self._in_flight[epoch & 1] += 1
+        return epoch
+
+    def end(self, epoch: int, admitted: tuple[uuid.UUID, date] | None) -> None:
+        """The call has its answer; tally it if it was admitted (account, month)."""
+        with self._lock:
+            self._in_flight[epoch & 1] -= 1
+            if admitted is not None:
+                self._pending[admitted] += 1
 
     def pending(self, account_id: uuid.UUID, period: date) -> int:
         """Admissions of this process not yet written."""
         with self._lock:
-            return self._pending.get((account_id, period), 0)
+            held = self._pending.get((account_id, period), 0)
+            return held + sum(batch.get((account_id, period), 0) for _, batch in self._unwritten)
+
+    def holds_anything(self) -> bool:
+        """Whether a write would have something to add."""
+        with self._lock:
+            return bool(self._pending or self._unwritten)
 
     def used(self, account_id: uuid.UUID, period: date) -> int:
         """The best durable count known: the larger of the ledger (plus this process's unwritten
@@ -102,49 +161,76 @@ class UsageLedger:
             logged = counted_calls(conn, period, end, account_id).get(account_id, 0)
         return max(stored + self.pending(account_id, period), logged)
 
+    def register(self) -> None:
+        """Tell rebuilds this process exists (before it admits anything)."""
+        self.write(synced_through=None)
+
+    def deregister(self) -> None:
+        """Write what is held and leave the registry (clean exit)."""
+        self.write(synced_through=None)
+        with self._database.connection() as conn:
+            conn.execute(DEREGISTER, {"writer": self.writer_id})
+
     def flush(self) -> None:
-        """Write the tally now; on failure it is kept for the next attempt."""
-        with self._lock:
-            batch, self._pending = self._pending, Counter()
-        if not batch:
-            return
-        accounts, periods, counts = zip(*((a, p, n) for (a, p), n in batch.items()), strict=True)
-        try:
-            with self._database.connection() as conn:
-                conn.execute(
-                    ADD_USAGE,
-                    {"accounts": list(accounts), "periods": list(periods), "counts": list(counts)},
-                )
-        except Exception:
+        """Write the tally now."""
+        self.write(synced_through=None)
+
+    def certify(self, request: int) -> bool:
+        """Answer rebuild request `request`: write every admission made before it; True if done.
+
+        Calls still waiting for Redis's answer may have been counted there already, so the
+        tally is taken only once every call that was in flight when the request was seen has
+        its answer (calls beginning later belong to the next epoch and need not be waited for:
+        the rebuilt account's counter is missing, so none of them can be admitted for it).
+        """
+        if not self._quiesce():
+            return False
+        self.write(synced_through=request)
+        return True
+
+    def write(self, synced_through: int | None) -> None:
+        """Write the tally (and a heartbeat) now; a failed batch is retried as it was."""
+        with self._write_lock:
             with self._lock:
-                self._pending.update(batch)
-            raise
+                if self._pending:
+                    self._seq += 1
+                    self._unwritten.append((self._seq, self._pending))
+                    self._pending = Counter()
+                batches = list(self._unwritten)
+            identity = {"writer": self.writer_id, "host": self._host, "pid": self._pid}
+            with self._database.connection() as conn:
+                for seq, batch in batches:
+                    accounts, periods, counts = zip(
+                        *((a, p, n) for (a, p), n in batch.items()), strict=True
+                    )
+                    conn.execute(
+                        ADD_USAGE,
+                        {
+                            **identity,
+                            "seq": seq,
+                            "accounts": list(accounts),
+                            "periods": list(periods),
+                            "counts": list(counts),
+                        },
+                    )
+                conn.execute(HEARTBEAT, {**identity, "synced": synced_through or 0})
+            with self._lock:
+                del self._unwritten[: len(batches)]
+                if synced_through is not None:
+                    self.synced_through = max(self.synced_through, synced_through)
 
-    def close(self) -> None:
-        """Stop the writer and write what is left."""
-        self._stop.set()
-        # Flushing here rather than joining the writer: batches are swapped under the lock, so
-        # a flush racing the writer's last one writes each admission exactly once.
-        self._flush_logged()
-
-    def _start(self) -> None:
+    def _quiesce(self) -> bool:
         with self._lock:
-            if self._pid == os.getpid():
-                return
-            # A tally inherited through fork() is the parent's to write, not ours.
-            self._pending = Counter()
-            self._pid = os.getpid()
-            self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="quota-ledger", daemon=True)
-        self._thread.start()
-        atexit.register(self.close)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._flush_logged()
-
-    def _flush_logged(self) -> None:
-        try:
-            self.flush()
-        except Exception as exc:
-            logger.warning("quota ledger: write failed, will retry: %s", exc)
+            if self._draining is None:
+                self._draining = self._epoch
+                self._epoch += 1
+            draining = self._draining
+        deadline = time.monotonic() + QUIESCE_SECONDS
+        while True:
+            with self._lock:
+                if self._in_flight[draining & 1] == 0:
+                    self._draining = None
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)

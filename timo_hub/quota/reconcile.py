@@ -1,66 +1,139 @@
-"""Compare each account's Redis counter with the durable counts and repair the lower ones.
+"""Compare each account's Redis counter with what PostgreSQL proves, and raise the ones behind.
 
-Redis counts every admission exactly but can lose its data. The ledger survives but trails by the
-web processes' unwritten tallies (more if one was killed); the event log survives everything but
-trails by the events still in flight. The truth is at least the largest of the three, and repair
-raises the others to it: a counter never goes down, so a repair can never hand out quota.
+PostgreSQL proves two lower bounds of the true count: the ledger (every process's written tallies)
+and the event log's count of admitted calls. A correct counter is never below either, so raising
+a counter to the larger of them can only repair, never change a correct count, with or without
+traffic. Nothing else is touched:
+
+* the ledger is never raised to Redis (web processes still hold tallies they will add on top, so
+  the copy would count those calls twice);
+* a counter that is above both is normal (tallies and events in flight) and is left alone;
+* a missing counter, or one from another Redis server life, is left to the rebuild its next call
+  starts (`timo_hub.quota.rebuild`): only that can add the tallies still held in memory.
+
+What this repairs is a counter lowered within one server life (an operator's `SET`, a bug), and
+a counter short of events whose web process was killed before it wrote its tally.
 """
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass
 
 from timo_hub.accounts import store
 from timo_hub.platform.runtime import Runtime
-from timo_hub.quota.admission import Admitter
+from timo_hub.quota.admission import Admitter, read_counters, server_run_id
 from timo_hub.quota.counting import counted_calls
-from timo_hub.quota.ledger import period_usage, raise_used
+from timo_hub.quota.ledger import period_usage
 from timo_hub.quota.period import Period
+
+STALE_WRITERS = "DELETE FROM quota_writers WHERE seen_at < now() - interval '1 day'"
+
+
+class CounterState(enum.StrEnum):
+    """How a counter stands against PostgreSQL's proof."""
+
+    IN_STEP = "in_step"
+    AHEAD = "ahead"
+    """Above both durable counts: calls whose tallies and events are still in flight."""
+    BEHIND = "behind"
+    """Below what PostgreSQL proves: raised by repair."""
+    MISSING = "missing"
+    """Rebuilt by the next call for the account."""
+    FOREIGN = "foreign"
+    """Seeded in another Redis server life (a restart or failover): rebuilt by the next call."""
 
 
 @dataclass(frozen=True)
-class Drift:
-    """One account's counter against its ledger for a period."""
+class CounterCheck:
+    """One account's counter against its durable counts for a period."""
 
     account_id: uuid.UUID
     redis: int | None
     ledger: int
     log: int
+    state: CounterState
 
     @property
-    def difference(self) -> int:
-        """Redis minus the larger durable count (a missing counter counts as 0)."""
-        return (self.redis or 0) - max(self.ledger, self.log)
-
-    @property
-    def repaired_to(self) -> int:
-        """The value counter and ledger hold after repair."""
-        return max(self.redis or 0, self.ledger, self.log)
+    def proven(self) -> int:
+        """The count PostgreSQL proves: the larger durable one."""
+        return max(self.ledger, self.log)
 
 
-def compare(runtime: Runtime, period: Period) -> list[Drift]:
-    """Every account with usage in `period` on either side, with both counts."""
+@dataclass(frozen=True)
+class Repair:
+    """A counter raised: from what to what."""
+
+    account_id: uuid.UUID
+    before: int
+    after: int
+
+
+def check(runtime: Runtime, period: Period) -> list[CounterCheck]:
+    """Every account with usage in `period` in Redis or PostgreSQL, with its state."""
     with runtime.database.connection() as conn:
         ledger = period_usage(conn, period.first_day)
         logged = counted_calls(conn, period.first_day, period.end.date())
         accounts = [a.id for a in store.list_accounts(conn)]
-    drifts = []
+    run_id = server_run_id(runtime.redis)
+    counters = read_counters(runtime.redis, accounts, period)
+    checks = []
     for account_id in accounts:
-        counter = Admitter.read(runtime.redis, account_id, period)
+        counter, counter_run = counters[account_id]
         stored, in_log = ledger.get(account_id, 0), logged.get(account_id, 0)
         if counter is None and stored == 0 and in_log == 0:
             continue
-        drifts.append(Drift(account_id, counter, stored, in_log))
-    return drifts
+        proven = max(stored, in_log)
+        if counter is None:
+            state = CounterState.MISSING
+        elif counter_run != run_id:
+            state = CounterState.FOREIGN
+        elif counter < proven:
+            state = CounterState.BEHIND
+        elif counter > proven:
+            state = CounterState.AHEAD
+        else:
+            state = CounterState.IN_STEP
+        checks.append(CounterCheck(account_id, counter, stored, in_log, state))
+    return checks
 
 
-def repair(runtime: Runtime, period: Period, drifts: list[Drift]) -> None:
-    """Raise the lower side of every drift to the higher."""
-    admitter = Admitter(runtime.redis)
+def repair(runtime: Runtime, period: Period, checks: list[CounterCheck]) -> list[Repair]:
+    """Raise every counter that is behind to what PostgreSQL proves; return what changed.
+
+    Each raise is conditional in Redis (`Admitter.raise_to`): a counter that moved meanwhile is
+    raised only if it is still below, and one replaced by another server life is left alone.
+    """
+    admitter = Admitter(runtime.redis, fence_token="reconcile")
+    run_id = server_run_id(runtime.redis)
+    repairs = []
+    for item in checks:
+        if item.state is not CounterState.BEHIND:
+            continue
+        changed = admitter.raise_to(item.account_id, period, item.proven, run_id)
+        if changed is not None and changed[0] != changed[1]:
+            repairs.append(Repair(item.account_id, *changed))
+    return repairs
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """One reconcile run: what was checked and what was raised."""
+
+    period: Period
+    checks: list[CounterCheck]
+    repairs: list[Repair]
+
+
+def reconcile(runtime: Runtime, period: Period, *, dry_run: bool = False) -> Reconciliation:
+    """Check every counter of `period` and (unless `dry_run`) raise those behind."""
+    checks = check(runtime, period)
+    repairs = [] if dry_run else repair(runtime, period, checks)
+    return Reconciliation(period, checks, repairs)
+
+
+def forget_departed_writers(runtime: Runtime) -> int:
+    """Delete registry rows of web processes silent for a day (killed without a clean exit)."""
     with runtime.database.connection() as conn:
-        for drift in drifts:
-            if drift.redis == drift.ledger == drift.repaired_to:
-                continue
-            admitter.raise_to(drift.account_id, period, drift.repaired_to)
-            raise_used(conn, drift.account_id, period.first_day, drift.repaired_to)
+        return conn.execute(STALE_WRITERS).rowcount

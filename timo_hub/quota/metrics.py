@@ -1,0 +1,27 @@
+"""Counters of quota bookkeeping (exposed to Prometheus by the web and worker metrics endpoints)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+COUNTERS_REBUILT = Counter(
+    "timo_quota_counters_rebuilt",
+    "Redis quota counters seeded by a web process (a new month, or a counter Redis lost)",
+)
+REBUILD_WAITS_ABANDONED = Counter(
+    "timo_quota_rebuild_waits_abandoned",
+    "Calls answered 503 because their account's counter was still being rebuilt",
+)
+ADMISSIONS_EXPIRED = Counter(
+    "timo_quota_admissions_expired",
+    "Calls answered 503 because Redis ran their admission after its deadline (nothing counted)",
+)
+RECONCILE_RUNS = Counter("timo_quota_reconcile_runs", "Scheduled quota reconcile runs completed")
+COUNTERS_REPAIRED = Counter(
+    "timo_quota_counters_repaired",
+    "Redis quota counters that reconcile found below what PostgreSQL proves, and raised",
+)
+CALLS_RESTORED = Counter(
+    "timo_quota_calls_restored",
+    "Calls added to Redis quota counters by reconcile (the sum of every repair's difference)",
+)

@@ -1,0 +1,156 @@
+"""Rebuilding a missing counter to the true count of admitted calls, across every web process.
+
+Only the caller holding the account's fence (`admission.State.REBUILD`) starts a rebuild, so two
+processes never seed one counter. The true count is the ledger plus what each live web process
+still holds in memory, so a rebuild is a barrier:
+
+1. A month the account has never been seeded in has no admissions anywhere: its ledger row does
+   not exist yet (`ledger.claim_period` creates it before the first seed, and every admission
+   needs a seeded counter). Such a counter is seeded at once, from the event log only (which is
+   empty unless the ledger row was lost, e.g. restored from an old backup).
+2. Otherwise the rebuild takes a request number from PostgreSQL (`quota_sync_seq`) and publishes
+   it in Redis. Every web process's sync thread sees it within a cycle, waits for the calls it has
+   in flight, writes its whole tally and records the number (`quota_writers.synced_through`).
+   Once no live writer is behind the number, the ledger holds every admission made before the
+   counter went missing (none can be made after: every admission needs the counter), and the
+   counter is seeded with the larger of the ledger and the event log's count.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+
+from timo_hub.platform.db import Database
+from timo_hub.platform.months import next_month
+from timo_hub.quota import metrics
+from timo_hub.quota.admission import FENCE_MILLISECONDS, Admitter
+from timo_hub.quota.counting import counted_calls
+from timo_hub.quota.ledger import claim_period, durable_used
+from timo_hub.quota.period import Period
+
+logger = logging.getLogger(__name__)
+
+SYNC_REQUEST_KEY = "timo:quota:sync"
+# A writer silent for this long is taken for dead: rebuilds stop waiting for it. Writers beat
+# every second (`timo_hub.quota.sync`), so only a stopped or killed process stays silent this long.
+WRITER_LIVENESS_SECONDS = 5.0
+
+# Raise the published request to ARGV[1], never lower it (the sequence only grows).
+PUBLISH_LUA = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', 86400)
+end
+"""
+NEXT_REQUEST = "SELECT nextval('quota_sync_seq')"
+WRITERS_BEHIND = """
+SELECT count(*) FROM quota_writers
+WHERE synced_through < %(request)s AND seen_at > now() - make_interval(secs => %(live)s)
+"""
+
+
+def read_sync_request(client: redis.Redis) -> int:
+    """The highest rebuild request published (0 when none is)."""
+    value = client.get(SYNC_REQUEST_KEY)
+    return 0 if value is None else int(value)
+
+
+@dataclass
+class _Job:
+    account_id: uuid.UUID
+    period: Period
+    give_up_at: float
+    request: int | None = None
+
+
+class CounterRebuilder:
+    """Rebuilds the counters whose fence this process holds."""
+
+    def __init__(
+        self, admitter: Admitter, database: Database, client: redis.Redis, wake: threading.Event
+    ) -> None:
+        self._admitter = admitter
+        self._database = database
+        self._publish = client.register_script(PUBLISH_LUA)
+        self._wake = wake
+        self._jobs: dict[tuple[uuid.UUID, str], _Job] = {}
+        self._lock = threading.Lock()
+        self.rebuilt = 0
+        """Counters this process has seeded (for tests and logs)."""
+
+    def start(self, account_id: uuid.UUID, period: Period) -> bool:
+        """Begin rebuilding a counter whose fence we hold; True if it is already seeded."""
+        with self._database.connection() as conn:
+            fresh = claim_period(conn, account_id, period.first_day)
+            logged = counted_calls(conn, period.first_day, next_month(period.first_day), account_id)
+        if fresh:
+            self._seed(account_id, period, logged.get(account_id, 0), "new month")
+            return True
+        with self._lock:
+            # Stop a little before the fence expires, so a late seed never follows another's.
+            give_up_at = time.monotonic() + FENCE_MILLISECONDS / 1000 - 2.0
+            self._jobs.setdefault((account_id, period.label), _Job(account_id, period, give_up_at))
+        self._wake.set()
+        return False
+
+    def issue_requests(self) -> None:
+        """Give new rebuilds a request number and publish it (sync thread)."""
+        with self._lock:
+            new = [job for job in self._jobs.values() if job.request is None]
+        if not new:
+            return
+        with self._database.connection() as conn:
+            row = conn.execute(NEXT_REQUEST).fetchone()
+        assert row is not None
+        request = int(row[0])
+        self._publish(keys=[SYNC_REQUEST_KEY], args=[request])
+        for job in new:
+            job.request = request
+
+    def finish_ready(self) -> None:
+        """Seed every counter whose barrier every live writer has passed (sync thread)."""
+        with self._lock:
+            jobs = [job for job in self._jobs.values() if job.request is not None]
+        for job in jobs:
+            key = (job.account_id, job.period.label)
+            if time.monotonic() > job.give_up_at:
+                logger.warning(
+                    "quota: gave up rebuilding %s %s; web processes did not answer in time",
+                    job.account_id,
+                    job.period.label,
+                )
+                self._drop(key)
+                continue
+            with self._database.connection() as conn:
+                row = conn.execute(
+                    WRITERS_BEHIND, {"request": job.request, "live": WRITER_LIVENESS_SECONDS}
+                ).fetchone()
+                if row is None or int(row[0]) > 0:
+                    continue
+                first, end = job.period.first_day, next_month(job.period.first_day)
+                stored = durable_used(conn, job.account_id, first)
+                logged = counted_calls(conn, first, end, job.account_id).get(job.account_id, 0)
+            self._seed(job.account_id, job.period, max(stored, logged), "rebuilt")
+            self._drop(key)
+
+    def has_jobs(self) -> bool:
+        """Whether a rebuild is under way here."""
+        with self._lock:
+            return bool(self._jobs)
+
+    def _drop(self, key: tuple[uuid.UUID, str]) -> None:
+        with self._lock:
+            self._jobs.pop(key, None)
+
+    def _seed(self, account_id: uuid.UUID, period: Period, used: int, why: str) -> None:
+        if self._admitter.seed(account_id, period, used):
+            self.rebuilt += 1
+            metrics.COUNTERS_REBUILT.inc()
+            logger.info(
+                "quota: counter %s %s seeded at %d (%s)", account_id, period.label, used, why
+            )
