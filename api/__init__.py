@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import authentication, current, gate, http_metrics, problems
 from api.metering import EXTENSION as EVENTS
@@ -54,6 +55,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(blueprint)
     app.register_blueprint(docs.blueprint)
+    if settings.trusted_proxies:
+        # Behind a proxy every caller would share its address (and the failed-authentication
+        # throttle would lump them together); believe exactly as many hops as are ours.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     return app
 
 

@@ -1,9 +1,9 @@
 """Bearer-key authentication for every `/api/v1` route except health.
 
 On the hot path a valid, recently seen key costs one dictionary lookup (see
-`timo_hub.accounts.cache`). Only a cache miss reads PostgreSQL, and only then is the caller's
-address checked against the failed-authentication throttle, so known-good traffic pays nothing
-for it. The key itself never
+`timo_hub.accounts.cache`). Only a cache miss reads PostgreSQL. Only a refusal touches the
+failed-authentication throttle, so known-good traffic pays nothing for it and a valid key is never
+refused because others sent bad keys from the same address (a NAT, a proxy). The key itself never
 leaves this module: not in a log line, an error message, or Redis.
 """
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 EXTENSION = "timo_auth"
 LAST_USED_INTERVAL_SECONDS = 60.0
-# Failed authentications allowed per client address per window before answering 429.
+# Failed authentications per client address per window answered 401; later ones get 429.
 FAILURE_LIMIT = 20
 FAILURE_WINDOW_SECONDS = 60
 _FAILURE_KEY = "timo:authfail:{address}"
@@ -48,7 +48,11 @@ class Authenticator:
         self._touch_lock = threading.Lock()
 
     def authenticate(self, authorization: str | None, address: str | None) -> Principal:
-        """The principal behind an `Authorization` header (suspended or not), or 401/429."""
+        """The principal behind an `Authorization` header (suspended or not), or 401/429.
+
+        A valid key always authenticates, whatever its address has sent before; only refusals
+        are throttled (429 instead of 401 once an address has sent too many bad keys).
+        """
         secret = _bearer_token(authorization)
         key_hash = key_format.hash_key(secret, self._pepper)
         principal = self.cache.peek(key_hash)
@@ -56,12 +60,10 @@ class Authenticator:
             return principal  # cached, so it was well formed and valid when it was stored
         if not key_format.is_well_formed(secret):
             # Refused without a lookup: a mistyped key never reaches PostgreSQL.
-            self._count_failure(address)
-            raise _unauthorized("The API key is malformed.", "invalid_token")
-        principal = self.cache.lookup(key_hash, lambda: self._load(key_hash, address))
+            raise self._refusal(address, "The API key is malformed.")
+        principal = self.cache.lookup(key_hash, lambda: self._load(key_hash))
         if principal is None:
-            self._count_failure(address)
-            raise _unauthorized("The API key is unknown or revoked.", "invalid_token")
+            raise self._refusal(address, "The API key is unknown or revoked.")
         return principal
 
     def touch_later(self, principal: Principal) -> Callable[[], None] | None:
@@ -85,30 +87,25 @@ class Authenticator:
 
         return touch
 
-    def _load(self, key_hash: bytes, address: str | None) -> Principal | None:
-        self._check_failure_budget(address)
+    def _load(self, key_hash: bytes) -> Principal | None:
         with self._runtime.database.connection() as conn:
             return store.find_principal(conn, key_hash)
 
-    def _check_failure_budget(self, address: str | None) -> None:
-        client = self._runtime.redis
-        key = _failure_key(address)
-        failures = client.get(key)
-        if failures is not None and int(failures) >= FAILURE_LIMIT:
-            retry = max(int(client.ttl(key)), 1)
-            raise TooManyFailedAuthenticationsError(
-                "Too many requests with invalid API keys from this address; try again later.",
-                headers={"Retry-After": str(retry)},
-            )
-
-    def _count_failure(self, address: str | None) -> None:
-        self._check_failure_budget(address)
+    def _refusal(self, address: str | None, detail: str) -> ApiError:
+        """Count a failed authentication from `address`; 401, or 429 past the window's limit."""
         key = _failure_key(address)
         pipe = self._runtime.redis.pipeline()
         # SET NX starts the window; INCR keeps its expiry (EXPIRE NX would need Redis 7).
         pipe.set(key, 0, ex=FAILURE_WINDOW_SECONDS, nx=True)
         pipe.incr(key)
-        pipe.execute()
+        pipe.ttl(key)
+        _, failures, ttl = pipe.execute()
+        if int(failures) > FAILURE_LIMIT:
+            return TooManyFailedAuthenticationsError(
+                "Too many requests with invalid API keys from this address; try again later.",
+                headers={"Retry-After": str(max(int(ttl), 1))},
+            )
+        return _unauthorized(detail, "invalid_token")
 
 
 def _failure_key(address: str | None) -> str:

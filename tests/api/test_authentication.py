@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from api import close_app, create_app
 from api.authentication import FAILURE_LIMIT
-from tests.support.accounts import Customer
+from tests.support.accounts import Customer, new_customer
 from timo_hub.accounts import key_format, service
 from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings
 
 PROTECTED = ["/api/v1/account", "/api/v1/auth/keys"]
 
@@ -106,6 +109,44 @@ def test_repeated_bad_keys_from_one_address_are_throttled(app: Flask, customer: 
     neighbour = app.test_client()
     neighbour.environ_base["REMOTE_ADDR"] = "198.51.100.1"
     assert neighbour.get("/api/v1/account", headers=customer.auth).status_code == 200
+
+
+def test_a_valid_key_never_seen_before_authenticates_after_bad_keys_from_its_address(
+    app: Flask, runtime: Runtime
+) -> None:
+    """Guards against the throttle refusing lookups rather than failures: after 20 bad keys
+    from an address, a valid key not in this process's cache (a new key, another worker, past
+    the cache TTL) got 429 for a minute, so one bad client behind a NAT locked out everyone."""
+    shared_address = app.test_client()
+    shared_address.environ_base["REMOTE_ADDR"] = "203.0.113.9"
+    bad = {"Authorization": f"Bearer {key_format.generate('x').secret}"}
+    statuses = [shared_address.get("/api/v1/account", headers=bad).status_code for _ in range(25)]
+    assert statuses == [401] * FAILURE_LIMIT + [429] * (25 - FAILURE_LIMIT)
+
+    newcomer = new_customer(runtime)  # created now: no process has ever cached its key
+    assert shared_address.get("/api/v1/account", headers=newcomer.auth).status_code == 200
+    assert shared_address.get("/api/v1/account", headers=bad).status_code == 429
+
+
+def test_behind_a_trusted_proxy_the_throttle_tells_clients_apart(
+    settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    """Without a trusted-proxy setting every caller behind a proxy shares its address."""
+    app = create_app(
+        {"SETTINGS": settings.model_copy(update={"home": tmp_path, "trusted_proxies": 1})}
+    )
+    try:
+        proxy = app.test_client()
+        proxy.environ_base["REMOTE_ADDR"] = "10.0.0.2"
+        bad = {"Authorization": f"Bearer {key_format.generate('x').secret}"}
+        for _ in range(FAILURE_LIMIT + 1):
+            proxy.get("/api/v1/account", headers={**bad, "X-Forwarded-For": "203.0.113.20"})
+        attacker = proxy.get("/api/v1/account", headers={**bad, "X-Forwarded-For": "203.0.113.20"})
+        assert attacker.status_code == 429
+        other = proxy.get("/api/v1/account", headers={**bad, "X-Forwarded-For": "198.51.100.4"})
+        assert other.status_code == 401
+    finally:
+        close_app(app)
 
 
 def test_last_used_is_recorded_at_most_once_a_minute(

@@ -66,6 +66,9 @@ class Settings(BaseModel):
     log_format: str | None = None
     # A logging level name; an unknown one means INFO (logging must not stop a process starting).
     log_level: str = "INFO"
+    # Reverse proxies in front of the web process whose `X-Forwarded-For`/`-Proto` to believe
+    # (werkzeug's ProxyFix). 0 believes none: the client address is the socket's peer.
+    trusted_proxies: int = Field(default=0, ge=0, le=10)
 
     @field_validator("home")
     @classmethod
@@ -176,6 +179,7 @@ _VARIABLES = {
     "worker_metrics_addr": "TIMO_WORKER_METRICS_ADDR",
     "log_format": "TIMO_LOG_FORMAT",
     "log_level": "TIMO_LOG_LEVEL",
+    "trusted_proxies": "TIMO_TRUSTED_PROXIES",
 }
 
 
