@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -31,7 +32,10 @@ import redis
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
+from timo_hub.quota import metrics
 from timo_hub.quota.period import Period
+
+logger = logging.getLogger(__name__)
 
 # How long after sending a call may still be counted. It must stay well below the socket timeout
 # (`timo_hub.platform.runtime.REDIS_SOCKET_TIMEOUT`, 2 s): a reply sent within the budget reaches
@@ -42,12 +46,14 @@ ADMIT_BUDGET_SECONDS = 1.0
 FENCE_MILLISECONDS = 15_000
 # Deadline offsets older than this are re-measured, so a step of Redis's clock is followed.
 OFFSET_MAX_AGE_SECONDS = 10.0
+# How long an answer that came too late for its caller is still waited for (to take it back).
+LATE_REPLY_SECONDS = 60.0
 
-# KEYS: counter, run, fence. ARGV: limit (-1 unlimited), 1 count / 0 peek, run id, deadline (ms,
-# Redis clock), fence token, fence ms. Returns {state, used, Redis time in ms}.
+# KEYS: counter, run, fence. ARGV: limit (-1 unlimited), 1 count / 0 peek, run id, deadline (µs,
+# Redis clock), fence token, fence ms. Returns {state, used, Redis time in µs}.
 ADMIT_LUA = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if now > tonumber(ARGV[4]) then return {-3, 0, now} end
 local found = redis.call('MGET', KEYS[1], KEYS[2])
 if found[1] and found[2] == ARGV[3] then
@@ -62,13 +68,34 @@ if redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) then return {-1, 0, 
 return {-2, 0, now}
 """
 
-# KEYS: counter, run, fence. ARGV: fence token, seed, run id, expire-at epoch. 1 when seeded.
+# KEYS: counter, run, fence, seeded. ARGV: fence token, seed, run id, expire-at epoch. 1 when
+# seeded. `seeded` holds the moment (µs, Redis clock) this life of the counter began.
 SEED_LUA = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
 redis.call('SET', KEYS[1], ARGV[2], 'EXAT', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[3], 'EXAT', ARGV[4])
+redis.call('SET', KEYS[4], tonumber(t[1]) * 1000000 + tonumber(t[2]), 'EXAT', ARGV[4])
 redis.call('DEL', KEYS[3])
 return 1
+"""
+
+# KEYS: counter, run, seeded. ARGV: run id, the counted call's Redis time (µs). Takes back a call
+# that was counted but answered 503 (its reply came after the caller gave up), if the counter
+# that counted it is still the one in place (same server life, not rebuilt since).
+UNCOUNT_LUA = """
+local found = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
+if found[1] and found[2] == ARGV[1] and tonumber(found[3] or '0') < tonumber(ARGV[2]) then
+  redis.call('DECR', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+# KEYS: fence. ARGV: token. Lets go of a fence taken by a call whose caller had given up.
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # KEYS: counter, run. ARGV: target, run id. Raises a counter of this server life to at least the
@@ -124,6 +151,7 @@ class CounterKeys:
     counter: str
     run: str
     fence: str
+    seeded: str
 
 
 def counter_key(account_id: uuid.UUID | str, period: Period) -> str:
@@ -134,7 +162,7 @@ def counter_key(account_id: uuid.UUID | str, period: Period) -> str:
 def counter_keys(account_id: uuid.UUID | str, period: Period) -> CounterKeys:
     """The counter, its server-life stamp and its rebuild fence."""
     counter = counter_key(account_id, period)
-    return CounterKeys(counter, counter + ":run", counter + ":fence")
+    return CounterKeys(counter, counter + ":run", counter + ":fence", counter + ":seeded")
 
 
 def server_run_id(client: redis.Redis) -> str:
@@ -161,22 +189,22 @@ def _run_id_from_info(info: bytes) -> str:
 class _Link:
     """One thread's connection, the server life it talks to, and its view of Redis's clock."""
 
-    __slots__ = ("conn", "offset_at", "offset_ms", "pid", "run_id")
+    __slots__ = ("conn", "offset_at", "offset_us", "pid", "run_id")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.pid = os.getpid()
         self.run_id = ""
-        self.offset_ms = 0.0
+        self.offset_us = 0.0
         self.offset_at = -float("inf")
 
-    def learn_offset(self, redis_ms: int, received: float) -> None:
+    def learn_offset(self, redis_us: int, received: float) -> None:
         # Redis read its clock before we received the answer, so this is a lower bound of
         # (Redis clock - our monotonic clock); the largest recent one is the tightest. A deadline
         # built on a lower bound can only come early, never late.
-        sample = redis_ms - received * 1000.0
-        if sample > self.offset_ms or received - self.offset_at > OFFSET_MAX_AGE_SECONDS:
-            self.offset_ms, self.offset_at = sample, received
+        sample = redis_us - received * 1_000_000.0
+        if sample > self.offset_us or received - self.offset_at > OFFSET_MAX_AGE_SECONDS:
+            self.offset_us, self.offset_at = sample, received
 
 
 @dataclass(frozen=True)
@@ -207,6 +235,8 @@ class Admitter:
         self._evalsha_prefix = b"*12\r\n" + _bulk_strings("EVALSHA", sha, 3)
         self._seed = client.register_script(SEED_LUA)
         self._raise = client.register_script(RAISE_LUA)
+        self._uncount = client.register_script(UNCOUNT_LUA)
+        self._release = client.register_script(RELEASE_LUA)
         self._local = threading.local()
 
     def _link(self) -> _Link:
@@ -234,29 +264,75 @@ class Admitter:
             link.run_id = _run_id_from_info(conn.read_response())
             seconds, micros = conn.read_response()
             link.offset_at = -float("inf")
-            link.learn_offset(int(seconds) * 1000 + int(micros) // 1000, time.monotonic())
+            link.learn_offset(int(seconds) * 1_000_000 + int(micros), time.monotonic())
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             conn.disconnect()
             raise
 
     def _run(self, link: _Link, key: CounterKeys, args: list[object]) -> list[int]:
         conn = link.conn
+        sent = False
         try:
             conn.send_packed_command(
                 [self._evalsha_prefix + _bulk_strings(key.counter, key.run, key.fence, *args)],
                 False,
             )
+            sent = True
             try:
-                reply = conn.read_response()
+                reply = conn.read_response(disconnect_on_error=False)
             except NoScriptError:
                 # Redis restarted and forgot the script; NOSCRIPT means nothing ran.
                 conn.send_command("EVAL", ADMIT_LUA, 3, key.counter, key.run, key.fence, *args)
-                reply = conn.read_response()
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+                reply = conn.read_response(disconnect_on_error=False)
+        except redis.TimeoutError:
+            if not sent:
+                conn.disconnect()
+                raise
+            # The script may still run, or may have run with its answer delayed: the caller will
+            # answer 503, so hand the connection to a thread that reads the answer when it comes
+            # and takes back a call counted too late for its caller. This thread starts afresh.
+            link.conn = cast(Connection, self._pool.make_connection())
+            threading.Thread(
+                target=self._await_late_reply, args=(conn, link.run_id, key), daemon=True
+            ).start()
+            raise
+        except (redis.ConnectionError, OSError):
             conn.disconnect()
+            if sent:
+                # The command may have reached Redis and been counted; its answer is lost. (After
+                # a Redis restart that does not matter: the counter is rebuilt from the ledger.)
+                metrics.ADMISSIONS_UNCERTAIN.inc()
+                logger.warning("quota: admission cut off after sending (%s)", key.counter)
             raise
         link.learn_offset(int(reply[2]), time.monotonic())
         return cast(list[int], reply)
+
+    def _await_late_reply(self, conn: Connection, run_id: str, key: CounterKeys) -> None:
+        try:
+            state, _, executed_at = conn.read_response(
+                timeout=LATE_REPLY_SECONDS, disconnect_on_error=False
+            )
+        except Exception as exc:
+            metrics.ADMISSIONS_UNCERTAIN.inc()
+            logger.error("quota: no answer for a call given up on (%s): %s", key.counter, exc)
+            return
+        finally:
+            conn.disconnect()
+        try:
+            if state == State.ADMITTED:
+                keys = [key.counter, key.run, key.seeded]
+                taken_back = self._uncount(keys=keys, args=[run_id, executed_at])
+                metrics.LATE_ADMISSIONS_TAKEN_BACK.inc(int(taken_back))
+                logger.warning(
+                    "quota: %s a call counted after its caller gave up (%s)",
+                    "took back" if taken_back else "found rebuilt since, so kept out",
+                    key.counter,
+                )
+            elif state == State.REBUILD:
+                self._release(keys=[key.fence], args=[self._fence_token])
+        except redis.RedisError as exc:
+            metrics.ADMISSIONS_UNCERTAIN.inc()
+            logger.error("quota: could not take back a late admission (%s): %s", key.counter, exc)
 
     def admit(
         self, account_id: uuid.UUID, limit: int | None, period: Period, *, count: bool = True
@@ -264,7 +340,7 @@ class Admitter:
         """Count one call if the month's limit allows it (`count=False` only looks)."""
         link = self._link()
         keys = counter_keys(account_id, period)
-        deadline = int((time.monotonic() + ADMIT_BUDGET_SECONDS) * 1000 + link.offset_ms)
+        deadline = int((time.monotonic() + ADMIT_BUDGET_SECONDS) * 1_000_000 + link.offset_us)
         args: list[object] = [
             -1 if limit is None else limit,
             1 if count else 0,
@@ -281,7 +357,7 @@ class Admitter:
         keys = counter_keys(account_id, period)
         run_id = server_run_id(self._client)
         args: list[str | int] = [self._fence_token, used, run_id, period.counter_expires_at]
-        return bool(self._seed(keys=[keys.counter, keys.run, keys.fence], args=args))
+        return bool(self._seed(keys=[keys.counter, keys.run, keys.fence, keys.seeded], args=args))
 
     def raise_to(
         self, account_id: uuid.UUID, period: Period, used: int, run_id: str

@@ -16,6 +16,14 @@ ADMISSIONS_EXPIRED = Counter(
     "timo_quota_admissions_expired",
     "Calls answered 503 because Redis ran their admission after its deadline (nothing counted)",
 )
+LATE_ADMISSIONS_TAKEN_BACK = Counter(
+    "timo_quota_late_admissions_taken_back",
+    "Calls counted by Redis after their caller had given up and answered 503, then uncounted",
+)
+ADMISSIONS_UNCERTAIN = Counter(
+    "timo_quota_admissions_uncertain",
+    "Calls answered 503 whose admission may have been counted (connection cut after sending)",
+)
 RECONCILE_RUNS = Counter("timo_quota_reconcile_runs", "Scheduled quota reconcile runs completed")
 COUNTERS_REPAIRED = Counter(
     "timo_quota_counters_repaired",
