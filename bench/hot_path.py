@@ -7,6 +7,10 @@ Serves, one after another and with the same gunicorn settings:
 drives each with wrk for a fixed time, and prints requests/s, p50 and p99 latency, and the ratios
 c/a and c/b. Targets: c/a >= 0.6, c/b >= 1.0, p99(c) - p99(a) <= 2 ms.
 
+`--before PATH` compares (c) with (c) served from another checkout instead (a `git worktree` of
+the commit before a change): the two alternate, in both orders, for `--rounds` rounds, and the
+medians are printed with their ratio, so a change's cost on the request path is read off one run.
+
 Run: `make bench-hot-path` (installs wrk and Flask-Limiter if needed). Uses TIMO_DATABASE_URL /
 TIMO_REDIS_URL when set, embedded servers in a temporary TIMO_HOME otherwise.
 """
@@ -18,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,7 +65,7 @@ def _to_ms(value: str) -> float:
 
 
 def _serve_and_measure(  # type: ignore[no-untyped-def]
-    name: str, app: str, path: str, env: dict[str, str], worker_class: str, args
+    name: str, app: str, path: str, env: dict[str, str], worker_class: str, args, root: Path = ROOT
 ) -> Result:
     port = _free_port()
     gunicorn = [
@@ -77,11 +82,11 @@ def _serve_and_measure(  # type: ignore[no-untyped-def]
         "--log-level",
         "warning",
         "--pythonpath",
-        str(ROOT),
+        str(root),
         app,
     ]
     # As before the app had its own access log: no log line per request for any of the three.
-    server = subprocess.Popen(gunicorn, env={**env, "TIMO_LOG_LEVEL": "WARNING"}, cwd=ROOT)
+    server = subprocess.Popen(gunicorn, env={**env, "TIMO_LOG_LEVEL": "WARNING"}, cwd=root)
     url = f"http://127.0.0.1:{port}{path}"
     try:
         deadline = time.monotonic() + 30
@@ -149,6 +154,10 @@ def main() -> None:
     # gthread keeps connections alive and each sticks to the worker that accepted it: with few
     # connections one worker may hold all of them, halving whichever server is measured.
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--before", type=Path, help="a checkout to compare (c) with, alternating, instead of a/b"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --before comparison")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `make bench-hot-path` installs it (apt-get)")
@@ -193,6 +202,9 @@ def _run(home: str, args) -> None:  # type: ignore[no-untyped-def]
         }
     )
     for worker_class in args.worker_class or ["sync", "gthread"]:
+        if args.before is not None:
+            _compare_with_before(env, worker_class, args)
+            continue
         results = [
             _serve_and_measure(name, app, path, env, worker_class, args)
             for name, app, path in (
@@ -232,6 +244,55 @@ def _report(worker_class: str, results: list[Result], args) -> None:  # type: ig
     )
     added = c.p99_ms - a.p99_ms
     print(f"p99 added by auth + admission: {added:+.2f} ms  (target <= 2 ms)", flush=True)
+
+
+def _compare_with_before(env: dict[str, str], worker_class: str, args) -> None:  # type: ignore[no-untyped-def]
+    """(c) from `args.before` and from this checkout, alternating; medians and their ratio."""
+    contenders = {"before": args.before.resolve(), "after": ROOT}
+    runs: dict[str, list[Result]] = {name: [] for name in contenders}
+    for round_ in range(args.rounds):
+        order = list(contenders) if round_ % 2 == 0 else list(reversed(contenders))
+        for name in order:
+            runs[name].append(
+                _serve_and_measure(
+                    name,
+                    "api:create_app()",
+                    "/api/v1/account/quota",
+                    env,
+                    worker_class,
+                    args,
+                    contenders[name],
+                )
+            )
+    threads = f" x{args.threads} threads" if worker_class == "gthread" else ""
+    print(
+        f"\ngunicorn {args.workers} workers, {worker_class}{threads}; (c) before vs after, "
+        f"{args.rounds} alternating rounds of {args.seconds}s; medians"
+    )
+    print(
+        f"{'checkout':<10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/req':>12}   rounds' CPU"
+    )
+    medians = {}
+    for name, results in runs.items():
+        medians[name] = Result(
+            name,
+            statistics.median(r.rps for r in results),
+            statistics.median(r.p50_ms for r in results),
+            statistics.median(r.p99_ms for r in results),
+            sum(r.non_2xx for r in results),
+            statistics.median(r.cpu_us for r in results),
+        )
+        m = medians[name]
+        rounds = " ".join(f"{r.cpu_us:.0f}" for r in results)
+        print(
+            f"{name:<10}{m.rps:>10.0f}{m.p50_ms:>9.2f}{m.p99_ms:>9.2f}{m.cpu_us:>12.0f}   {rounds}"
+        )
+    before, after = medians["before"], medians["after"]
+    print(
+        f"after/before: CPU per request {after.cpu_us / before.cpu_us:.2f}, throughput "
+        f"{after.rps / before.rps:.2f}, p99 {after.p99_ms - before.p99_ms:+.2f} ms",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
