@@ -28,6 +28,7 @@ from api import access_log, authentication, http_metrics, metering, rate_limit_h
 from api.authentication import Authenticator
 from api.problems import ForbiddenError
 from timo_hub.platform.runtime import Runtime
+from timo_hub.quota.counting import counts
 from timo_hub.quota.enforcer import QuotaEnforcer, quota_exceeded
 
 QUOTA_EXTENSION = "timo_quota"
@@ -110,13 +111,23 @@ def close_request(response: Response) -> Response:
         and elapsed is not None
         and not ctx_g.get("event_recorded")
     ):
-        publisher = current_app.extensions[metering.EXTENSION]
+        extensions = current_app.extensions
         metering.record_call(
-            publisher, req, principal, status, clock.started_at, elapsed, ctx_g.request_id
+            extensions[metering.EXTENSION],
+            req,
+            principal,
+            status,
+            clock.started_at,
+            elapsed,
+            ctx_g.request_id,
         )
         # If a later step fails, Flask answers 500 and runs this hook again on that answer: the
-        # call already has its event and must not get a second one.
+        # call already has its event (and its refund) and must not get a second one.
         ctx_g.event_recorded = True
+        if admission is not None and admission.admitted and not counts(status):
+            # Admitted, then answered 503 by the handler (a store it needed was down): the event
+            # says the call does not count, so neither may the quota.
+            extensions[QUOTA_EXTENSION].refund(principal, admission)
     http_metrics.count(req, status, elapsed)
     access_log.log_request(req, status, elapsed)
     return response

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.accounts import Customer, new_customer
+from tests.support.accounts import Customer, new_customer, principal_of
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
 from tests.support.web import web_process
@@ -29,6 +29,7 @@ from timo_hub.platform.settings import Settings
 from timo_hub.quota import reconcile as reconciliation
 from timo_hub.quota.admission import counter_key
 from timo_hub.quota.counting import counted_calls
+from timo_hub.quota.enforcer import QuotaEnforcer
 from timo_hub.quota.period import Period, period_containing
 
 pytestmark = pytest.mark.slow
@@ -222,10 +223,8 @@ def test_two_processes_finding_the_counter_missing_at_once_seed_it_once_with_bot
     seed winning): two web processes, each holding tallies, find the counter gone together."""
     customer = new_customer(stack_runtime)
     first, second = build_runtime(stack_settings), build_runtime(stack_settings)
-    from timo_hub.quota.enforcer import QuotaEnforcer
-
     enforcers = [QuotaEnforcer(first), QuotaEnforcer(second)]
-    principal = _principal(stack_runtime, customer)
+    principal = principal_of(stack_runtime, customer)
     try:
         now = time.time()
         for enforcer, calls in zip(enforcers, (3, 4), strict=True):
@@ -258,17 +257,6 @@ def test_two_processes_finding_the_counter_missing_at_once_seed_it_once_with_bot
         first.close()
         second.close()
     assert _ledger(stack_runtime, customer) == 9
-
-
-def _principal(runtime: Runtime, customer: Customer):  # type: ignore[no-untyped-def]
-    from timo_hub.accounts import key_format, store
-
-    with runtime.database.connection() as conn:
-        principal = store.find_principal(
-            conn, key_format.hash_key(customer.secret, runtime.settings.key_pepper)
-        )
-    assert principal is not None
-    return principal
 
 
 def test_reconcile_three_times_under_traffic_changes_no_count(

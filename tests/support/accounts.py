@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from timo_hub.accounts import service, store
+from timo_hub.accounts import key_format, service, store
+from timo_hub.accounts.principal import Principal
 from timo_hub.platform.runtime import Runtime
 
 _counter = itertools.count()
@@ -29,3 +30,13 @@ def new_customer(runtime: Runtime, plan: str = "developer") -> Customer:
     """A fresh account on `plan` with its first key."""
     account, issued = service.create_account(runtime, f"user{next(_counter)}@example.com", plan)
     return Customer(account, str(issued.key.id), issued.secret)
+
+
+def principal_of(runtime: Runtime, customer: Customer) -> Principal:
+    """Who the customer's key authenticates as (for driving the quota without HTTP)."""
+    with runtime.database.connection() as conn:
+        principal = store.find_principal(
+            conn, key_format.hash_key(customer.secret, runtime.settings.key_pepper)
+        )
+    assert principal is not None
+    return principal

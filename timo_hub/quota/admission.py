@@ -25,6 +25,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -48,6 +49,8 @@ FENCE_MILLISECONDS = 15_000
 OFFSET_MAX_AGE_SECONDS = 10.0
 # How long an answer that came too late for its caller is still waited for (to take it back).
 LATE_REPLY_SECONDS = 60.0
+# How long a take-back remembers that it ran (longer than any client retry of it).
+UNDO_SECONDS = 600
 
 # KEYS: counter, run, fence. ARGV: limit (-1 unlimited), 1 count / 0 peek, run id, deadline (µs,
 # Redis clock), fence token, fence ms. Returns {state, used, Redis time in µs}.
@@ -80,16 +83,31 @@ redis.call('DEL', KEYS[3])
 return 1
 """
 
-# KEYS: counter, run, seeded. ARGV: run id, the counted call's Redis time (µs). Takes back a call
-# that was counted but answered 503 (its reply came after the caller gave up), if the counter
-# that counted it is still the one in place (same server life, not rebuilt since).
+# KEYS: counter, run, seeded, undo. ARGV: run id, the counted call's Redis time (µs), undo seconds.
+# Takes back a call that was counted but answered 503 (its reply came after the caller gave up), if
+# the counter that counted it is still the one in place (same server life, not rebuilt since: a
+# rebuild's seed never included it, as its caller tallied nothing). `undo` is unique to this
+# take-back, so a copy of the command (a client retry after a lost reply) changes nothing.
 UNCOUNT_LUA = """
+if not redis.call('SET', KEYS[4], 1, 'NX', 'EX', ARGV[3]) then return 0 end
 local found = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
 if found[1] and found[2] == ARGV[1] and tonumber(found[3] or '0') < tonumber(ARGV[2]) then
   redis.call('DECR', KEYS[1])
   return 1
 end
 return 0
+"""
+
+# KEYS: counter, undo. ARGV: undo seconds. Refunds an admitted call that was then answered with a
+# status that does not count (the handler's 503). Whatever life the counter is in, it includes the
+# call: it was tallied when admitted, so a rebuild since then seeded it from a ledger that holds
+# it. A missing counter is left to its rebuild (the refund's negative tally reaches the ledger).
+# `undo` as above.
+REFUND_LUA = """
+if not redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('DECR', KEYS[1])
+return 1
 """
 
 # KEYS: fence. ARGV: token. Lets go of a fence taken by a call whose caller had given up.
@@ -152,6 +170,10 @@ class CounterKeys:
     run: str
     fence: str
     seeded: str
+
+    def undo(self) -> str:
+        """A key naming one take-back, so that running it twice takes back one call."""
+        return f"{self.counter}:undo:{uuid.uuid4().hex}"
 
 
 def counter_key(account_id: uuid.UUID | str, period: Period) -> str:
@@ -236,14 +258,14 @@ class Admitter:
         self._seed = client.register_script(SEED_LUA)
         self._raise = client.register_script(RAISE_LUA)
         self._uncount = client.register_script(UNCOUNT_LUA)
+        self._refund = client.register_script(REFUND_LUA)
         self._release = client.register_script(RELEASE_LUA)
         self._local = threading.local()
 
     def _link(self) -> _Link:
         link: _Link | None = getattr(self._local, "link", None)
         if link is None or link.pid != os.getpid():
-            # A plain `redis.Redis` pool makes `Connection`s (sockets, not cluster nodes).
-            link = _Link(cast(Connection, self._pool.make_connection()))
+            link = _Link(self._new_connection())
             self._local.link = link
         conn = link.conn
         try:
@@ -255,6 +277,12 @@ class Admitter:
         if conn._sock is None:
             self._introduce(link)
         return link
+
+    def _new_connection(self) -> Connection:
+        # Made outside the pool's count: these connections are never returned to it, and a pool
+        # that counted each (one per thread, one more per timed-out call) would refuse new ones
+        # once `max_connections` were made. A plain `redis.Redis` pool makes `Connection`s.
+        return cast(Connection, self._pool.connection_class(**self._pool.connection_kwargs))
 
     def _introduce(self, link: _Link) -> None:
         conn = link.conn
@@ -285,16 +313,15 @@ class Admitter:
                 conn.send_command("EVAL", ADMIT_LUA, 3, key.counter, key.run, key.fence, *args)
                 reply = conn.read_response(disconnect_on_error=False)
         except redis.TimeoutError:
-            if not sent:
+            if sent:
+                self._hand_over_late_reply(link, key)
+            else:
                 conn.disconnect()
-                raise
-            # The script may still run, or may have run with its answer delayed: the caller will
-            # answer 503, so hand the connection to a thread that reads the answer when it comes
-            # and takes back a call counted too late for its caller. This thread starts afresh.
-            link.conn = cast(Connection, self._pool.make_connection())
-            threading.Thread(
-                target=self._await_late_reply, args=(conn, link.run_id, key), daemon=True
-            ).start()
+            raise
+        except (redis.BusyLoadingError, redis.ReadOnlyError):
+            # Nothing was counted: a server loading its data runs nothing, and on a demoted
+            # primary the script stops at its first write. Reconnect to learn what is there now.
+            conn.disconnect()
             raise
         except (redis.ConnectionError, OSError):
             conn.disconnect()
@@ -307,6 +334,21 @@ class Admitter:
         link.learn_offset(int(reply[2]), time.monotonic())
         return cast(list[int], reply)
 
+    def _hand_over_late_reply(self, link: _Link, key: CounterKeys) -> None:
+        # The script may still run, or may have run with its answer delayed: the caller will
+        # answer 503, so hand the connection to a thread that reads the answer when it comes and
+        # takes back a call counted too late for its caller. This thread starts afresh.
+        conn = link.conn
+        link.conn = self._new_connection()
+        try:
+            threading.Thread(
+                target=self._await_late_reply, args=(conn, link.run_id, key), daemon=True
+            ).start()
+        except RuntimeError as exc:  # no thread to be had: the answer is lost with the socket
+            conn.disconnect()
+            metrics.ADMISSIONS_UNCERTAIN.inc()
+            logger.error("quota: cannot wait for a late answer (%s): %s", key.counter, exc)
+
     def _await_late_reply(self, conn: Connection, run_id: str, key: CounterKeys) -> None:
         try:
             state, _, executed_at = conn.read_response(
@@ -318,21 +360,39 @@ class Admitter:
             return
         finally:
             conn.disconnect()
-        try:
-            if state == State.ADMITTED:
-                keys = [key.counter, key.run, key.seeded]
-                taken_back = self._uncount(keys=keys, args=[run_id, executed_at])
-                metrics.LATE_ADMISSIONS_TAKEN_BACK.inc(int(taken_back))
-                logger.warning(
-                    "quota: %s a call counted after its caller gave up (%s)",
-                    "took back" if taken_back else "found rebuilt since, so kept out",
-                    key.counter,
-                )
-            elif state == State.REBUILD:
-                self._release(keys=[key.fence], args=[self._fence_token])
-        except redis.RedisError as exc:
-            metrics.ADMISSIONS_UNCERTAIN.inc()
-            logger.error("quota: could not take back a late admission (%s): %s", key.counter, exc)
+        if state == State.ADMITTED:
+            undo = key.undo()  # one name for every attempt: retrying takes back one call
+            self._persist(
+                lambda: self._report_take_back(key, self.take_back(key, run_id, executed_at, undo)),
+                "take back a late admission",
+                key,
+            )
+        elif state == State.REBUILD:
+            self._persist(lambda: self.release_fence_of(key), "let go of a fence", key)
+
+    def _persist(self, step: Callable[[], None], what: str, key: CounterKeys) -> None:
+        # Redis was slow a moment ago and may still be: keep trying (every step is idempotent)
+        # for as long as a late answer is waited for.
+        give_up_at = time.monotonic() + LATE_REPLY_SECONDS
+        while True:
+            try:
+                step()
+                return
+            except redis.RedisError as exc:
+                if time.monotonic() > give_up_at:
+                    metrics.ADMISSIONS_UNCERTAIN.inc()
+                    logger.error("quota: could not %s (%s): %s", what, key.counter, exc)
+                    return
+            time.sleep(1.0)
+
+    @staticmethod
+    def _report_take_back(key: CounterKeys, taken_back: bool) -> None:
+        metrics.LATE_ADMISSIONS_TAKEN_BACK.inc(int(taken_back))
+        logger.warning(
+            "quota: %s a call counted after its caller gave up (%s)",
+            "took back" if taken_back else "found rebuilt since, so kept out",
+            key.counter,
+        )
 
     def admit(
         self, account_id: uuid.UUID, limit: int | None, period: Period, *, count: bool = True
@@ -358,6 +418,31 @@ class Admitter:
         run_id = server_run_id(self._client)
         args: list[str | int] = [self._fence_token, used, run_id, period.counter_expires_at]
         return bool(self._seed(keys=[keys.counter, keys.run, keys.fence, keys.seeded], args=args))
+
+    def take_back(self, keys: CounterKeys, run_id: str, executed_at: int, undo: str) -> bool:
+        """Uncount a call counted at Redis time `executed_at` (µs) after its caller gave up, if
+        the counter life that counted it is still in place; True if it did.
+
+        `undo` names this take-back: running it again (a client's retry) takes back nothing more.
+        """
+        found = self._uncount(
+            keys=[keys.counter, keys.run, keys.seeded, undo],
+            args=[run_id, executed_at, UNDO_SECONDS],
+        )
+        return bool(found)
+
+    def refund(self, account_id: uuid.UUID, period: Period) -> bool:
+        """Take back one admitted call whose answer does not count; True if a counter had it."""
+        keys = counter_keys(account_id, period)
+        return bool(self._refund(keys=[keys.counter, keys.undo()], args=[UNDO_SECONDS]))
+
+    def release_fence(self, account_id: uuid.UUID, period: Period) -> None:
+        """Let go of the account's rebuild fence if this process holds it."""
+        self.release_fence_of(counter_keys(account_id, period))
+
+    def release_fence_of(self, keys: CounterKeys) -> None:
+        """Let go of a counter's rebuild fence if this process holds it."""
+        self._release(keys=[keys.fence], args=[self._fence_token])
 
     def raise_to(
         self, account_id: uuid.UUID, period: Period, used: int, run_id: str

@@ -17,6 +17,12 @@ import psycopg
 
 NOT_COUNTED_STATUSES = (403, 429, 503)
 
+
+def counts(status: int) -> bool:
+    """Whether a call answered `status` counts against the quota."""
+    return status not in NOT_COUNTED_STATUSES
+
+
 COUNTED_CALLS = """
 SELECT account_id, coalesce(sum(calls), 0) FROM usage_daily
 WHERE day >= %(start)s AND day < %(end)s AND status <> ALL(%(not_counted)s)

@@ -22,7 +22,7 @@ from timo_hub.platform.runtime import Runtime
 from timo_hub.quota import metrics
 from timo_hub.quota.admission import Admission, Admitter, State
 from timo_hub.quota.ledger import UsageLedger
-from timo_hub.quota.period import PeriodClock
+from timo_hub.quota.period import Period, PeriodClock
 from timo_hub.quota.rebuild import CounterRebuilder
 from timo_hub.quota.sync import QuotaSync
 
@@ -47,8 +47,8 @@ class QuotaEnforcer:
         self.admitter = Admitter(runtime.redis, self._fence_token)
         self.ledger = UsageLedger(runtime.database)
         wake = threading.Event()
-        self.rebuilder = CounterRebuilder(self.admitter, runtime.database, runtime.redis, wake)
-        self.sync = QuotaSync(self.ledger, self.rebuilder, runtime.redis, wake)
+        self.rebuilder = CounterRebuilder(self.admitter, runtime.database, wake)
+        self.sync = QuotaSync(self.ledger, self.rebuilder, runtime.database, wake)
         self._clock = PeriodClock()
         self._pid: int | None = None
         self._start_lock = threading.Lock()
@@ -85,7 +85,7 @@ class QuotaEnforcer:
                     "Retry shortly.",
                     retry_after=1,
                 )
-            if state is State.REBUILD and self.rebuilder.start(account_id, period):
+            if state is State.REBUILD and self._start_rebuild(account_id, period):
                 continue
             if give_up_at is None:
                 give_up_at = time.monotonic() + REBUILD_WAIT_SECONDS
@@ -97,6 +97,29 @@ class QuotaEnforcer:
                     retry_after=1,
                 )
             time.sleep(REBUILD_POLL_SECONDS)
+
+    def refund(self, principal: Principal, admission: Admission) -> None:
+        """Take back an admitted call whose answer does not count (the handler answered 503).
+
+        The ledger's tally goes down by one in any case; the Redis counter if it still exists
+        (a missing one is rebuilt from the ledger).
+        """
+        if not admission.admitted:
+            return
+        account_id, period = principal.account_id, admission.period
+        self.ledger.refund(account_id, period.first_day)
+        self.admitter.refund(account_id, period)
+        metrics.CALLS_REFUNDED.inc()
+
+    def _start_rebuild(self, account_id: uuid.UUID, period: Period) -> bool:
+        fenced_at = time.monotonic()
+        try:
+            return self.rebuilder.start(account_id, period, fenced_at)
+        except BaseException:
+            # Nobody else may rebuild while we hold the fence: give it back before failing.
+            with contextlib.suppress(Exception):
+                self.admitter.release_fence(account_id, period)
+            raise
 
     def close(self) -> None:
         """Stop the sync thread and write what the ledger still holds."""

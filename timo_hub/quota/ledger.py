@@ -136,6 +136,11 @@ class UsageLedger:
             if admitted is not None:
                 self._pending[admitted] += 1
 
+    def refund(self, account_id: uuid.UUID, period: date) -> None:
+        """Take one admission of the account's month back out of the tally (may go negative)."""
+        with self._lock:
+            self._pending[(account_id, period)] -= 1
+
     def pending(self, account_id: uuid.UUID, period: date) -> int:
         """Admissions of this process not yet written."""
         with self._lock:

@@ -24,6 +24,10 @@ ADMISSIONS_UNCERTAIN = Counter(
     "timo_quota_admissions_uncertain",
     "Calls answered 503 whose admission may have been counted (connection cut after sending)",
 )
+CALLS_REFUNDED = Counter(
+    "timo_quota_calls_refunded",
+    "Admitted calls taken back because their answer does not count (the handler answered 503)",
+)
 RECONCILE_RUNS = Counter("timo_quota_reconcile_runs", "Scheduled quota reconcile runs completed")
 COUNTERS_REPAIRED = Counter(
     "timo_quota_counters_repaired",

@@ -8,12 +8,18 @@ still holds in memory, so a rebuild is a barrier:
    not exist yet (`ledger.claim_period` creates it before the first seed, and every admission
    needs a seeded counter). Such a counter is seeded at once, from the event log only (which is
    empty unless the ledger row was lost, e.g. restored from an old backup).
-2. Otherwise the rebuild takes a request number from PostgreSQL (`quota_sync_seq`) and publishes
-   it in Redis. Every web process's sync thread sees it within a cycle, waits for the calls it has
-   in flight, writes its whole tally and records the number (`quota_writers.synced_through`).
+2. Otherwise the rebuild takes a request number from PostgreSQL (`quota_sync_seq`). Every web
+   process's sync thread reads the sequence each cycle (from PostgreSQL, so a process cut off from
+   Redis still answers: it cannot admit anything meanwhile, but it may hold a tally), waits for
+   the calls it has in flight, writes its whole tally and records the number
+   (`quota_writers.synced_through`).
    Once no live writer is behind the number, the ledger holds every admission made before the
    counter went missing (none can be made after: every admission needs the counter), and the
    counter is seeded with the larger of the ledger and the event log's count.
+
+Each fence taken starts a new rebuild with a new request (an earlier one's barrier says nothing
+about admissions made since), and a rebuild that cannot finish lets go of its fence at once, so
+the account's next call starts again rather than waiting for the fence to expire.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import redis
+import psycopg
 
 from timo_hub.platform.db import Database
 from timo_hub.platform.months import next_month
@@ -36,28 +42,23 @@ from timo_hub.quota.period import Period
 
 logger = logging.getLogger(__name__)
 
-SYNC_REQUEST_KEY = "timo:quota:sync"
 # A writer silent for this long is taken for dead: rebuilds stop waiting for it. Writers beat
 # every second (`timo_hub.quota.sync`), so only a stopped or killed process stays silent this long.
 WRITER_LIVENESS_SECONDS = 5.0
 
-# Raise the published request to ARGV[1], never lower it (the sequence only grows).
-PUBLISH_LUA = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', 86400)
-end
-"""
 NEXT_REQUEST = "SELECT nextval('quota_sync_seq')"
+# Sequences are not transactional: the latest `nextval` of any session is visible at once.
+LATEST_REQUEST = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM quota_sync_seq"
 WRITERS_BEHIND = """
 SELECT count(*) FROM quota_writers
 WHERE synced_through < %(request)s AND seen_at > now() - make_interval(secs => %(live)s)
 """
 
 
-def read_sync_request(client: redis.Redis) -> int:
-    """The highest rebuild request published (0 when none is)."""
-    value = client.get(SYNC_REQUEST_KEY)
-    return 0 if value is None else int(value)
+def latest_request(conn: psycopg.Connection) -> int:
+    """The highest rebuild request issued (0 when none was)."""
+    row = conn.execute(LATEST_REQUEST).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 @dataclass
@@ -71,46 +72,43 @@ class _Job:
 class CounterRebuilder:
     """Rebuilds the counters whose fence this process holds."""
 
-    def __init__(
-        self, admitter: Admitter, database: Database, client: redis.Redis, wake: threading.Event
-    ) -> None:
+    def __init__(self, admitter: Admitter, database: Database, wake: threading.Event) -> None:
         self._admitter = admitter
         self._database = database
-        self._publish = client.register_script(PUBLISH_LUA)
         self._wake = wake
         self._jobs: dict[tuple[uuid.UUID, str], _Job] = {}
         self._lock = threading.Lock()
         self.rebuilt = 0
         """Counters this process has seeded (for tests and logs)."""
 
-    def start(self, account_id: uuid.UUID, period: Period) -> bool:
-        """Begin rebuilding a counter whose fence we hold; True if it is already seeded."""
+    def start(self, account_id: uuid.UUID, period: Period, fenced_at: float) -> bool:
+        """Begin rebuilding a counter whose fence we took at monotonic `fenced_at`; True if it
+        is seeded already. If this raises, the caller lets go of the fence."""
         with self._database.connection() as conn:
             fresh = claim_period(conn, account_id, period.first_day)
             logged = counted_calls(conn, period.first_day, next_month(period.first_day), account_id)
         if fresh:
             self._seed(account_id, period, logged.get(account_id, 0), "new month")
             return True
+        # Stop a little before the fence expires, so a late seed never follows another's.
+        give_up_at = fenced_at + FENCE_MILLISECONDS / 1000 - 2.0
         with self._lock:
-            # Stop a little before the fence expires, so a late seed never follows another's.
-            give_up_at = time.monotonic() + FENCE_MILLISECONDS / 1000 - 2.0
-            self._jobs.setdefault((account_id, period.label), _Job(account_id, period, give_up_at))
+            # A new fence, a new barrier: one left from an earlier fence was passed by writers
+            # before the admissions made since it (under a counter seeded since) were tallied.
+            self._jobs[(account_id, period.label)] = _Job(account_id, period, give_up_at)
         self._wake.set()
         return False
 
-    def issue_requests(self) -> None:
-        """Give new rebuilds a request number and publish it (sync thread)."""
+    def issue_requests(self, conn: psycopg.Connection) -> None:
+        """Give new rebuilds a request number (sync thread)."""
         with self._lock:
             new = [job for job in self._jobs.values() if job.request is None]
         if not new:
             return
-        with self._database.connection() as conn:
-            row = conn.execute(NEXT_REQUEST).fetchone()
+        row = conn.execute(NEXT_REQUEST).fetchone()
         assert row is not None
-        request = int(row[0])
-        self._publish(keys=[SYNC_REQUEST_KEY], args=[request])
         for job in new:
-            job.request = request
+            job.request = int(row[0])
 
     def finish_ready(self) -> None:
         """Seed every counter whose barrier every live writer has passed (sync thread)."""
@@ -124,7 +122,7 @@ class CounterRebuilder:
                     job.account_id,
                     job.period.label,
                 )
-                self._drop(key)
+                self._abandon(job)
                 continue
             with self._database.connection() as conn:
                 row = conn.execute(
@@ -136,16 +134,28 @@ class CounterRebuilder:
                 stored = durable_used(conn, job.account_id, first)
                 logged = counted_calls(conn, first, end, job.account_id).get(job.account_id, 0)
             self._seed(job.account_id, job.period, max(stored, logged), "rebuilt")
-            self._drop(key)
+            self._drop(key, job)
 
     def has_jobs(self) -> bool:
         """Whether a rebuild is under way here."""
         with self._lock:
             return bool(self._jobs)
 
-    def _drop(self, key: tuple[uuid.UUID, str]) -> None:
+    def abandon_all(self) -> None:
+        """Let go of every rebuild under way here (the process is stopping)."""
         with self._lock:
-            self._jobs.pop(key, None)
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            self._abandon(job)
+
+    def _abandon(self, job: _Job) -> None:
+        self._drop((job.account_id, job.period.label), job)
+        self._admitter.release_fence(job.account_id, job.period)
+
+    def _drop(self, key: tuple[uuid.UUID, str], job: _Job) -> None:
+        with self._lock:
+            if self._jobs.get(key) is job:  # not a newer rebuild of the same counter
+                del self._jobs[key]
 
     def _seed(self, account_id: uuid.UUID, period: Period, used: int, why: str) -> None:
         if self._admitter.seed(account_id, period, used):

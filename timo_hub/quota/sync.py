@@ -1,9 +1,11 @@
 """Each web process's quota sync thread: writes the ledger, answers and finishes rebuilds.
 
-Every `CYCLE_SECONDS` the thread publishes the rebuilds this process has started, answers the
-highest rebuild request published by anyone (waiting for calls in flight, then writing the whole
+Every `CYCLE_SECONDS` the thread numbers the rebuilds this process has started, answers the
+highest rebuild request issued by anyone (waiting for calls in flight, then writing the whole
 tally), otherwise writes whatever tally it holds, beats at least every `HEARTBEAT_SECONDS`, and
 seeds the counters whose barrier has passed. A rebuild started here wakes it at once (`wake`).
+Requests are read from PostgreSQL, not Redis: the thread's duties are all PostgreSQL's but the
+seeding, so a process that cannot reach Redis still writes what it holds and answers rebuilds.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ import logging
 import threading
 import time
 
-import redis
-
+from timo_hub.platform.db import Database
 from timo_hub.quota.ledger import UsageLedger
-from timo_hub.quota.rebuild import CounterRebuilder, read_sync_request
+from timo_hub.quota.rebuild import CounterRebuilder, latest_request
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +31,12 @@ class QuotaSync:
         self,
         ledger: UsageLedger,
         rebuilder: CounterRebuilder,
-        client: redis.Redis,
+        database: Database,
         wake: threading.Event,
     ) -> None:
         self.ledger = ledger
         self.rebuilder = rebuilder
-        self._client = client
+        self._database = database
         self._wake = wake
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -54,6 +55,10 @@ class QuotaSync:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         try:
+            self.rebuilder.abandon_all()
+        except Exception as exc:
+            logger.warning("quota sync: could not let go of rebuild fences: %s", exc)
+        try:
             self.ledger.deregister()
         except Exception as exc:
             logger.warning("quota ledger: final write failed: %s", exc)
@@ -71,11 +76,9 @@ class QuotaSync:
 
     def cycle(self) -> None:
         """One round of the thread's work (also callable directly, by tests)."""
-        self.rebuilder.issue_requests()
-        try:
-            wanted = read_sync_request(self._client)
-        except redis.RedisError:
-            wanted = 0  # no rebuild can run without Redis; the tally is still written
+        with self._database.connection() as conn:
+            self.rebuilder.issue_requests(conn)
+            wanted = latest_request(conn)
         now = time.monotonic()
         if wanted > self.ledger.synced_through and self.ledger.certify(wanted):
             self._beat_at = now

@@ -1,0 +1,127 @@
+"""A call answered 503 is never counted: late answers are taken back, handler 503s refunded."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from flask import Flask
+
+from api.gate import QUOTA_EXTENSION
+from tests.support.accounts import new_customer
+from tests.support.redis_server import RedisServer
+from tests.support.slow_proxy import SlowReplyProxy
+from tests.support.waiting import eventually
+from timo_hub.accounts import service
+from timo_hub.platform.runtime import REDIS_SOCKET_TIMEOUT, Runtime
+from timo_hub.quota import metrics
+from timo_hub.quota.admission import Admitter, Outcome, State, counter_keys, server_run_id
+from timo_hub.quota.period import period_containing
+
+PERIOD = period_containing(datetime.now(UTC))
+
+
+@pytest.fixture
+def slow_redis(tmp_path: Path) -> Iterator[SlowReplyProxy]:
+    """A Redis of the test's own behind a proxy that can hold its answers back."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    proxy = SlowReplyProxy(server.port)
+    yield proxy
+    proxy.close()
+    server.kill()
+
+
+def _seeded(admitter: Admitter, account_id: uuid.UUID, used: int) -> None:
+    assert admitter.admit(account_id, 100, PERIOD).state is State.REBUILD  # takes the fence
+    assert admitter.seed(account_id, PERIOD, used)
+
+
+@pytest.mark.slow
+def test_a_call_counted_after_its_caller_gave_up_is_taken_back(
+    slow_redis: SlowReplyProxy,
+) -> None:
+    """Guards against phantom usage from a late answer: Redis ran the admission in time but its
+    answer arrived after the 2 s socket timeout, so the call was answered 503 and stayed counted.
+    Also guards against each such timeout using up one of the Redis pool's connections (they were
+    made by the pool and never given back): past `max_connections` a timed-out call raised
+    `MaxConnectionsError`, its connection kept the unread answer, and the next call read it."""
+    client = redis.Redis.from_url(
+        slow_redis.url, socket_timeout=REDIS_SOCKET_TIMEOUT, max_connections=2
+    )
+    admitter = Admitter(client, fence_token="test")
+    account_id = uuid.uuid4()
+    _seeded(admitter, account_id, 10)
+    assert admitter.admit(account_id, 100, PERIOD) == Outcome(State.ADMITTED, 11)
+    taken_back = metrics.LATE_ADMISSIONS_TAKEN_BACK._value.get()
+
+    for _ in range(3):  # more timeouts than the pool has connections
+        slow_redis.reply_delay = REDIS_SOCKET_TIMEOUT + 1.0
+        with pytest.raises(redis.TimeoutError):
+            admitter.admit(account_id, 100, PERIOD)  # counted in Redis, answered too late
+        slow_redis.reply_delay = 0.0
+        # The thread goes on with a fresh connection, and gets its own answer.
+        assert admitter.admit(account_id, 100, PERIOD).state is State.ADMITTED
+
+    eventually(
+        lambda: metrics.LATE_ADMISSIONS_TAKEN_BACK._value.get() == taken_back + 3, timeout=15
+    )
+    counter = client.get(counter_keys(account_id, PERIOD).counter)
+    assert int(counter) == 11 + 3  # the three calls answered 200, none of the three 503s
+    assert admitter.admit(account_id, 100, PERIOD) == Outcome(State.ADMITTED, 15)
+    client.close()
+
+
+def test_a_take_back_sent_twice_takes_back_one_call(runtime: Runtime) -> None:
+    """Guards against a take-back retried by redis-py after its answer was lost (both copies
+    run once Redis answers again) uncounting two calls: the counter ended one below the truth,
+    and one call more than the plan allows was served."""
+    admitter = Admitter(runtime.redis, fence_token="test")
+    account_id = uuid.uuid4()
+    _seeded(admitter, account_id, 5)
+    seconds, micros = runtime.redis.time()
+    counted_at = seconds * 1_000_000 + micros  # a call counted after the seed
+    keys = counter_keys(account_id, PERIOD)
+    run_id = server_run_id(runtime.redis)
+    undo = keys.undo()
+    assert admitter.take_back(keys, run_id, counted_at, undo) is True
+    assert admitter.take_back(keys, run_id, counted_at, undo) is False  # the retried copy
+    assert int(runtime.redis.get(keys.counter)) == 4
+    # A call counted before the counter was (re)seeded is not in it: nothing to take back.
+    assert admitter.take_back(keys, run_id, counted_at - 60_000_000, keys.undo()) is False
+    assert int(runtime.redis.get(keys.counter)) == 4
+
+
+def test_a_call_the_handler_answered_503_is_refunded(
+    app: Flask, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards against billing our own outage: a call admitted and then answered 503 by its
+    handler (PostgreSQL unreachable) stayed counted in Redis and the ledger while its event,
+    status 503, counts nothing, so the customer was refused before the limit."""
+    customer = new_customer(runtime, plan="free")
+    client = app.test_client()
+    assert client.get("/api/v1/account/quota", headers=customer.auth).get_json()["used"] == 1
+
+    def database_down(*args: object, **kwargs: object) -> object:
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(service, "list_keys", database_down)
+    failed = client.get("/api/v1/auth/keys", headers=customer.auth)
+    assert failed.status_code == 503
+    assert failed.headers["X-RateLimit-Remaining"] == "998"  # what admission said at the time
+    monkeypatch.undo()
+
+    after = client.get("/api/v1/account/quota", headers=customer.auth).get_json()
+    assert after["used"] == 2  # the first call and this one; not the 503
+    app.extensions[QUOTA_EXTENSION].ledger.flush()
+    with runtime.database.connection() as conn:
+        row = conn.execute(
+            "SELECT used FROM quota_usage WHERE account_id = %s AND period = %s",
+            (customer.account.id, PERIOD.first_day),
+        ).fetchone()
+    assert row == (2,)
