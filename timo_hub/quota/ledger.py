@@ -194,7 +194,8 @@ class UsageLedger:
         return True
 
     def write(self, synced_through: int | None) -> None:
-        """Write the tally (and a heartbeat) now; a failed batch is retried as it was."""
+        """Write the tally (which beats) or else a heartbeat now; a failed batch is retried as
+        it was."""
         with self._write_lock:
             with self._lock:
                 if self._pending:
@@ -218,7 +219,9 @@ class UsageLedger:
                             "counts": list(counts),
                         },
                     )
-                conn.execute(HEARTBEAT, {**identity, "synced": synced_through or 0})
+                if synced_through is not None or not batches:
+                    # A batch's claim refreshes `seen_at` already; one statement less per cycle.
+                    conn.execute(HEARTBEAT, {**identity, "synced": synced_through or 0})
             with self._lock:
                 del self._unwritten[: len(batches)]
                 if synced_through is not None:
