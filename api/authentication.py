@@ -29,6 +29,18 @@ LAST_USED_INTERVAL_SECONDS = 60.0
 FAILURE_LIMIT = 20
 FAILURE_WINDOW_SECONDS = 60
 _FAILURE_KEY = "timo:authfail:{address}"
+# KEYS: the address's failure count. ARGV: window seconds. Counts one failure; returns {count, ttl}.
+# A count without an expiry (left by anything but this script) gets one, so no address is
+# throttled for longer than a window.
+COUNT_FAILURE_LUA = """
+local failures = redis.call('INCR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {failures, ttl}
+"""
 
 
 class TooManyFailedAuthenticationsError(ApiError):
@@ -42,6 +54,7 @@ class Authenticator:
 
     def __init__(self, runtime: Runtime) -> None:
         self.cache = PrincipalCache(runtime.redis)
+        self._count_failure = runtime.redis.register_script(COUNT_FAILURE_LUA)
         self._runtime = runtime
         self._pepper = runtime.settings.key_pepper
         self._last_touch: dict[uuid.UUID, float] = {}
@@ -93,13 +106,11 @@ class Authenticator:
 
     def _refusal(self, address: str | None, detail: str) -> ApiError:
         """Count a failed authentication from `address`; 401, or 429 past the window's limit."""
-        key = _failure_key(address)
-        pipe = self._runtime.redis.pipeline()
-        # SET NX starts the window; INCR keeps its expiry (EXPIRE NX would need Redis 7).
-        pipe.set(key, 0, ex=FAILURE_WINDOW_SECONDS, nx=True)
-        pipe.incr(key)
-        pipe.ttl(key)
-        _, failures, ttl = pipe.execute()
+        # One script: a SET NX and an INCR in a MULTI could straddle the window's end on Redis 6
+        # (the INCR recreating the key without an expiry, throttling the address for good).
+        failures, ttl = self._count_failure(
+            keys=[_failure_key(address)], args=[FAILURE_WINDOW_SECONDS]
+        )
         if int(failures) > FAILURE_LIMIT:
             return TooManyFailedAuthenticationsError(
                 "Too many requests with invalid API keys from this address; try again later.",

@@ -111,6 +111,24 @@ def test_repeated_bad_keys_from_one_address_are_throttled(app: Flask, customer: 
     assert neighbour.get("/api/v1/account", headers=customer.auth).status_code == 200
 
 
+def test_a_failure_count_without_an_expiry_still_ends_with_its_window(
+    app: Flask, runtime: Runtime
+) -> None:
+    """Guards against an address throttled for good: on Redis 6 the window's `SET NX` and the
+    `INCR` in one MULTI could straddle the window's end, and the `INCR` recreated the count
+    without an expiry, so that address's every bad key was a 429 forever."""
+    address = "203.0.113.11"
+    count_key = f"timo:authfail:{address}"
+    runtime.redis.set(count_key, FAILURE_LIMIT + 5)  # what the straddling MULTI left behind
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    bad = {"Authorization": f"Bearer {key_format.generate('x').secret}"}
+    throttled = client.get("/api/v1/account", headers=bad)
+    assert throttled.status_code == 429
+    assert 0 < runtime.redis.ttl(count_key) <= 60
+    assert throttled.headers["Retry-After"] == str(runtime.redis.ttl(count_key))
+
+
 def test_a_valid_key_never_seen_before_authenticates_after_bad_keys_from_its_address(
     app: Flask, runtime: Runtime
 ) -> None:
