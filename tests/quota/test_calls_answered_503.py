@@ -125,3 +125,20 @@ def test_a_call_the_handler_answered_503_is_refunded(
             (customer.account.id, PERIOD.first_day),
         ).fetchone()
     assert row == (2,)
+
+
+def test_a_refund_redis_cannot_take_leaves_the_answer_a_503(
+    app: Flask, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards against the refund turning an outage's 503 into a 500: when Redis went away after
+    admitting the call, the refund's own Redis error escaped the closing hook."""
+    customer = new_customer(runtime)
+
+    def redis_down(*args: object, **kwargs: object) -> object:
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(service, "list_keys", redis_down)
+    monkeypatch.setattr(Admitter, "refund", redis_down)
+    failed = app.test_client().get("/api/v1/auth/keys", headers=customer.auth)
+    assert failed.status_code == 503
+    assert failed.get_json()["type"] == "/problems/service-unavailable"

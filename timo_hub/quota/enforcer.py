@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import threading
 import time
 import uuid
+
+import redis
 
 from timo_hub.accounts.principal import Principal
 from timo_hub.errors import LimitReachedError, UnavailableError
@@ -25,6 +28,8 @@ from timo_hub.quota.ledger import UsageLedger
 from timo_hub.quota.period import Period, PeriodClock
 from timo_hub.quota.rebuild import CounterRebuilder
 from timo_hub.quota.sync import QuotaSync
+
+logger = logging.getLogger(__name__)
 
 # How long a call waits for its account's counter to be rebuilt before it is answered 503.
 REBUILD_WAIT_SECONDS = 2.0
@@ -108,8 +113,13 @@ class QuotaEnforcer:
             return
         account_id, period = principal.account_id, admission.period
         self.ledger.refund(account_id, period.first_day)
-        self.admitter.refund(account_id, period)
         metrics.CALLS_REFUNDED.inc()
+        try:
+            self.admitter.refund(account_id, period)
+        except redis.RedisError as exc:
+            # The answer is on its way already and must not become a 500. The counter stays one
+            # call high (the safe side) until it is next rebuilt from the ledger, which has it.
+            logger.warning("quota: could not refund a call in Redis (%s): %s", account_id, exc)
 
     def _start_rebuild(self, account_id: uuid.UUID, period: Period) -> bool:
         fenced_at = time.monotonic()
