@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -15,22 +14,15 @@ from flask.testing import FlaskClient
 
 from api import close_app, create_app, http_metrics
 from tests.support.accounts import Customer
-from timo_hub.platform import logs
+from tests.support.log_capture import captured
 from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
 
 
 @pytest.fixture
 def access_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logs.build_handler("json", stream)
-    access = logging.getLogger("api.access")
-    level = access.level
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    yield stream
-    access.removeHandler(handler)
-    access.setLevel(level)
+    with captured("api.access", "json") as lines:
+        yield lines
 
 
 def spooled_events(home: Path) -> list[dict[str, object]]:

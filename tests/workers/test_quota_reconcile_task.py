@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -12,6 +11,7 @@ from flask import Flask
 
 from api.gate import QUOTA_EXTENSION
 from tests.support.accounts import new_customer
+from tests.support.log_capture import captured
 from tests.support.waiting import eventually
 from timo_hub.platform.runtime import Runtime
 from timo_hub.quota import metrics
@@ -25,15 +25,8 @@ from workers.tasks import reconcile_quota
 @pytest.fixture
 def task_log() -> Iterator[io.StringIO]:
     """What the tasks module logs, at INFO and above."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    tasks_logger = logging.getLogger("workers.tasks")
-    level = tasks_logger.level
-    tasks_logger.addHandler(handler)
-    tasks_logger.setLevel(logging.INFO)
-    yield stream
-    tasks_logger.removeHandler(handler)
-    tasks_logger.setLevel(level)
+    with captured("workers.tasks") as lines:
+        yield lines
 
 
 def test_beat_runs_quota_reconcile_every_minute() -> None:
