@@ -136,11 +136,6 @@ class CounterRebuilder:
             self._seed(job.account_id, job.period, max(stored, logged), "rebuilt")
             self._drop(key, job)
 
-    def has_jobs(self) -> bool:
-        """Whether a rebuild is under way here."""
-        with self._lock:
-            return bool(self._jobs)
-
     def abandon_all(self) -> None:
         """Let go of every rebuild under way here (the process is stopping)."""
         with self._lock:
@@ -149,13 +144,17 @@ class CounterRebuilder:
             self._abandon(job)
 
     def _abandon(self, job: _Job) -> None:
-        self._drop((job.account_id, job.period.label), job)
-        self._admitter.release_fence(job.account_id, job.period)
+        # The fence is this process's token, not the job's: a newer rebuild of the same counter
+        # holds it now if this job was replaced.
+        if self._drop((job.account_id, job.period.label), job):
+            self._admitter.release_fence(job.account_id, job.period)
 
-    def _drop(self, key: tuple[uuid.UUID, str], job: _Job) -> None:
+    def _drop(self, key: tuple[uuid.UUID, str], job: _Job) -> bool:
         with self._lock:
-            if self._jobs.get(key) is job:  # not a newer rebuild of the same counter
-                del self._jobs[key]
+            if self._jobs.get(key) is not job:  # replaced by a newer rebuild of the counter
+                return False
+            del self._jobs[key]
+            return True
 
     def _seed(self, account_id: uuid.UUID, period: Period, used: int, why: str) -> None:
         if self._admitter.seed(account_id, period, used):
