@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,13 +14,17 @@ import redis
 from flask import Flask
 
 from api.gate import QUOTA_EXTENSION
-from tests.support.accounts import new_customer
+from events.ingest import ingest
+from events.partitions import PartitionRegistry
+from tests.support.accounts import new_customer, principal_of
+from tests.support.events import make_event
 from tests.support.redis_server import RedisServer
 from tests.support.slow_proxy import SlowReplyProxy
 from tests.support.waiting import eventually
 from timo_hub.accounts import service
 from timo_hub.platform.runtime import REDIS_SOCKET_TIMEOUT, Runtime
 from timo_hub.quota import metrics
+from timo_hub.quota import reconcile as reconciliation
 from timo_hub.quota.admission import Admitter, Outcome, State, counter_keys, server_run_id
 from timo_hub.quota.period import period_containing
 
@@ -35,6 +40,10 @@ def slow_redis(tmp_path: Path) -> Iterator[SlowReplyProxy]:
     yield proxy
     proxy.close()
     server.kill()
+
+
+def _state_and_used(outcome: Outcome) -> tuple[State, int]:
+    return outcome.state, outcome.used
 
 
 def _seeded(admitter: Admitter, account_id: uuid.UUID, used: int) -> None:
@@ -57,7 +66,7 @@ def test_a_call_counted_after_its_caller_gave_up_is_taken_back(
     admitter = Admitter(client, fence_token="test")
     account_id = uuid.uuid4()
     _seeded(admitter, account_id, 10)
-    assert admitter.admit(account_id, 100, PERIOD) == Outcome(State.ADMITTED, 11)
+    assert _state_and_used(admitter.admit(account_id, 100, PERIOD)) == (State.ADMITTED, 11)
     taken_back = metrics.LATE_ADMISSIONS_TAKEN_BACK._value.get()
 
     for _ in range(3):  # more timeouts than the pool has connections
@@ -73,7 +82,7 @@ def test_a_call_counted_after_its_caller_gave_up_is_taken_back(
     )
     counter = client.get(counter_keys(account_id, PERIOD).counter)
     assert int(counter) == 11 + 3  # the three calls answered 200, none of the three 503s
-    assert admitter.admit(account_id, 100, PERIOD) == Outcome(State.ADMITTED, 15)
+    assert _state_and_used(admitter.admit(account_id, 100, PERIOD)) == (State.ADMITTED, 15)
     client.close()
 
 
@@ -97,17 +106,33 @@ def test_a_take_back_sent_twice_takes_back_one_call(runtime: Runtime) -> None:
     assert int(runtime.redis.get(keys.counter)) == 4
 
 
+def _ledger(runtime: Runtime, account_id: uuid.UUID) -> int:
+    with runtime.database.connection() as conn:
+        row = conn.execute(
+            "SELECT used FROM quota_usage WHERE account_id = %s AND period = %s",
+            (account_id, PERIOD.first_day),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.parametrize("handler_seconds", [0.0, 0.6], ids=["fast", "slower-than-a-sync-cycle"])
 def test_a_call_the_handler_answered_503_is_refunded(
-    app: Flask, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    app: Flask, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, handler_seconds: float
 ) -> None:
     """Guards against billing our own outage: a call admitted and then answered 503 by its
     handler (PostgreSQL unreachable) stayed counted in Redis and the ledger while its event,
-    status 503, counts nothing, so the customer was refused before the limit."""
+    status 503, counts nothing, so the customer was refused before the limit. The slow handler
+    guards the refund's own defects: its admission already written, the refund alone in a batch
+    failed the ledger's `used >= 0` check on every write after it (the process's ledger stuck for
+    good), and a reconcile between the Redis refund and the ledger's raised the counter back."""
     customer = new_customer(runtime, plan="free")
+    account_id = customer.account.id
     client = app.test_client()
+    enforcer = app.extensions[QUOTA_EXTENSION]
     assert client.get("/api/v1/account/quota", headers=customer.auth).get_json()["used"] == 1
 
     def database_down(*args: object, **kwargs: object) -> object:
+        time.sleep(handler_seconds)  # the sync thread writes the admission meanwhile
         raise psycopg.OperationalError("connection refused")
 
     monkeypatch.setattr(service, "list_keys", database_down)
@@ -116,15 +141,52 @@ def test_a_call_the_handler_answered_503_is_refunded(
     assert failed.headers["X-RateLimit-Remaining"] == "998"  # what admission said at the time
     monkeypatch.undo()
 
+    # Whenever reconcile runs, it finds nothing behind: the counter is never below the ledger.
+    for _ in range(20):
+        assert reconciliation.reconcile(runtime, PERIOD).repairs == []
+        time.sleep(0.02)
+    enforcer.ledger.flush()
+    assert _ledger(runtime, account_id) == 1
+    assert int(runtime.redis.get(counter_keys(account_id, PERIOD).counter)) == 1
     after = client.get("/api/v1/account/quota", headers=customer.auth).get_json()
     assert after["used"] == 2  # the first call and this one; not the 503
-    app.extensions[QUOTA_EXTENSION].ledger.flush()
-    with runtime.database.connection() as conn:
-        row = conn.execute(
-            "SELECT used FROM quota_usage WHERE account_id = %s AND period = %s",
-            (customer.account.id, PERIOD.first_day),
-        ).fetchone()
-    assert row == (2,)
+    enforcer.ledger.flush()  # and the ledger goes on taking admissions
+    assert _ledger(runtime, account_id) == 2
+
+
+def test_a_refund_never_takes_a_rebuilt_counter_below_the_calls_that_count(
+    app: Flask, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards against a refund decrementing whatever counter it found: one rebuilt after the
+    call was admitted, seeded from the event log (which never counted the call: its event says
+    503), lost one more call and served one past the limit."""
+    customer = new_customer(runtime, plan="free")
+    account_id = customer.account.id
+    client = app.test_client()
+    enforcer = app.extensions[QUOTA_EXTENSION]
+    rebuilt_meanwhile = False
+
+    def rebuilt_then_down(*args: object, **kwargs: object) -> object:
+        nonlocal rebuilt_meanwhile
+        # While this handler runs, the log learns of 5 calls the ledger never got (a web
+        # process killed before writing its tally), and Redis loses the counter.
+        ingest(
+            runtime.database,
+            PartitionRegistry(),
+            [make_event(account_id).to_json() for _ in range(5)],
+        )
+        runtime.redis.delete(counter_keys(account_id, PERIOD).counter)
+        # Another call (not through this request's context, whose `g` a nested request shares).
+        assert enforcer.admit(principal_of(runtime, customer), time.time()).used == 6
+        rebuilt_meanwhile = True
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(service, "list_keys", rebuilt_then_down)
+    assert client.get("/api/v1/auth/keys", headers=customer.auth).status_code == 503
+    assert rebuilt_meanwhile
+    enforcer.ledger.flush()
+    # Counted: the 5 calls the log proves and the quota call above. The 503 never was.
+    assert int(runtime.redis.get(counter_keys(account_id, PERIOD).counter)) == 6
 
 
 def test_a_refund_redis_cannot_take_leaves_the_answer_a_503(
@@ -138,7 +200,8 @@ def test_a_refund_redis_cannot_take_leaves_the_answer_a_503(
         raise redis.ConnectionError("Connection refused")
 
     monkeypatch.setattr(service, "list_keys", redis_down)
-    monkeypatch.setattr(Admitter, "refund", redis_down)
+    monkeypatch.setattr(Admitter, "take_back", redis_down)
     failed = app.test_client().get("/api/v1/auth/keys", headers=customer.auth)
     assert failed.status_code == 503
     assert failed.get_json()["type"] == "/problems/service-unavailable"
+    app.extensions[QUOTA_EXTENSION].ledger.flush()  # runs the Redis refund, which fails quietly

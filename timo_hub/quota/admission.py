@@ -83,31 +83,27 @@ redis.call('DEL', KEYS[3])
 return 1
 """
 
-# KEYS: counter, run, seeded, undo. ARGV: run id, the counted call's Redis time (µs), undo seconds.
-# Takes back a call that was counted but answered 503 (its reply came after the caller gave up), if
-# the counter that counted it is still the one in place (same server life, not rebuilt since: a
-# rebuild's seed never included it, as its caller tallied nothing). `undo` is unique to this
-# take-back, so a copy of the command (a client retry after a lost reply) changes nothing.
+# KEYS: counter, run, seeded, undo, takebacks. ARGV: run id, the counted call's Redis time (µs),
+# undo seconds.
+# Takes back a call that was counted but answered 503 (a late answer its caller had given up on,
+# or a call its handler answered 503), if the counter that counted it is still the one in place:
+# same server life, seeded before the call ran. A counter rebuilt since then is left alone: it
+# never included a late answer (its caller tallied nothing), and for a refund it is at worst one
+# high, the safe side, until its next rebuild. `undo` is unique to this take-back, so a copy of
+# the command (a client retry after a lost reply) changes nothing. `takebacks` counts the calls
+# taken back from this counter, so that reconcile can tell a counter lowered by one while it was
+# looking (its proof may predate the refund) from one that is behind.
 UNCOUNT_LUA = """
 if not redis.call('SET', KEYS[4], 1, 'NX', 'EX', ARGV[3]) then return 0 end
 local found = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
 if found[1] and found[2] == ARGV[1] and tonumber(found[3] or '0') < tonumber(ARGV[2]) then
   redis.call('DECR', KEYS[1])
+  redis.call('INCR', KEYS[5])
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
   return 1
 end
 return 0
-"""
-
-# KEYS: counter, undo. ARGV: undo seconds. Refunds an admitted call that was then answered with a
-# status that does not count (the handler's 503). Whatever life the counter is in, it includes the
-# call: it was tallied when admitted, so a rebuild since then seeded it from a ledger that holds
-# it. A missing counter is left to its rebuild (the refund's negative tally reaches the ledger).
-# `undo` as above.
-REFUND_LUA = """
-if not redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[1]) then return 0 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('DECR', KEYS[1])
-return 1
 """
 
 # KEYS: fence. ARGV: token. Lets go of a fence taken by a call whose caller had given up.
@@ -116,11 +112,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: counter, run. ARGV: target, run id. Raises a counter of this server life to at least the
-# target; a missing or foreign counter is left to the rebuild. Returns {before, after} or {-1, -1}.
+# KEYS: counter, run, takebacks. ARGV: target, run id, takebacks seen before the target was read.
+# Raises a counter of this server life to at least the target, unless a call was taken back from
+# it since (the target may count it); a missing or foreign counter is left to the rebuild.
+# Returns {before, after}, or {-1, -1} when it left the counter alone for one of those reasons.
 RAISE_LUA = """
-local found = redis.call('MGET', KEYS[1], KEYS[2])
+local found = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
 if not found[1] or found[2] ~= ARGV[2] then return {-1, -1} end
+if tonumber(found[3] or '0') ~= tonumber(ARGV[3]) then return {-1, -1} end
 local used, target = tonumber(found[1]), tonumber(ARGV[1])
 if used < target then
   redis.call('SET', KEYS[1], target, 'KEEPTTL')
@@ -153,6 +152,10 @@ class Admission:
     used: int
     limit: int | None
     period: Period
+    counted_at: int = 0
+    """For an admitted call, when Redis counted it (its clock, µs) ..."""
+    run_id: str = ""
+    """... and in which server life: what a refund needs to find the counter that counted it."""
 
     @property
     def remaining(self) -> int | None:
@@ -170,6 +173,7 @@ class CounterKeys:
     run: str
     fence: str
     seeded: str
+    takebacks: str
 
     def undo(self) -> str:
         """A key naming one take-back, so that running it twice takes back one call."""
@@ -184,7 +188,9 @@ def counter_key(account_id: uuid.UUID | str, period: Period) -> str:
 def counter_keys(account_id: uuid.UUID | str, period: Period) -> CounterKeys:
     """The counter, its server-life stamp and its rebuild fence."""
     counter = counter_key(account_id, period)
-    return CounterKeys(counter, counter + ":run", counter + ":fence", counter + ":seeded")
+    return CounterKeys(
+        counter, counter + ":run", counter + ":fence", counter + ":seeded", counter + ":takebacks"
+    )
 
 
 def server_run_id(client: redis.Redis) -> str:
@@ -235,6 +241,10 @@ class Outcome:
 
     state: State
     used: int
+    at: int
+    """When the script ran: Redis's clock, in µs."""
+    run_id: str
+    """The Redis server life that ran it."""
 
 
 class Admitter:
@@ -258,7 +268,6 @@ class Admitter:
         self._seed = client.register_script(SEED_LUA)
         self._raise = client.register_script(RAISE_LUA)
         self._uncount = client.register_script(UNCOUNT_LUA)
-        self._refund = client.register_script(REFUND_LUA)
         self._release = client.register_script(RELEASE_LUA)
         self._local = threading.local()
 
@@ -409,8 +418,8 @@ class Admitter:
             self._fence_token,
             FENCE_MILLISECONDS,
         ]
-        state, used, _ = self._run(link, keys, args)
-        return Outcome(State(state), int(used))
+        state, used, at = self._run(link, keys, args)
+        return Outcome(State(state), int(used), int(at), link.run_id)
 
     def seed(self, account_id: uuid.UUID, period: Period, used: int) -> bool:
         """Create the counter at `used` if this process still holds its fence; True if it did."""
@@ -426,15 +435,10 @@ class Admitter:
         `undo` names this take-back: running it again (a client's retry) takes back nothing more.
         """
         found = self._uncount(
-            keys=[keys.counter, keys.run, keys.seeded, undo],
+            keys=[keys.counter, keys.run, keys.seeded, undo, keys.takebacks],
             args=[run_id, executed_at, UNDO_SECONDS],
         )
         return bool(found)
-
-    def refund(self, account_id: uuid.UUID, period: Period) -> bool:
-        """Take back one admitted call whose answer does not count; True if a counter had it."""
-        keys = counter_keys(account_id, period)
-        return bool(self._refund(keys=[keys.counter, keys.undo()], args=[UNDO_SECONDS]))
 
     def release_fence(self, account_id: uuid.UUID, period: Period) -> None:
         """Let go of the account's rebuild fence if this process holds it."""
@@ -445,34 +449,44 @@ class Admitter:
         self._release(keys=[keys.fence], args=[self._fence_token])
 
     def raise_to(
-        self, account_id: uuid.UUID, period: Period, used: int, run_id: str
+        self, account_id: uuid.UUID, period: Period, used: int, run_id: str, takebacks: int
     ) -> tuple[int, int] | None:
         """Raise a counter of server life `run_id` to `used` unless it is higher: (before, after).
 
-        None when the counter is missing or from another server life (the rebuild's business).
+        None when the counter is missing or from another server life (the rebuild's business),
+        or when a call was taken back from it since it had `takebacks` (`used` may count it).
         """
         keys = counter_keys(account_id, period)
-        before, after = self._raise(keys=[keys.counter, keys.run], args=[used, run_id])
+        before, after = self._raise(
+            keys=[keys.counter, keys.run, keys.takebacks], args=[used, run_id, takebacks]
+        )
         return None if before < 0 else (int(before), int(after))
+
+
+@dataclass(frozen=True)
+class CounterReading:
+    """One counter as read: its value and server life (None when missing), and its take-backs."""
+
+    used: int | None
+    run_id: str | None
+    takebacks: int
 
 
 def read_counters(
     client: redis.Redis, account_ids: list[uuid.UUID], period: Period
-) -> dict[uuid.UUID, tuple[int | None, str | None]]:
-    """Each account's counter value and the server life it was seeded in (None when missing)."""
-    found: dict[uuid.UUID, tuple[int | None, str | None]] = {}
+) -> dict[uuid.UUID, CounterReading]:
+    """Each account's counter, read in pipelines of 500 accounts."""
+    found: dict[uuid.UUID, CounterReading] = {}
     for start in range(0, len(account_ids), 500):
         chunk = account_ids[start : start + 500]
         pipe = client.pipeline(transaction=False)
         for account_id in chunk:
             keys = counter_keys(account_id, period)
-            pipe.get(keys.counter)
-            pipe.get(keys.run)
-        values = pipe.execute()
-        for i, account_id in enumerate(chunk):
-            used, run = values[2 * i], values[2 * i + 1]
-            found[account_id] = (
+            pipe.mget(keys.counter, keys.run, keys.takebacks)
+        for account_id, (used, run, takebacks) in zip(chunk, pipe.execute(), strict=True):
+            found[account_id] = CounterReading(
                 None if used is None else int(used),
                 None if run is None else run.decode(),
+                int(takebacks or 0),
             )
     return found

@@ -23,7 +23,7 @@ from timo_hub.accounts.principal import Principal
 from timo_hub.errors import LimitReachedError, UnavailableError
 from timo_hub.platform.runtime import Runtime
 from timo_hub.quota import metrics
-from timo_hub.quota.admission import Admission, Admitter, State
+from timo_hub.quota.admission import Admission, Admitter, State, counter_keys
 from timo_hub.quota.ledger import UsageLedger
 from timo_hub.quota.period import Period, PeriodClock
 from timo_hub.quota.rebuild import CounterRebuilder
@@ -79,7 +79,7 @@ class QuotaEnforcer:
                 self.ledger.end(epoch, (account_id, period.first_day) if admitted else None)
             state = outcome.state
             if state is State.ADMITTED or state is State.REFUSED:
-                return Admission(state is State.ADMITTED, outcome.used, limit, period)
+                return Admission(admitted, outcome.used, limit, period, outcome.at, outcome.run_id)
             if state is State.UNKNOWN:
                 used = self.ledger.used(account_id, period.first_day)
                 return Admission(False, used, limit, period)
@@ -106,20 +106,24 @@ class QuotaEnforcer:
     def refund(self, principal: Principal, admission: Admission) -> None:
         """Take back an admitted call whose answer does not count (the handler answered 503).
 
-        The ledger's tally goes down by one in any case; the Redis counter if it still exists
-        (a missing one is rebuilt from the ledger).
+        The ledger's tally goes down by one; the Redis counter that counted the call goes down
+        once that is committed (so it is never below the ledger), if it is still in place.
         """
         if not admission.admitted:
             return
         account_id, period = principal.account_id, admission.period
-        self.ledger.refund(account_id, period.first_day)
+        keys = counter_keys(account_id, period)
+        undo = keys.undo()
+
+        def take_back_in_redis() -> None:
+            try:
+                self.admitter.take_back(keys, admission.run_id, admission.counted_at, undo)
+            except redis.RedisError as exc:
+                # The counter stays one call high, the safe side, until it is next rebuilt.
+                logger.warning("quota: could not refund a call in Redis (%s): %s", account_id, exc)
+
+        self.ledger.refund(account_id, period.first_day, then=take_back_in_redis)
         metrics.CALLS_REFUNDED.inc()
-        try:
-            self.admitter.refund(account_id, period)
-        except redis.RedisError as exc:
-            # The answer is on its way already and must not become a 500. The counter stays one
-            # call high (the safe side) until it is next rebuilt from the ledger, which has it.
-            logger.warning("quota: could not refund a call in Redis (%s): %s", account_id, exc)
 
     def _start_rebuild(self, account_id: uuid.UUID, period: Period) -> bool:
         fenced_at = time.monotonic()

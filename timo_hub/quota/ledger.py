@@ -12,6 +12,10 @@ folds into `quota_usage` a fraction of a second later. Three properties make the
   twice.
 * A rebuild can ask for everything a process holds (`certify`): the process waits until the calls
   it is admitting right now have their answers (their tallies are then recorded), then writes.
+
+A refund (an admitted call answered 503 by its handler) is a negative tally, and its Redis side
+runs only once the batch carrying it has committed (`refund(..., then=...)`): the counter is never
+below the ledger, so a reconcile in between cannot mistake the refund for a counter behind.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date
 
 import psycopg
@@ -38,6 +44,8 @@ QUIESCE_SECONDS = 0.5
 
 # The claim moves this writer's sequence forward only once per batch; the tally is added only if
 # it did. Rows for accounts deleted meanwhile are dropped by the join instead of failing the batch.
+# Refunds (negative changes) are an UPDATE of the row their admissions added to: as an INSERT's
+# proposed row they would fail `used >= 0` before ON CONFLICT is considered.
 ADD_USAGE = """
 WITH claim AS (
     INSERT INTO quota_writers (writer_id, host, pid, flushed_seq)
@@ -45,13 +53,21 @@ WITH claim AS (
     ON CONFLICT (writer_id) DO UPDATE SET flushed_seq = EXCLUDED.flushed_seq, seen_at = now()
     WHERE quota_writers.flushed_seq < EXCLUDED.flushed_seq
     RETURNING 1
+),
+change AS (
+    SELECT u.account_id, u.period, u.used
+    FROM unnest(%(accounts)s::uuid[], %(periods)s::date[], %(counts)s::bigint[])
+         AS u (account_id, period, used)
+    JOIN accounts a ON a.id = u.account_id
+    WHERE EXISTS (SELECT 1 FROM claim)
+),
+lowered AS (
+    UPDATE quota_usage q SET used = greatest(q.used + c.used, 0), updated_at = now()
+    FROM change c
+    WHERE c.used < 0 AND q.account_id = c.account_id AND q.period = c.period
 )
 INSERT INTO quota_usage (account_id, period, used)
-SELECT u.account_id, u.period, u.used
-FROM unnest(%(accounts)s::uuid[], %(periods)s::date[], %(counts)s::bigint[])
-     AS u (account_id, period, used)
-JOIN accounts a ON a.id = u.account_id
-WHERE EXISTS (SELECT 1 FROM claim)
+SELECT account_id, period, used FROM change WHERE used > 0
 ON CONFLICT (account_id, period)
 DO UPDATE SET used = quota_usage.used + EXCLUDED.used, updated_at = now()
 """
@@ -90,6 +106,16 @@ def claim_period(conn: psycopg.Connection, account_id: uuid.UUID, period: date) 
     return row is not None
 
 
+@dataclass
+class _Batch:
+    """Tallies taken from the pending ones to be written in one statement, and what to do once
+    they are committed."""
+
+    seq: int
+    counts: Counter[tuple[uuid.UUID, date]]
+    then: list[Callable[[], None]] = field(default_factory=list)
+
+
 class UsageLedger:
     """One process's tally of admissions not yet in PostgreSQL, and the means to write it."""
 
@@ -101,8 +127,9 @@ class UsageLedger:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._pending: Counter[tuple[uuid.UUID, date]] = Counter()
+        self._pending_then: list[Callable[[], None]] = []
         # Batches taken from `_pending` whose commit is not known to have happened, oldest first.
-        self._unwritten: list[tuple[int, Counter[tuple[uuid.UUID, date]]]] = []
+        self._unwritten: list[_Batch] = []
         self._seq = 0
         # Calls between `begin` and `end`, by the parity of the epoch they began in.
         self._epoch = 0
@@ -114,6 +141,7 @@ class UsageLedger:
         """Start afresh in a forked child: the parent's tally and identity are the parent's."""
         with self._lock:
             self._pending = Counter()
+            self._pending_then = []
             self._unwritten = []
             self._in_flight = [0, 0]
             self._draining = None
@@ -136,21 +164,23 @@ class UsageLedger:
             if admitted is not None:
                 self._pending[admitted] += 1
 
-    def refund(self, account_id: uuid.UUID, period: date) -> None:
-        """Take one admission of the account's month back out of the tally (may go negative)."""
+    def refund(self, account_id: uuid.UUID, period: date, then: Callable[[], None]) -> None:
+        """Take one admission of the account's month back out of the tally, and call `then`
+        once that is committed (or at once if the admission was never written)."""
         with self._lock:
             self._pending[(account_id, period)] -= 1
+            self._pending_then.append(then)
 
     def pending(self, account_id: uuid.UUID, period: date) -> int:
         """Admissions of this process not yet written."""
         with self._lock:
             held = self._pending.get((account_id, period), 0)
-            return held + sum(batch.get((account_id, period), 0) for _, batch in self._unwritten)
+            return held + sum(b.counts.get((account_id, period), 0) for b in self._unwritten)
 
     def holds_anything(self) -> bool:
         """Whether a write would have something to add."""
         with self._lock:
-            return bool(self._pending or self._unwritten)
+            return bool(self._pending or self._pending_then or self._unwritten)
 
     def used(self, account_id: uuid.UUID, period: date) -> int:
         """The best durable count known: the larger of the ledger (plus this process's unwritten
@@ -198,34 +228,50 @@ class UsageLedger:
         it was."""
         with self._write_lock:
             with self._lock:
-                if self._pending:
+                if self._pending or self._pending_then:
                     self._seq += 1
-                    self._unwritten.append((self._seq, self._pending))
-                    self._pending = Counter()
+                    self._unwritten.append(_Batch(self._seq, self._pending, self._pending_then))
+                    self._pending, self._pending_then = Counter(), []
                 batches = list(self._unwritten)
             identity = {"writer": self.writer_id, "host": self._host, "pid": self._pid}
+            refused: set[int] = set()
             with self._database.connection() as conn:
-                for seq, batch in batches:
-                    accounts, periods, counts = zip(
-                        *((a, p, n) for (a, p), n in batch.items()), strict=True
-                    )
-                    conn.execute(
-                        ADD_USAGE,
-                        {
-                            **identity,
-                            "seq": seq,
-                            "accounts": list(accounts),
-                            "periods": list(periods),
-                            "counts": list(counts),
-                        },
-                    )
-                if synced_through is not None or not batches:
+                for batch in batches:
+                    try:
+                        with conn.transaction():  # a savepoint: one bad batch blocks no other
+                            self._add(conn, identity, batch)
+                    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+                        refused.add(batch.seq)
+                        logger.error("quota ledger: batch %d refused, dropped: %s", batch.seq, exc)
+                if synced_through is not None or len(refused) == len(batches):
                     # A batch's claim refreshes `seen_at` already; one statement less per cycle.
                     conn.execute(HEARTBEAT, {**identity, "synced": synced_through or 0})
             with self._lock:
                 del self._unwritten[: len(batches)]
                 if synced_through is not None:
                     self.synced_through = max(self.synced_through, synced_through)
+        for batch in batches:
+            if batch.seq in refused:
+                continue  # its refunds never reached the ledger: Redis keeps them (the safe side)
+            for step in batch.then:
+                try:
+                    step()
+                except Exception as exc:
+                    logger.warning("quota ledger: a step after batch %d failed: %s", batch.seq, exc)
+
+    @staticmethod
+    def _add(conn: psycopg.Connection, identity: dict[str, object], batch: _Batch) -> None:
+        changes = [(a, p, n) for (a, p), n in batch.counts.items() if n != 0]
+        conn.execute(
+            ADD_USAGE,
+            {
+                **identity,
+                "seq": batch.seq,
+                "accounts": [a for a, _, _ in changes],
+                "periods": [p for _, p, _ in changes],
+                "counts": [n for _, _, n in changes],
+            },
+        )
 
     def _quiesce(self) -> bool:
         with self._lock:

@@ -54,6 +54,8 @@ class CounterCheck:
     ledger: int
     log: int
     state: CounterState
+    takebacks: int = 0
+    """Calls taken back from the counter when it was read (see `Admitter.raise_to`)."""
 
     @property
     def proven(self) -> int:
@@ -73,21 +75,29 @@ class Repair:
 def check(runtime: Runtime, period: Period) -> list[CounterCheck]:
     """Every account with usage in `period` in Redis or PostgreSQL, with its state."""
     with runtime.database.connection() as conn:
+        accounts = [a.id for a in store.list_accounts(conn)]
+    # Counters before and after the durable counts: a refund lowers the ledger and then the
+    # counter, so a counter that had a call taken back meanwhile may be compared with a proof
+    # that still counts that call. Such a counter is left to the next run.
+    before = read_counters(runtime.redis, accounts, period)
+    with runtime.database.connection() as conn:
         ledger = period_usage(conn, period.first_day)
         logged = counted_calls(conn, period.first_day, period.end.date())
-        accounts = [a.id for a in store.list_accounts(conn)]
     run_id = server_run_id(runtime.redis)
     counters = read_counters(runtime.redis, accounts, period)
     checks = []
     for account_id in accounts:
-        counter, counter_run = counters[account_id]
+        reading = counters[account_id]
+        counter = reading.used
         stored, in_log = ledger.get(account_id, 0), logged.get(account_id, 0)
         if counter is None and stored == 0 and in_log == 0:
+            continue
+        if reading.takebacks != before[account_id].takebacks:
             continue
         proven = max(stored, in_log)
         if counter is None:
             state = CounterState.MISSING
-        elif counter_run != run_id:
+        elif reading.run_id != run_id:
             state = CounterState.FOREIGN
         elif counter < proven:
             state = CounterState.BEHIND
@@ -95,7 +105,7 @@ def check(runtime: Runtime, period: Period) -> list[CounterCheck]:
             state = CounterState.AHEAD
         else:
             state = CounterState.IN_STEP
-        checks.append(CounterCheck(account_id, counter, stored, in_log, state))
+        checks.append(CounterCheck(account_id, counter, stored, in_log, state, reading.takebacks))
     return checks
 
 
@@ -103,7 +113,8 @@ def repair(runtime: Runtime, period: Period, checks: list[CounterCheck]) -> list
     """Raise every counter that is behind to what PostgreSQL proves; return what changed.
 
     Each raise is conditional in Redis (`Admitter.raise_to`): a counter that moved meanwhile is
-    raised only if it is still below, and one replaced by another server life is left alone.
+    raised only if it is still below, and one replaced by another server life, or with a call
+    taken back since it was read, is left alone.
     """
     admitter = Admitter(runtime.redis, fence_token="reconcile")
     run_id = server_run_id(runtime.redis)
@@ -111,7 +122,7 @@ def repair(runtime: Runtime, period: Period, checks: list[CounterCheck]) -> list
     for item in checks:
         if item.state is not CounterState.BEHIND:
             continue
-        changed = admitter.raise_to(item.account_id, period, item.proven, run_id)
+        changed = admitter.raise_to(item.account_id, period, item.proven, run_id, item.takebacks)
         if changed is not None and changed[0] != changed[1]:
             repairs.append(Repair(item.account_id, *changed))
     return repairs
