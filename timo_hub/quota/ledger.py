@@ -238,7 +238,7 @@ class UsageLedger:
             with self._database.connection() as conn:
                 for batch in batches:
                     try:
-                        with conn.transaction():  # a savepoint: one bad batch blocks no other
+                        with conn.transaction():  # its own: one bad batch blocks no other
                             self._add(conn, identity, batch)
                     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
                         refused.add(batch.seq)
