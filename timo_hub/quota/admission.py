@@ -84,15 +84,14 @@ return 1
 """
 
 # KEYS: counter, run, seeded, undo, takebacks. ARGV: run id, the counted call's Redis time (µs),
-# undo seconds.
-# Takes back a call that was counted but answered 503 (a late answer its caller had given up on,
-# or a call its handler answered 503), if the counter that counted it is still the one in place:
-# same server life, seeded before the call ran. A counter rebuilt since then is left alone: it
-# never included a late answer (its caller tallied nothing), and for a refund it is at worst one
-# high, the safe side, until its next rebuild. `undo` is unique to this take-back, so a copy of
-# the command (a client retry after a lost reply) changes nothing. `takebacks` counts the calls
-# taken back from this counter, so that reconcile can tell a counter lowered by one while it was
-# looking (its proof may predate the refund) from one that is behind.
+# undo seconds. Takes back a call that was counted but answered 503 (a late answer its caller had
+# given up on, or a call its handler answered 503), if the counter that counted it is still the one
+# in place: same server life, seeded before the call ran. A counter rebuilt since then is left
+# alone: it never included a late answer (its caller tallied nothing), and for a refund it is at
+# worst one high, the safe side, until its next rebuild. `undo` is unique to this take-back, so a
+# copy of the command (a client retry after a lost reply) changes nothing. `takebacks` counts the
+# calls taken back from this counter, so that reconcile can tell a counter lowered by one while it
+# was looking (its proof may predate the refund) from one that is behind.
 UNCOUNT_LUA = """
 if not redis.call('SET', KEYS[4], 1, 'NX', 'EX', ARGV[3]) then return 0 end
 local found = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
@@ -186,7 +185,8 @@ def counter_key(account_id: uuid.UUID | str, period: Period) -> str:
 
 
 def counter_keys(account_id: uuid.UUID | str, period: Period) -> CounterKeys:
-    """The counter, its server-life stamp and its rebuild fence."""
+    """The counter and the keys beside it: server-life stamp, rebuild fence, seeding moment and
+    take-back count."""
     counter = counter_key(account_id, period)
     return CounterKeys(
         counter, counter + ":run", counter + ":fence", counter + ":seeded", counter + ":takebacks"
