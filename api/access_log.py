@@ -3,6 +3,10 @@
 Replaces gunicorn's access log, which cannot know the account. In production the line is JSON
 (`timo_hub.platform.logs`), with `method`, `route`, `status` and `duration_ms` as fields; the
 duration is the gate's, the same interval the usage event and the latency histogram record.
+
+When every handler the line would reach is one of ours (the normal case), the line is written
+through `ServiceLogHandler.write_line`, skipping the `logging` record machinery, which cost as
+much as the rest of the gate; any other handler (a test's, an operator's) gets a normal record.
 """
 
 from __future__ import annotations
@@ -11,20 +15,58 @@ import logging
 
 from flask import Request
 
+from timo_hub.accounts.principal import Principal
+from timo_hub.platform.logs import RequestContextFilter, ServiceLogHandler
+
 logger = logging.getLogger("api.access")
 
 
-def log_request(req: Request, status: int, elapsed: float | None) -> None:
+def log_request(
+    req: Request,
+    status: int,
+    elapsed: float | None,
+    request_id: str = "",
+    principal: Principal | None = None,
+) -> None:
     """Log one answered request (at INFO, so `TIMO_LOG_LEVEL=WARNING` drops it for free)."""
     if not logger.isEnabledFor(logging.INFO):
         return
     duration_ms = round(elapsed * 1000, 3) if elapsed is not None else None
     rule = req.url_rule.rule if req.url_rule is not None else None
-    logger.info(
-        "%s %s %s %sms",
-        req.method,
-        req.path,
-        status,
-        duration_ms,
-        extra={"method": req.method, "route": rule, "status": status, "duration_ms": duration_ms},
-    )
+    method, path = req.method, req.path
+    message = f"{method} {path} {status} {duration_ms}ms"
+    fields: dict[str, object] = {
+        "method": method,
+        "route": rule,
+        "status": status,
+        "duration_ms": duration_ms,
+    }
+    handlers = _handlers()
+    if handlers is None:
+        logger.info(message, extra=fields)
+        return
+    if principal is None:
+        ids = (request_id, "", "")
+    else:
+        ids = (request_id, principal.account_text, principal.key_text)
+    for handler in handlers:
+        handler.write_line(logger.name, message, ids, fields)
+
+
+def _handlers() -> list[ServiceLogHandler] | None:
+    """The handlers an INFO record of the access logger reaches, if all are ours; else None."""
+    found: list[ServiceLogHandler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if type(handler) is not ServiceLogHandler or not all(
+                type(f) is RequestContextFilter for f in handler.filters
+            ):
+                return None
+            found.append(handler)
+        if not current.propagate:
+            break
+        current = current.parent
+    return found

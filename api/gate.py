@@ -129,7 +129,7 @@ def close_request(response: Response) -> Response:
             # says the call does not count, so neither may the quota.
             extensions[QUOTA_EXTENSION].refund(principal, admission)
     http_metrics.count(req, status, elapsed)
-    access_log.log_request(req, status, elapsed)
+    access_log.log_request(req, status, elapsed, ctx_g.get("request_id") or "", principal)
     return response
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -15,3 +16,13 @@ class Principal:
     account_status: str
     plan: str
     monthly_limit: int | None
+
+    @cached_property
+    def account_text(self) -> str:
+        """`account_id` as text, made once per cached principal (logs and events use it)."""
+        return str(self.account_id)
+
+    @cached_property
+    def key_text(self) -> str:
+        """`key_id` as text, made once per cached principal."""
+        return str(self.key_id)

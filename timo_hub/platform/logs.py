@@ -9,8 +9,10 @@ Platform code: imports only the settings. Flask is looked up lazily, for the req
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
@@ -72,9 +74,57 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(level)
 
 
+class ServiceLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Our handler: `fmt` lines with the request ids, and a fast lane for the access log.
+
+    The access log writes a line per request; through `logging` (a record, the filter, the JSON
+    formatter) that costs about as much as serving a bare Flask request. `write_line` writes the
+    same line, with the same fields in the same order, from values the caller already has.
+    """
+
+    def __init__(self, fmt: str, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.log_format = fmt
+        self._second = -1
+        self._asctime = ""
+
+    def write_line(
+        self, logger_name: str, message: str, ids: tuple[str, str, str], fields: dict[str, object]
+    ) -> None:
+        """Write one INFO line of `logger_name` (the request, account and key ids, then the
+        extra `fields`), as `logging` with this handler's formatter would."""
+        if self.level > logging.INFO:
+            return
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            # `Formatter.formatTime`'s default, computed once a second rather than per line.
+            self._asctime = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self._second = second
+        asctime = f"{self._asctime},{int((now - second) * 1000):03d}"
+        request_id, account_id, key_id = ids
+        if self.log_format == "json":
+            document: dict[str, object] = {
+                "time": asctime,
+                "level": "INFO",
+                "logger": logger_name,
+                "message": message,
+                **fields,
+                "request_id": request_id,
+                "account_id": account_id,
+                "key_id": key_id,
+            }
+            line = json.dumps(document, default=str)
+        else:
+            line = f"{asctime} INFO    {logger_name} [{request_id}] {message}"
+        with self.lock:  # type: ignore[union-attr]
+            self.stream.write(line + self.terminator)
+            self.flush()
+
+
 def build_handler(fmt: str, stream: TextIO) -> logging.Handler:
     """A handler writing `fmt` (`json` or `plain`) lines, with the request ids, to `stream`."""
-    handler = logging.StreamHandler(stream)
+    handler = ServiceLogHandler(fmt, stream)
     handler.addFilter(RequestContextFilter())
     if fmt == "json":
         handler.setFormatter(
