@@ -56,7 +56,7 @@ class Authenticator:
         self.cache = PrincipalCache(runtime.redis)
         self._count_failure = runtime.redis.register_script(COUNT_FAILURE_LUA)
         self._runtime = runtime
-        self._pepper = runtime.settings.key_pepper
+        self._hash_key = key_format.KeyHasher(runtime.settings.key_pepper)
         self._last_touch: dict[uuid.UUID, float] = {}
         self._touch_lock = threading.Lock()
 
@@ -67,7 +67,7 @@ class Authenticator:
         are throttled (429 instead of 401 once an address has sent too many bad keys).
         """
         secret = _bearer_token(authorization)
-        key_hash = key_format.hash_key(secret, self._pepper)
+        key_hash = self._hash_key(secret)
         principal = self.cache.peek(key_hash)
         if principal is not None:
             return principal  # cached, so it was well formed and valid when it was stored

@@ -55,6 +55,9 @@ def test_the_stored_hash_depends_on_key_and_pepper(secret: str, pepper: str, oth
     assert secret.encode() not in digest
     if other != pepper:
         assert key_format.hash_key(secret, other) != digest
+    # The request path's hasher (a copied HMAC state) stores and finds the same value.
+    hasher = key_format.KeyHasher(pepper)
+    assert hasher(secret) == digest == hasher(secret)
 
 
 def test_keys_carry_at_least_160_bits_of_randomness() -> None:
