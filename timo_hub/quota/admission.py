@@ -22,6 +22,9 @@ import enum
 import hashlib
 import logging
 import os
+import select
+import socket
+import ssl
 import threading
 import time
 import uuid
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+import hiredis
 import redis
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
@@ -215,9 +219,14 @@ def _run_id_from_info(info: bytes) -> str:
 
 
 class _Link:
-    """One thread's connection, the server life it talks to, and its view of Redis's clock."""
+    """One thread's connection, the server life it talks to, and its view of Redis's clock.
 
-    __slots__ = ("conn", "offset_at", "offset_us", "pid", "run_id")
+    The admission's bytes go over the connection's socket directly, and its reply is parsed by a
+    hiredis reader of the link's own (new with every connection): redis-py connects,
+    authenticates and selects the database; the hot path skips its per-command layers.
+    """
+
+    __slots__ = ("conn", "offset_at", "offset_us", "pid", "poller", "reader", "run_id")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -225,6 +234,8 @@ class _Link:
         self.run_id = ""
         self.offset_us = 0.0
         self.offset_at = -float("inf")
+        self.reader = _new_reader()
+        self.poller: select.poll | None = None
 
     def learn_offset(self, redis_us: int, received: float) -> None:
         # Redis read its clock before we received the answer, so this is a lower bound of
@@ -233,6 +244,42 @@ class _Link:
         sample = redis_us - received * 1_000_000.0
         if sample > self.offset_us or received - self.offset_at > OFFSET_MAX_AGE_SECONDS:
             self.offset_us, self.offset_at = sample, received
+
+    def is_quiet(self) -> bool:
+        """Nothing waits on the connection between commands: no data, and no EOF from a server
+        that closed it (a restart). One `poll(2)` with no wait."""
+        if self.conn._sock is None:
+            return False
+        if self.poller is None:  # TLS may hold decrypted bytes above the socket: ask redis-py
+            try:
+                return not self.conn.can_read(timeout=0)
+            except (redis.ConnectionError, OSError):
+                return False
+        return not self.poller.poll(0)
+
+    def watch(self, sock: socket.socket) -> None:
+        """Start with a newly connected socket: a fresh reply parser, and a poller on it."""
+        self.reader = _new_reader()
+        self.poller = None
+        if not isinstance(sock, ssl.SSLSocket):
+            self.poller = select.poll()
+            self.poller.register(sock, select.POLLIN | select.POLLPRI)
+
+
+def _new_reader() -> hiredis.Reader:
+    return hiredis.Reader(protocolError=redis.InvalidResponse, replyError=redis.ResponseError)
+
+
+def _read_reply(sock: socket.socket, reader: hiredis.Reader) -> object:
+    """The next complete reply on `sock` (an error reply is returned, not raised)."""
+    while True:
+        reply = reader.gets()
+        if reply is not False:
+            return reply
+        data = sock.recv(65536)
+        if not data:
+            raise redis.ConnectionError("Connection closed by server.")
+        reader.feed(data)
 
 
 @dataclass(frozen=True)
@@ -277,11 +324,8 @@ class Admitter:
             link = _Link(self._new_connection())
             self._local.link = link
         conn = link.conn
-        try:
-            # A server that restarted has closed our socket: readable now, with EOF or junk.
-            if conn._sock is not None and conn.can_read(timeout=0):
-                conn.disconnect()
-        except (redis.ConnectionError, OSError):
+        # A server that restarted has closed our socket: readable now, with EOF or junk.
+        if conn._sock is not None and not link.is_quiet():
             conn.disconnect()
         if conn._sock is None:
             self._introduce(link)
@@ -300,6 +344,7 @@ class Admitter:
             conn.send_packed_command(conn.pack_commands([("INFO", "server"), ("TIME",)]), False)
             link.run_id = _run_id_from_info(conn.read_response())
             seconds, micros = conn.read_response()
+            link.watch(cast(socket.socket, conn._sock))
             link.offset_at = -float("inf")
             link.learn_offset(int(seconds) * 1_000_000 + int(micros), time.monotonic())
         except (redis.ConnectionError, redis.TimeoutError, OSError):
@@ -308,61 +353,77 @@ class Admitter:
 
     def _run(self, link: _Link, key: CounterKeys, args: list[object]) -> list[int]:
         conn = link.conn
+        sock = cast(socket.socket, conn._sock)
         sent = False
         try:
-            conn.send_packed_command(
-                [self._evalsha_prefix + _bulk_strings(key.counter, key.run, key.fence, *args)],
-                False,
+            sock.sendall(
+                self._evalsha_prefix + _bulk_strings(key.counter, key.run, key.fence, *args)
             )
             sent = True
-            try:
-                reply = conn.read_response(disconnect_on_error=False)
-            except NoScriptError:
+            reply = _read_reply(sock, link.reader)
+            if isinstance(reply, redis.ResponseError):
+                error = conn._parser.parse_error(str(reply))
+                if not isinstance(error, NoScriptError):
+                    raise error
                 # Redis restarted and forgot the script; NOSCRIPT means nothing ran.
-                conn.send_command("EVAL", ADMIT_LUA, 3, key.counter, key.run, key.fence, *args)
-                reply = conn.read_response(disconnect_on_error=False)
-        except redis.TimeoutError:
+                command = ("EVAL", ADMIT_LUA, 3, key.counter, key.run, key.fence, *args)
+                sock.sendall(b"".join(conn.pack_command(*command)))
+                reply = _read_reply(sock, link.reader)
+                if isinstance(reply, redis.ResponseError):
+                    raise conn._parser.parse_error(str(reply))
+        except TimeoutError:
             if sent:
                 self._hand_over_late_reply(link, key)
             else:
                 conn.disconnect()
-            raise
+            raise redis.TimeoutError("Timeout reading from the quota store") from None
         except (redis.BusyLoadingError, redis.ReadOnlyError):
             # Nothing was counted: a server loading its data runs nothing, and on a demoted
             # primary the script stops at its first write. Reconnect to learn what is there now.
             conn.disconnect()
             raise
-        except (redis.ConnectionError, OSError):
+        except redis.ResponseError:
+            raise  # an error reply ends the exchange cleanly: the connection stays usable
+        except (redis.ConnectionError, redis.InvalidResponse, OSError) as exc:
             conn.disconnect()
             if sent:
                 # The command may have reached Redis and been counted; its answer is lost. (After
                 # a Redis restart that does not matter: the counter is rebuilt from the ledger.)
                 metrics.ADMISSIONS_UNCERTAIN.inc()
                 logger.warning("quota: admission cut off after sending (%s)", key.counter)
-            raise
-        link.learn_offset(int(reply[2]), time.monotonic())
-        return cast(list[int], reply)
+            if isinstance(exc, redis.ConnectionError):
+                raise
+            raise redis.ConnectionError(f"quota store connection failed: {exc}") from exc
+        result = cast(list[int], reply)
+        link.learn_offset(int(result[2]), time.monotonic())
+        return result
 
     def _hand_over_late_reply(self, link: _Link, key: CounterKeys) -> None:
         # The script may still run, or may have run with its answer delayed: the caller will
-        # answer 503, so hand the connection to a thread that reads the answer when it comes and
-        # takes back a call counted too late for its caller. This thread starts afresh.
-        conn = link.conn
+        # answer 503, so hand the connection (and what its reader holds of the answer) to a
+        # thread that reads the answer when it comes and takes back a call counted too late for
+        # its caller. This thread starts afresh.
+        conn, reader = link.conn, link.reader
         link.conn = self._new_connection()
         try:
             threading.Thread(
-                target=self._await_late_reply, args=(conn, link.run_id, key), daemon=True
+                target=self._await_late_reply, args=(conn, reader, link.run_id, key), daemon=True
             ).start()
         except RuntimeError as exc:  # no thread to be had: the answer is lost with the socket
             conn.disconnect()
             metrics.ADMISSIONS_UNCERTAIN.inc()
             logger.error("quota: cannot wait for a late answer (%s): %s", key.counter, exc)
 
-    def _await_late_reply(self, conn: Connection, run_id: str, key: CounterKeys) -> None:
+    def _await_late_reply(
+        self, conn: Connection, reader: hiredis.Reader, run_id: str, key: CounterKeys
+    ) -> None:
         try:
-            state, _, executed_at = conn.read_response(
-                timeout=LATE_REPLY_SECONDS, disconnect_on_error=False
-            )
+            sock = cast(socket.socket, conn._sock)
+            sock.settimeout(LATE_REPLY_SECONDS)
+            reply = _read_reply(sock, reader)
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+            state, _, executed_at = cast(list[int], reply)
         except Exception as exc:
             metrics.ADMISSIONS_UNCERTAIN.inc()
             logger.error("quota: no answer for a call given up on (%s): %s", key.counter, exc)
