@@ -50,8 +50,8 @@ def record_call(
     line = serialise_trusted(
         event_id=new_event_id(),
         occurred_at=datetime.fromtimestamp(started_at, UTC),
-        account_id=principal.account_id,
-        key_id=principal.key_id,
+        account_id=principal.account_text,
+        key_id=principal.key_text,
         method=req.method,
         endpoint=route_template(rule),
         status=status,

@@ -92,15 +92,18 @@ _FAST_TEMPLATE = (
 def serialise_trusted(
     event_id: uuid.UUID,
     occurred_at: datetime,
-    account_id: uuid.UUID,
-    key_id: uuid.UUID,
+    account_id: uuid.UUID | str,
+    key_id: uuid.UUID | str,
     method: str,
     endpoint: str,
     status: int,
     duration_ms: float,
     request_id: str,
 ) -> str:
-    """`ApiCallRecorded(...).to_json()` without building the model (see `_FAST_TEMPLATE`)."""
+    """`ApiCallRecorded(...).to_json()` without building the model (see `_FAST_TEMPLATE`).
+
+    The ids may be given as their canonical text (a cached principal keeps it).
+    """
     return _FAST_TEMPLATE.format(
         event_id,
         _utc_iso(occurred_at),

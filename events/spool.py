@@ -115,7 +115,8 @@ class Spool:
             self._ensure_process()
             segment = self._writable()
             os.write(segment.fd, data)
-        self.appended_since_ship.set()
+        if not self.appended_since_ship.is_set():  # set() takes a lock and notifies: once
+            self.appended_since_ship.set()
 
     def segments_to_ship(self) -> list[Segment]:
         """Segments with data to ship, oldest first (pending ones, then the current one)."""
