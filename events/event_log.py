@@ -51,14 +51,12 @@ WITH incoming AS (
 SELECT (SELECT count(*) FROM appended)
 """
 
-COUNT_PRESENT = """
-SELECT k.grp, count(*)
-FROM unnest(%(ids)s::uuid[], %(at)s::timestamptz[], %(groups)s::int[])
-     AS k (event_id, occurred_at, grp)
-WHERE EXISTS (
-    SELECT 1 FROM events e WHERE e.event_id = k.event_id AND e.occurred_at = k.occurred_at
-)
-GROUP BY k.grp
+INSERT_RECEIPT = """
+INSERT INTO event_batch_receipts (batch_id) VALUES (%(batch)s) ON CONFLICT (batch_id) DO NOTHING
+"""
+SELECT_RECEIPTS = "SELECT batch_id FROM event_batch_receipts WHERE batch_id = ANY(%(batches)s)"
+DELETE_OLD_RECEIPTS = """
+DELETE FROM event_batch_receipts WHERE received_at < now() - make_interval(days => %(days)s)
 """
 INSERT_DEAD_LETTER = "INSERT INTO dead_letters (source, payload, error) VALUES (%s, %s, %s)"
 
@@ -105,21 +103,22 @@ def append(conn: psycopg.Connection, events: Sequence[ApiCallRecorded]) -> Appen
     return AppendResult(appended=appended, duplicates=len(events) - appended)
 
 
-def count_present_by_group(
-    conn: psycopg.Connection, groups: Sequence[Sequence[tuple[object, object]]]
-) -> list[int]:
-    """For each group of (event_id, occurred_at) pairs, how many are in the log (one query)."""
-    ids, at, labels = [], [], []
-    for label, keys in enumerate(groups):
-        for event_id, occurred_at in keys:
-            ids.append(event_id)
-            at.append(occurred_at)
-            labels.append(label)
-    found = [0] * len(groups)
-    if ids:
-        for label, count in conn.execute(COUNT_PRESENT, {"ids": ids, "at": at, "groups": labels}):
-            found[label] = int(count)
-    return found
+def record_receipt(conn: psycopg.Connection, batch_id: str) -> None:
+    """Record, in the caller's transaction, that a shipped batch has been ingested."""
+    conn.execute(INSERT_RECEIPT, {"batch": batch_id})
+
+
+def received_batches(conn: psycopg.Connection, batch_ids: Sequence[str]) -> set[str]:
+    """Which of `batch_ids` have a receipt (one indexed query)."""
+    if not batch_ids:
+        return set()
+    return {row[0] for row in conn.execute(SELECT_RECEIPTS, {"batches": list(batch_ids)})}
+
+
+def forget_receipts(conn: psycopg.Connection, older_than_days: int) -> int:
+    """Delete receipts older than `older_than_days`; returns how many."""
+    cursor = conn.execute(DELETE_OLD_RECEIPTS, {"days": older_than_days})
+    return cursor.rowcount
 
 
 def record_dead_letter(conn: psycopg.Connection, source: str, payload: str, error: str) -> None:

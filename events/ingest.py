@@ -57,7 +57,7 @@ def append_batch(
 ) -> event_log.AppendResult:
     """One transaction: append `events` (exactly once) and record `dead_letters`."""
     with database.connection() as conn:
-        return _append(conn, partitions, events, dead_letters, source)
+        return _append(conn, partitions, events, dead_letters, source, None)
 
 
 def _append(
@@ -66,12 +66,16 @@ def _append(
     events: list[ApiCallRecorded],
     dead_letters: Iterable[tuple[str, str]],
     source: str,
+    batch_id: str | None,
 ) -> event_log.AppendResult:
     partitions.ensure(conn, {month_start(e.occurred_at) for e in events})
     with conn.transaction():
         result = event_log.append(conn, events)
         for payload, reason in dead_letters:
             event_log.record_dead_letter(conn, source, payload, reason)
+        if batch_id is not None:
+            # In the same transaction: a receipt exists exactly when the batch is in the log.
+            event_log.record_receipt(conn, batch_id)
     return result
 
 
@@ -81,14 +85,16 @@ def ingest(
     lines: Iterable[object],
     *,
     source: str = "queue",
+    batch_id: str | None = None,
 ) -> IngestResult:
-    """Append a batch of event payloads to the log and the projection, exactly once."""
+    """Append a batch of event payloads to the log and the projection, exactly once; with
+    `batch_id`, leave the batch's receipt for the web process that shipped it."""
     lines = list(lines)
     events, rejected = parse_lines(lines)
     # One connection for the floor check and the append: no second checkout per batch.
     with database.connection() as conn:
         events = _after_retention_floor(retention_floor(conn), events, rejected)
-        result = _append(conn, partitions, events, rejected, source)
+        result = _append(conn, partitions, events, rejected, source, batch_id)
     pipeline_metrics.EVENTS_INGESTED.inc(result.appended)
     pipeline_metrics.EVENTS_DUPLICATE.inc(result.duplicates)
     pipeline_metrics.EVENTS_DEAD_LETTERED.inc(len(rejected))
@@ -122,9 +128,13 @@ def _after_retention_floor(
 
 
 def ingest_message(
-    database: Database, partitions: PartitionRegistry, payload: object
+    database: Database, partitions: PartitionRegistry, payload: object, batch: object = None
 ) -> IngestResult:
-    """Ingest one broker message body; anything but a list of lines is dead-lettered whole."""
+    """Ingest one broker message body; anything but a list of lines is dead-lettered whole.
+
+    `batch` is the shipping web process's name for the batch (messages from before receipts
+    carry none); anything but a short string is ignored.
+    """
     if not isinstance(payload, list):
         with database.connection() as conn:
             event_log.record_dead_letter(
@@ -132,4 +142,5 @@ def ingest_message(
             )
         pipeline_metrics.EVENTS_DEAD_LETTERED.inc()
         return IngestResult(1, 0, 0, 1, ("message is not a list",))
-    return ingest(database, partitions, payload)
+    batch_id = batch if isinstance(batch, str) and 0 < len(batch) <= 200 else None
+    return ingest(database, partitions, payload, batch_id=batch_id)

@@ -13,6 +13,7 @@ from datetime import date
 import psycopg
 from psycopg import sql
 
+from events import event_log
 from events.partitions import (
     PARTITION_LOCK_KEY,
     PartitionRegistry,
@@ -22,6 +23,9 @@ from events.partitions import (
 from timo_hub.platform.months import add_months, month_start
 
 MONTHS_AHEAD = 2
+# Web processes look for a batch's receipt for at most a few hours (reshipping backs off to about
+# an hour and a half); a week is ample, and a batch shipped after that is deduplicated by the log.
+RECEIPT_DAYS = 7
 SELECT_FLOOR = "SELECT floor FROM events_retention"
 RAISE_FLOOR = """
 INSERT INTO events_retention (singleton, floor) VALUES (true, %(floor)s)
@@ -67,4 +71,6 @@ def maintain(
         floor = retention_floor(conn)
         if dropped:
             registry.forget()
+    with conn.transaction():
+        event_log.forget_receipts(conn, RECEIPT_DAYS)
     return Maintenance(created=created, dropped=dropped, floor=floor)

@@ -33,7 +33,7 @@ def heartbeat() -> str:
 
 
 @shared_task(name=INGEST_TASK, bind=True, max_retries=None, ignore_result=True)
-def ingest_events(self: Task, lines: object) -> dict[str, int]:
+def ingest_events(self: Task, lines: object, batch: object = None) -> dict[str, int]:
     """Append a batch of events to the log; acknowledged only after the commit (acks_late).
 
     While PostgreSQL is unreachable the batch is retried (a copy is queued, then this message is
@@ -42,7 +42,7 @@ def ingest_events(self: Task, lines: object) -> dict[str, int]:
     """
     app = current_app
     try:
-        result = ingest_message(app.runtime.database, app.partitions, lines)
+        result = ingest_message(app.runtime.database, app.partitions, lines, batch)
     except (psycopg.OperationalError, PoolTimeout) as exc:
         delay = min(2 ** min(self.request.retries, 5) * 0.5, MAX_RETRY_DELAY_SECONDS)
         raise self.retry(exc=exc, countdown=delay) from exc

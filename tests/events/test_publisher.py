@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from hypothesis import given
-from hypothesis import strategies as st
 
-from events.publisher import EventPublisher, _keys, producer_app
+from events.ingest import ingest
+from events.partitions import PartitionRegistry
+from events.publisher import EventPublisher, producer_app
 from tests.support.events import log_counts, make_event
 from tests.support.waiting import eventually
 from timo_hub.platform.runtime import Runtime
@@ -20,14 +18,50 @@ from timo_hub.platform.settings import Settings
 from workers.celery_app import TimoCelery
 
 
-@given(st.integers(0, 10**6), st.datetimes(timezones=st.just(datetime.now().astimezone().tzinfo)))
-def test_fast_key_extraction_agrees_with_parsing(seed: int, moment: datetime) -> None:
-    line = make_event(occurred_at=moment).to_json()
-    document = json.loads(line)
-    assert _keys([line]) == [
-        (document["event_id"], datetime.fromisoformat(document["occurred_at"]))
-    ]
-    assert _keys(["not json", '{"event_id": 1}']) == []
+def test_one_check_confirms_every_batch_in_flight_whatever_the_event_rate(
+    settings: Settings, runtime: Runtime, celery_app: TimoCelery, tmp_path: Path
+) -> None:
+    # Guards against confirmation that looked up at most 2,000 events a second: above that rate
+    # the unconfirmed backlog grew without bound until shipping stalled at the in-flight cap.
+    with celery_app.connection() as conn:
+        celery_app.control.purge(connection=conn)
+    publisher = EventPublisher(tmp_path, settings.effective_broker_url, runtime.database)
+    try:
+        for _ in range(6000):
+            publisher.spool.append(make_event().to_json())
+        assert publisher.ship_once() == 6000
+        celery_app.conf.broker_heartbeat = 0
+        with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+            eventually(lambda: sum(log_counts(runtime).values()) == 6000, timeout=30)
+            assert publisher.verify_once() == 6000  # one check, every batch's receipt
+        assert not publisher._in_flight
+        assert publisher.spool.backlog_bytes(verified=True) == 0
+    finally:
+        publisher.close()
+
+
+def test_events_in_the_log_without_their_batch_receipt_are_not_confirmed(
+    settings: Settings, runtime: Runtime, celery_app: TimoCelery, tmp_path: Path
+) -> None:
+    # The receipt, not the events, confirms a batch: it commits with the batch's own transaction.
+    with celery_app.connection() as conn:
+        celery_app.control.purge(connection=conn)
+    publisher = EventPublisher(tmp_path, settings.effective_broker_url, runtime.database)
+    try:
+        lines = [make_event().to_json() for _ in range(10)]
+        for line in lines:
+            publisher.spool.append(line)
+        assert publisher.ship_once() == 10
+        with celery_app.connection() as conn:
+            celery_app.control.purge(connection=conn)
+        ingest(runtime.database, PartitionRegistry(), lines)  # another path, no receipt
+        assert publisher.verify_once() == 0
+        (batch,) = publisher._in_flight
+        ingest(runtime.database, PartitionRegistry(), lines, batch_id=batch.batch_id)
+        assert publisher.verify_once() == 10
+        assert sum(log_counts(runtime).values()) == 10  # the second ingest added nothing
+    finally:
+        publisher.close()
 
 
 def test_a_batch_the_broker_lost_is_shipped_again(
