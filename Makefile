@@ -6,8 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: dev demo-history test test-fast lint bench bench-startup bench-hot-path bench-ingest \
-	bench-analytics clean
+.PHONY: dev demo-history test test-fast lint bench bench-startup bench-hot-path bench-publishing \
+	bench-ingest bench-analytics clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: bench-startup bench-hot-path bench-ingest bench-analytics
+bench: bench-startup bench-hot-path bench-publishing bench-ingest bench-analytics
 
 bench-startup: $(VENV)/.installed
 	$(BIN)/python bench/startup.py
@@ -50,6 +50,10 @@ $(VENV)/.installed-bench: pyproject.toml | $(VENV)/.installed
 # The load generator is wrk (Debian package); installing it needs root, as on our machines.
 bench-hot-path: $(VENV)/.installed-bench
 	$(BIN)/python bench/hot_path.py
+
+# One web process's spool, shipper and delivery checks at 10,000 events/s for 60 s.
+bench-publishing: $(VENV)/.installed
+	$(BIN)/python bench/publishing.py
 
 bench-ingest: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py
