@@ -77,9 +77,9 @@ def admit_request() -> None:
     admission = quota.admit(principal, now)
     ctx_g.admission = admission
     if not admission.admitted:
-        http_metrics.REFUSED.inc()
+        http_metrics.count_admission(False)
         raise quota_exceeded(admission, now)
-    http_metrics.ADMITTED.inc()
+    http_metrics.count_admission(True)
 
     touch = authenticator.touch_later(principal)
     if touch is not None:

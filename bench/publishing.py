@@ -181,10 +181,13 @@ def _report(
     lags = [lag for _, lag, _ in samples]
     backlog = [unconfirmed for _, _, unconfirmed in samples]
     half = len(samples) // 2
+    first, second = statistics.median(backlog[:half]), statistics.median(backlog[half:])
+    # Bounded: the second half's backlog is no larger than the first's plus a second of traffic.
+    verdict = "bounded" if second <= first + rate else "GROWING"
     print(
         f"spool lag: max {max(lags):.2f} s, median {statistics.median(lags):.2f} s; unconfirmed: "
-        f"max {max(backlog):,}, median of the first half {statistics.median(backlog[:half]):,.0f}"
-        f" and of the second {statistics.median(backlog[half:]):,.0f} (bounded: not growing)"
+        f"max {max(backlog):,}, median {first:,.0f} in the first half and {second:,.0f} in the "
+        f"second: {verdict}"
     )
     print(f"shipper thread CPU: {shipper_cpu / published * 1e6:.1f} µs per event")
     state = "all confirmed" if confirmed else "NOT all confirmed"

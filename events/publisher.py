@@ -160,9 +160,12 @@ class EventPublisher:
             received = event_log.received_batches(conn, [b.batch_id for b in pending])
         for batch in pending:
             if batch.batch_id in received:
-                confirmed += batch.events
                 with self._ship_lock:
-                    self._in_flight.remove(batch)
+                    try:
+                        self._in_flight.remove(batch)
+                    except ValueError:
+                        continue  # a concurrent check (`drain` beside the thread) confirmed it
+                    confirmed += batch.events
                     self._in_flight_events -= batch.events
                     self._advance_verified(batch.segment)
             # Each further re-send of a batch waits twice as long: during a long worker outage

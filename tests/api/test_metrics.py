@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 
 from api import close_app, create_app
 from tests.support.accounts import Customer
+from tests.support.waiting import eventually
 from tests.support.web import web_process
 from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
@@ -72,6 +73,8 @@ def test_requests_admissions_and_events_are_counted(
     assert grew("timo_quota_admissions_total", outcome="admitted") >= 3
     timing = {"route": "/api/v1/account", "method": "GET"}
     assert grew("timo_http_request_duration_seconds_count", **timing) == 3
+    assert grew("timo_http_request_duration_seconds_bucket", **timing, le="+Inf") == 3
+    assert 0 < grew("timo_http_request_duration_seconds_sum", **timing) < 3 * 5.0
     assert "timo_events_published_total" in after
     assert "timo_ingest_lag_seconds_bucket" in after
     # Unknown paths and methods never become labels of their own.
@@ -89,10 +92,16 @@ def test_counts_are_added_up_across_gunicorn_workers(
             for _ in range(40):
                 response = session.get(f"{base}/api/v1/account", headers=customer.auth)
                 assert response.status_code == 200
-        text = requests.get(
-            f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
-        ).text
-    ok = {"route": "/api/v1/account", "method": "GET", "status": "200"}
+        ok = {"route": "/api/v1/account", "method": "GET", "status": "200"}
+
+        def scrape() -> str:
+            return requests.get(
+                f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+            ).text
+
+        # Each worker writes its counts at most `FLUSH_SECONDS` after counting them.
+        eventually(lambda: sample(scrape(), "timo_http_requests_total", **ok) == 40, timeout=5)
+        text = scrape()
     assert sample(text, "timo_http_requests_total", **ok) == 40
     pids = set(re.findall(r'pid="(\d+)"', text))
     assert sample(text, "timo_quota_admissions_total", outcome="admitted") == 40, pids
