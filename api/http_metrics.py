@@ -51,7 +51,7 @@ ADMISSIONS = Counter(
 # Bound once: the gate counts every call, so skip the per-call label lookup.
 ADMITTED = ADMISSIONS.labels("admitted")
 REFUSED = ADMISSIONS.labels("refused")
-FLUSH_SECONDS = 0.5
+FLUSH_SECONDS = 1.0
 
 logger = logging.getLogger(__name__)
 blueprint = Blueprint("metrics", __name__)

@@ -48,10 +48,11 @@ TASK_ROUTES = {INGEST_TASK: {"queue": EVENTS_QUEUE}}
 BATCH_SIZE = 1000
 BATCH_BYTES = 1024 * 1024
 # After the first event of a quiet spell, wait this long for company before shipping: under load
-# a message then carries hundreds of events instead of a few (a send costs ~0.7 ms of CPU and the
-# GIL, which the request threads of this process would otherwise feel: at 0.1 s that was ~10 µs
-# per event at 700 calls/s, at 0.25 s it is ~4 µs).
-LINGER_SECONDS = 0.25
+# a message then carries hundreds of events instead of a few. A send costs ~0.7 ms of CPU, mostly
+# in C code that holds the GIL (JSON, base64), so each send delays a request thread of this
+# process by up to that much: at 0.1 s that was ~10 µs per event at 700 calls/s and ten such
+# delays a second (the metered request's p99); at 0.5 s it is ~2 µs and two.
+LINGER_SECONDS = 0.5
 IDLE_WAIT_SECONDS = 0.5
 ADOPT_INTERVAL_SECONDS = 10.0
 VERIFY_INTERVAL_SECONDS = 1.0
