@@ -85,7 +85,12 @@ class _Pending:
             if self.flusher_started:
                 return
             self.flusher_started = True
-        threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
+        try:
+            threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
+        except RuntimeError:  # no thread to be had now: try again on a later request
+            with self.lock:
+                self.flusher_started = False
+            return
         atexit.register(flush)
 
     def _flush_forever(self) -> None:
@@ -126,7 +131,9 @@ def count_admission(admitted: bool) -> None:
 def flush() -> None:
     """Write what this process counted since the last flush to the metric files."""
     pending = _PENDING
-    with pending.lock:  # one flusher at a time (the thread, a scrape, exit)
+    # The writes too are under the lock: a scrape's flush must not return while the thread's
+    # flush still holds counts it has taken but not written.
+    with pending.lock:
         answers: Tally[Any] = Tally()
         observed: dict[Any, tuple[list[int], list[float]]] = {}
         while pending.answers:
@@ -138,14 +145,14 @@ def flush() -> None:
                 buckets[bisect.bisect_left(_BOUNDS, elapsed)] += 1
                 total[0] += elapsed
         decisions = Tally(pending.admissions.popleft() for _ in range(len(pending.admissions)))
-    for requests_total, n in answers.items():
-        requests_total.inc(n)
-    for latency, (buckets, total) in observed.items():
-        _observe_many(latency, buckets, total[0])
-    if decisions[True]:
-        ADMITTED.inc(decisions[True])
-    if decisions[False]:
-        REFUSED.inc(decisions[False])
+        for requests_total, n in answers.items():
+            requests_total.inc(n)
+        for latency, (buckets, total) in observed.items():
+            _observe_many(latency, buckets, total[0])
+        if decisions[True]:
+            ADMITTED.inc(decisions[True])
+        if decisions[False]:
+            REFUSED.inc(decisions[False])
 
 
 _BOUNDS = [*LATENCY_BUCKETS, float("inf")]

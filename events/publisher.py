@@ -17,6 +17,7 @@ arrive are ignored by the log, so re-shipping never double-counts.
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import threading
@@ -56,7 +57,7 @@ LINGER_SECONDS = 0.5
 IDLE_WAIT_SECONDS = 0.5
 ADOPT_INTERVAL_SECONDS = 10.0
 VERIFY_INTERVAL_SECONDS = 1.0
-# Receipts asked for per check: with batches of up to `BATCH_SIZE`, more than the in-flight cap.
+# Receipts asked for per check, oldest batches first (one indexed query); more wait a second.
 VERIFY_MAX_BATCHES = 1000
 # Shipped but unconfirmed events this process keeps track of; beyond, the spool waits on disk.
 MAX_IN_FLIGHT_EVENTS = 200_000
@@ -154,7 +155,7 @@ class EventPublisher:
         now = time.monotonic() if now is None else now
         confirmed = 0
         with self._ship_lock:
-            pending = list(self._in_flight)[:VERIFY_MAX_BATCHES]
+            pending = list(itertools.islice(self._in_flight, VERIFY_MAX_BATCHES))
         if not pending:
             return 0
         with self._database.connection() as conn:

@@ -23,9 +23,10 @@ from events.partitions import (
 from timo_hub.platform.months import add_months, month_start
 
 MONTHS_AHEAD = 2
-# Web processes look for a batch's receipt for at most a few hours (reshipping backs off to about
-# an hour and a half); a week is ample, and a batch shipped after that is deduplicated by the log.
-RECEIPT_DAYS = 7
+# A web process finds a batch's receipt within a second of it being written while it runs; after a
+# restart its spool is re-shipped in new ranges (new ids). A day is ample; a batch shipped after
+# that is deduplicated by the log event by event and gets a new receipt.
+RECEIPT_DAYS = 1
 SELECT_FLOOR = "SELECT floor FROM events_retention"
 RAISE_FLOOR = """
 INSERT INTO events_retention (singleton, floor) VALUES (true, %(floor)s)

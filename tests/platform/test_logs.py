@@ -80,6 +80,22 @@ def test_the_access_fast_lane_writes_what_logging_would(fmt: str) -> None:
         assert fast.getvalue().split(" ", 2)[2] == slow.getvalue().split(" ", 2)[2]
 
 
+class _BrokenPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_an_access_line_that_cannot_be_written_fails_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Guards against the fast lane raising where `logging` would not: the request it describes
+    # was already answered and counted, and a 500 then would have been a call billed as a 200.
+    monkeypatch.setattr(logging, "raiseExceptions", False)
+    handler = logs.build_handler("json", _BrokenPipe())
+    assert isinstance(handler, logs.ServiceLogHandler)
+    handler.write_line("api.access", "GET / 200 1ms", ("", "", ""), {"status": 200})
+
+
 def test_plain_format_outside_production() -> None:
     assert logs.log_format(Settings.from_env({})) == "plain"
     production = {

@@ -85,8 +85,7 @@ class ServiceLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, fmt: str, stream: TextIO) -> None:
         super().__init__(stream)
         self.log_format = fmt
-        self._second = -1
-        self._asctime = ""
+        self._stamp = (-1, "")  # (epoch second, its text): one attribute, read and set whole
 
     def write_line(
         self, logger_name: str, message: str, ids: tuple[str, str, str], fields: dict[str, object]
@@ -97,11 +96,12 @@ class ServiceLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         now = time.time()
         second = int(now)
-        if second != self._second:
+        stamped, text = self._stamp
+        if second != stamped:
             # `Formatter.formatTime`'s default, computed once a second rather than per line.
-            self._asctime = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-            self._second = second
-        asctime = f"{self._asctime},{int((now - second) * 1000):03d}"
+            text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self._stamp = (second, text)
+        asctime = f"{text},{int((now - second) * 1000):03d}"
         request_id, account_id, key_id = ids
         if self.log_format == "json":
             document: dict[str, object] = {
@@ -117,9 +117,14 @@ class ServiceLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
             line = json.dumps(document, default=str)
         else:
             line = f"{asctime} INFO    {logger_name} [{request_id}] {message}"
-        with self.lock:  # type: ignore[union-attr]
-            self.stream.write(line + self.terminator)
-            self.flush()
+        try:
+            with self.lock:  # type: ignore[union-attr]
+                self.stream.write(line + self.terminator)
+                self.flush()
+        except Exception:
+            # As `StreamHandler.emit`: a log that cannot be written (a closed pipe, a full disk)
+            # must not fail the request it describes, which is already answered and counted.
+            self.handleError(logging.makeLogRecord({"name": logger_name, "msg": message}))
 
 
 def build_handler(fmt: str, stream: TextIO) -> logging.Handler:

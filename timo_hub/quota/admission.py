@@ -271,11 +271,17 @@ def _new_reader() -> hiredis.Reader:
 
 
 def _read_reply(sock: socket.socket, reader: hiredis.Reader) -> object:
-    """The next complete reply on `sock` (an error reply is returned, not raised)."""
+    """The next complete reply on `sock` (an error reply is returned, not raised).
+
+    RESP3 push frames (invalidations, maintenance notices) can come before a reply on the same
+    connection; they are skipped, as redis-py's own reader does, never taken for the answer.
+    """
     while True:
         reply = reader.gets()
-        if reply is not False:
+        if reply is not False and not isinstance(reply, hiredis.PushNotification):
             return reply
+        if reply is not False:
+            continue
         data = sock.recv(65536)
         if not data:
             raise redis.ConnectionError("Connection closed by server.")
@@ -341,13 +347,17 @@ class Admitter:
         conn = link.conn
         try:
             conn.connect()
+            # A fresh parser and poller before anything is read: nothing of an earlier socket's
+            # half-read reply may be taken for an answer on this one.
+            link.watch(cast(socket.socket, conn._sock))
             conn.send_packed_command(conn.pack_commands([("INFO", "server"), ("TIME",)]), False)
             link.run_id = _run_id_from_info(conn.read_response())
             seconds, micros = conn.read_response()
-            link.watch(cast(socket.socket, conn._sock))
             link.offset_at = -float("inf")
             link.learn_offset(int(seconds) * 1_000_000 + int(micros), time.monotonic())
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        except BaseException:
+            # Whatever failed (a refused INFO, a reply without a run id), the connection is not
+            # introduced: the next call starts again rather than admit on a half-known link.
             conn.disconnect()
             raise
 
