@@ -142,7 +142,7 @@ def flush() -> None:
             answers[requests_total] += 1
             if elapsed is not None:
                 buckets, total = observed.setdefault(latency, ([0] * len(_BOUNDS), [0.0]))
-                buckets[bisect.bisect_left(_BOUNDS, elapsed)] += 1
+                buckets[bucket_of(elapsed)] += 1
                 total[0] += elapsed
         decisions = Tally(pending.admissions.popleft() for _ in range(len(pending.admissions)))
         for requests_total, n in answers.items():
@@ -156,6 +156,11 @@ def flush() -> None:
 
 
 _BOUNDS = [*LATENCY_BUCKETS, float("inf")]
+
+
+def bucket_of(seconds: float) -> int:
+    """The index of the histogram bucket `observe` would count `seconds` in (first bound >=)."""
+    return bisect.bisect_left(_BOUNDS, seconds)
 
 
 def _observe_many(latency: Any, buckets: list[int], total: float) -> None:

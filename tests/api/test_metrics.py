@@ -105,3 +105,30 @@ def test_counts_are_added_up_across_gunicorn_workers(
     assert sample(text, "timo_http_requests_total", **ok) == 40
     pids = set(re.findall(r'pid="(\d+)"', text))
     assert sample(text, "timo_quota_admissions_total", outcome="admitted") == 40, pids
+
+
+def test_aggregated_latencies_land_in_the_buckets_observe_would_choose() -> None:
+    # The flusher writes a second of observations per bucket through prometheus-client's
+    # internals; this holds it to what `observe` does, so a library change cannot shift counts.
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from api.http_metrics import _BOUNDS, LATENCY_BUCKETS, _observe_many, bucket_of
+
+    registry = CollectorRegistry()
+    histogram = Histogram("t", "t", ["way"], buckets=LATENCY_BUCKETS, registry=registry)
+    values = [0.0, 0.0004, 0.001, 0.0010001, 0.0025, 0.3, 4.99, 5.0, 7.5, 120.0]
+    for value in values:
+        histogram.labels("observe").observe(value)
+    counts = [0] * len(_BOUNDS)
+    for value in values:
+        counts[bucket_of(value)] += 1
+    _observe_many(histogram.labels("aggregated"), counts, sum(values))
+    samples = {
+        (s.name, s.labels.get("le"), s.labels["way"]): s.value
+        for metric in registry.collect()
+        for s in metric.samples
+        if not s.name.endswith("_created")
+    }
+    observed = {(n, le): v for (n, le, way), v in samples.items() if way == "observe"}
+    aggregated = {(n, le): v for (n, le, way), v in samples.items() if way == "aggregated"}
+    assert observed == aggregated
