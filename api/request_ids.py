@@ -7,7 +7,7 @@ request.
 
 from __future__ import annotations
 
-import os
+import random
 import re
 
 HEADER = "X-Request-ID"
@@ -19,5 +19,8 @@ def accept_or_make(supplied: str | None) -> str:
     """The caller's id if it is a sane token, else a new one."""
     if supplied and _ACCEPTABLE.match(supplied):
         return supplied
-    # 128 random bits as hex, like a UUID4 without the UUID object (this runs on every request).
-    return os.urandom(16).hex()
+    # 128 random bits as hex, like a UUID4 without the UUID object. An id names a request, it
+    # guards nothing, so it comes from the process's Mersenne Twister (seeded from the OS, and
+    # reseeded in every forked worker by `random` itself) rather than a `getrandom(2)` system call
+    # per request, which costs ~8 µs on a VM.
+    return f"{random.getrandbits(128):032x}"
