@@ -95,9 +95,8 @@ def close_request(response: Response) -> Response:
     """App `after_request`, the only one: meter, count, log and label the finished answer."""
     ctx_g, req = app_ctx.g, request_ctx.request
     # First, so that even an answer this hook fails to finish (a 500) can be quoted to support.
-    response.headers[request_ids.HEADER] = ctx_g.get("request_id") or request_ids.accept_or_make(
-        None
-    )
+    request_id = ctx_g.get("request_id") or request_ids.accept_or_make(None)
+    response.headers[request_ids.HEADER] = request_id
     clock: RequestClock | None = ctx_g.get("clock")
     elapsed = clock.elapsed() if clock is not None else None
     status = response.status_code
@@ -129,7 +128,7 @@ def close_request(response: Response) -> Response:
             # says the call does not count, so neither may the quota.
             extensions[QUOTA_EXTENSION].refund(principal, admission)
     http_metrics.count(req, status, elapsed)
-    access_log.log_request(req, status, elapsed, ctx_g.get("request_id") or "", principal)
+    access_log.log_request(req, status, elapsed, request_id, principal)
     return response
 
 

@@ -57,7 +57,7 @@ def append_batch(
 ) -> event_log.AppendResult:
     """One transaction: append `events` (exactly once) and record `dead_letters`."""
     with database.connection() as conn:
-        return _append(conn, partitions, events, dead_letters, source, None)
+        return _append(conn, partitions, events, dead_letters, source)
 
 
 def _append(
@@ -66,7 +66,7 @@ def _append(
     events: list[ApiCallRecorded],
     dead_letters: Iterable[tuple[str, str]],
     source: str,
-    batch_id: str | None,
+    batch_id: str | None = None,
 ) -> event_log.AppendResult:
     partitions.ensure(conn, {month_start(e.occurred_at) for e in events})
     with conn.transaction():

@@ -278,14 +278,13 @@ def _read_reply(sock: socket.socket, reader: hiredis.Reader) -> object:
     """
     while True:
         reply = reader.gets()
-        if reply is not False and not isinstance(reply, hiredis.PushNotification):
+        if reply is False:
+            data = sock.recv(65536)
+            if not data:
+                raise redis.ConnectionError("Connection closed by server.")
+            reader.feed(data)
+        elif not isinstance(reply, hiredis.PushNotification):
             return reply
-        if reply is not False:
-            continue
-        data = sock.recv(65536)
-        if not data:
-            raise redis.ConnectionError("Connection closed by server.")
-        reader.feed(data)
 
 
 @dataclass(frozen=True)
