@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,77 +19,83 @@ from timo_hub.platform.settings import Settings
 from workers.celery_app import TimoCelery
 
 
-def test_one_check_confirms_every_batch_in_flight_whatever_the_event_rate(
+@pytest.fixture
+def new_publisher(
     settings: Settings, runtime: Runtime, celery_app: TimoCelery, tmp_path: Path
+) -> Iterator[Callable[..., EventPublisher]]:
+    """Makes publishers spooling under `tmp_path`, on an emptied `events` queue; closes them."""
+    with celery_app.connection() as conn:
+        celery_app.control.purge(connection=conn)
+    made: list[EventPublisher] = []
+
+    def make(**options: float) -> EventPublisher:
+        publisher = EventPublisher(
+            tmp_path, settings.effective_broker_url, runtime.database, **options
+        )
+        made.append(publisher)
+        return publisher
+
+    yield make
+    for publisher in made:
+        publisher.close()
+
+
+def _spool(publisher: EventPublisher, count: int) -> list[str]:
+    lines = [make_event().to_json() for _ in range(count)]
+    for line in lines:
+        publisher.spool.append(line)
+    return lines
+
+
+def test_one_check_confirms_every_batch_in_flight_whatever_the_event_rate(
+    runtime: Runtime, celery_app: TimoCelery, new_publisher: Callable[..., EventPublisher]
 ) -> None:
     # Guards against confirmation that looked up at most 2,000 events a second: above that rate
     # the unconfirmed backlog grew without bound until shipping stalled at the in-flight cap.
-    with celery_app.connection() as conn:
-        celery_app.control.purge(connection=conn)
-    publisher = EventPublisher(tmp_path, settings.effective_broker_url, runtime.database)
-    try:
-        for _ in range(6000):
-            publisher.spool.append(make_event().to_json())
-        assert publisher.ship_once() == 6000
-        celery_app.conf.broker_heartbeat = 0
-        with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
-            eventually(lambda: sum(log_counts(runtime).values()) == 6000, timeout=30)
-            assert publisher.verify_once() == 6000  # one check, every batch's receipt
-        assert not publisher._in_flight
-        assert publisher.spool.backlog_bytes(verified=True) == 0
-    finally:
-        publisher.close()
+    publisher = new_publisher()
+    _spool(publisher, 6000)
+    assert publisher.ship_once() == 6000
+    celery_app.conf.broker_heartbeat = 0
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+        eventually(lambda: sum(log_counts(runtime).values()) == 6000, timeout=30)
+        assert publisher.verify_once() == 6000  # one check, every batch's receipt
+    assert not publisher._in_flight
+    assert publisher.spool.backlog_bytes(verified=True) == 0
 
 
 def test_events_in_the_log_without_their_batch_receipt_are_not_confirmed(
-    settings: Settings, runtime: Runtime, celery_app: TimoCelery, tmp_path: Path
+    runtime: Runtime, celery_app: TimoCelery, new_publisher: Callable[..., EventPublisher]
 ) -> None:
     # The receipt, not the events, confirms a batch: it commits with the batch's own transaction.
+    publisher = new_publisher()
+    lines = _spool(publisher, 10)
+    assert publisher.ship_once() == 10
     with celery_app.connection() as conn:
         celery_app.control.purge(connection=conn)
-    publisher = EventPublisher(tmp_path, settings.effective_broker_url, runtime.database)
-    try:
-        lines = [make_event().to_json() for _ in range(10)]
-        for line in lines:
-            publisher.spool.append(line)
-        assert publisher.ship_once() == 10
-        with celery_app.connection() as conn:
-            celery_app.control.purge(connection=conn)
-        ingest(runtime.database, PartitionRegistry(), lines)  # another path, no receipt
-        assert publisher.verify_once() == 0
-        (batch,) = publisher._in_flight
-        ingest(runtime.database, PartitionRegistry(), lines, batch_id=batch.batch_id)
-        assert publisher.verify_once() == 10
-        assert sum(log_counts(runtime).values()) == 10  # the second ingest added nothing
-    finally:
-        publisher.close()
+    ingest(runtime.database, PartitionRegistry(), lines)  # another path, no receipt
+    assert publisher.verify_once() == 0
+    (batch,) = publisher._in_flight
+    ingest(runtime.database, PartitionRegistry(), lines, batch_id=batch.batch_id)
+    assert publisher.verify_once() == 10
+    assert sum(log_counts(runtime).values()) == 10  # the second ingest added nothing
 
 
 def test_a_batch_the_broker_lost_is_shipped_again(
-    settings: Settings, runtime: Runtime, celery_app: TimoCelery, tmp_path: Path
+    runtime: Runtime, celery_app: TimoCelery, new_publisher: Callable[..., EventPublisher]
 ) -> None:
-    with celery_app.connection() as conn:
-        celery_app.control.purge(connection=conn)
-    publisher = EventPublisher(
-        tmp_path, settings.effective_broker_url, runtime.database, reship_after=0.5
-    )
-    try:
-        events = [make_event() for _ in range(25)]
-        for event in events:
-            publisher.spool.append(event.to_json())
-        assert publisher.ship_once() == 25
-        with celery_app.connection() as conn:  # the broker loses the message
-            assert celery_app.control.purge(connection=conn) >= 1
-        celery_app.conf.broker_heartbeat = 0
-        with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
-            time.sleep(1.0)
-            assert sum(log_counts(runtime).values()) == 0
-            assert publisher.verify_once() == 0  # not in the log, and overdue: sent again
-            eventually(lambda: sum(log_counts(runtime).values()) == 25, timeout=15)
-            eventually(lambda: not publisher._in_flight or publisher.verify_once() == 25)
-        assert publisher.spool.backlog_bytes(verified=True) == 0
-    finally:
-        publisher.close()
+    publisher = new_publisher(reship_after=0.5)
+    _spool(publisher, 25)
+    assert publisher.ship_once() == 25
+    with celery_app.connection() as conn:  # the broker loses the message
+        assert celery_app.control.purge(connection=conn) >= 1
+    celery_app.conf.broker_heartbeat = 0
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+        time.sleep(1.0)
+        assert sum(log_counts(runtime).values()) == 0
+        assert publisher.verify_once() == 0  # not in the log, and overdue: sent again
+        eventually(lambda: sum(log_counts(runtime).values()) == 25, timeout=15)
+        eventually(lambda: not publisher._in_flight or publisher.verify_once() == 25)
+    assert publisher.spool.backlog_bytes(verified=True) == 0
 
 
 def test_while_workers_are_behind_the_backlog_waits_on_disk_not_in_memory(
