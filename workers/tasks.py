@@ -78,6 +78,12 @@ def reconcile_quota() -> dict[str, object]:
     quota_metrics.RECONCILE_RUNS.inc()
     quota_metrics.COUNTERS_REPAIRED.inc(len(result.repairs))
     quota_metrics.CALLS_RESTORED.inc(restored)
+    if result.dead_leases_ended:
+        logger.warning(
+            "quota reconcile %s: ended %d lease(s) of web processes gone without ending them",
+            period.label,
+            result.dead_leases_ended,
+        )
     if result.repairs:
         logger.warning(
             "quota reconcile %s: raised %d counter(s) by %d call(s) in all: %s",

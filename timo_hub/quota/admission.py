@@ -56,30 +56,54 @@ LATE_REPLY_SECONDS = 60.0
 # How long a take-back remembers that it ran (longer than any client retry of it).
 UNDO_SECONDS = 600
 
-# KEYS: counter, run, fence. ARGV: limit (-1 unlimited), 1 count / 0 peek, run id, deadline (µs,
-# Redis clock), fence token, fence ms. Returns {state, used, Redis time in µs}.
+# A lease takes at most this share of what is left of the month (see `timo_hub.quota.leases`), so
+# that calls parked in other processes' leases can hold back at most a sliver of the quota, and
+# none at all over the month's last calls: below this many calls left, every call is counted one
+# by one.
+LEASE_HEADROOM = 1000
+
+# KEYS: counter, run, fence, leases. ARGV: limit (-1 unlimited), calls wanted (0 only looks), run
+# id, deadline (µs, Redis clock), fence token, fence ms, lease name. Counts one call, or up to
+# `wanted` (a lease: recorded under its name in `leases`, so that the part never used can be
+# returned, by its process or for a dead one by reconcile). Returns {state, used, Redis time in µs,
+# calls counted}.
 ADMIT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-if now > tonumber(ARGV[4]) then return {-3, 0, now} end
+if now > tonumber(ARGV[4]) then return {-3, 0, now, 0} end
 local found = redis.call('MGET', KEYS[1], KEYS[2])
 if found[1] and found[2] == ARGV[3] then
   local used = tonumber(found[1])
-  if ARGV[2] == '0' then return {0, used, now} end
+  local wanted = tonumber(ARGV[2])
+  if wanted == 0 then return {0, used, now, 0} end
   local limit = tonumber(ARGV[1])
-  if limit >= 0 and used >= limit then return {0, used, now} end
-  return {1, redis.call('INCR', KEYS[1]), now}
+  if limit >= 0 and used >= limit then return {0, used, now, 0} end
+  local grant = 1
+  if wanted > 1 then
+    grant = wanted
+    if limit >= 0 then grant = math.min(wanted, math.floor((limit - used) / HEADROOM)) end
+    if grant < 2 then grant = 1 end
+  end
+  local after = redis.call('INCRBY', KEYS[1], grant)
+  if grant > 1 then
+    redis.call('HSET', KEYS[4], ARGV[7], grant)
+    local ttl = redis.call('PTTL', KEYS[1])
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
+  end
+  return {1, after, now, grant}
 end
-if ARGV[2] == '0' then return {-4, 0, now} end
-if redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) then return {-1, 0, now} end
-return {-2, 0, now}
-"""
+if ARGV[2] == '0' then return {-4, 0, now, 0} end
+if redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) then return {-1, 0, now, 0} end
+return {-2, 0, now, 0}
+""".replace("HEADROOM", str(LEASE_HEADROOM))
 
-# KEYS: counter, run, fence, seeded. ARGV: fence token, seed, run id, expire-at epoch. 1 when
-# seeded. `seeded` holds the moment (µs, Redis clock) this life of the counter began.
+# KEYS: counter, run, fence, seeded, leases. ARGV: fence token, seed, run id, expire-at epoch. 1
+# when seeded. `seeded` holds the moment (µs, Redis clock) this life of the counter began; the
+# leases of an earlier life go with it (their calls are in the seed, their unused part is not).
 SEED_LUA = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
 local t = redis.call('TIME')
+redis.call('DEL', KEYS[5])
 redis.call('SET', KEYS[1], ARGV[2], 'EXAT', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[3], 'EXAT', ARGV[4])
 redis.call('SET', KEYS[4], tonumber(t[1]) * 1000000 + tonumber(t[2]), 'EXAT', ARGV[4])
@@ -105,6 +129,23 @@ if found[1] and found[2] == ARGV[1] and tonumber(found[3] or '0') < tonumber(ARG
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
   return 1
+end
+return 0
+"""
+
+# KEYS: counter, run, leases. ARGV: lease name, run id, calls used. Ends a lease: returns the calls
+# it counted but never used to the counter that counted them. Only a lease still on record is
+# ended (the record goes with it), so running this twice, or after a rebuild, returns nothing
+# more. Returns the calls returned, or -1 when the lease was no longer on record.
+SETTLE_LUA = """
+local granted = redis.call('HGET', KEYS[3], ARGV[1])
+if not granted then return -1 end
+redis.call('HDEL', KEYS[3], ARGV[1])
+local unused = tonumber(granted) - tonumber(ARGV[3])
+local found = redis.call('MGET', KEYS[1], KEYS[2])
+if unused > 0 and found[1] and found[2] == ARGV[2] then
+  redis.call('DECRBY', KEYS[1], unused)
+  return unused
 end
 return 0
 """
@@ -177,6 +218,7 @@ class CounterKeys:
     fence: str
     seeded: str
     takebacks: str
+    leases: str
 
     def undo(self) -> str:
         """A key naming one take-back, so that running it twice takes back one call."""
@@ -189,11 +231,16 @@ def counter_key(account_id: uuid.UUID | str, period: Period) -> str:
 
 
 def counter_keys(account_id: uuid.UUID | str, period: Period) -> CounterKeys:
-    """The counter and the keys beside it: server-life stamp, rebuild fence, seeding moment and
-    take-back count."""
+    """The counter and the keys beside it: server-life stamp, rebuild fence, seeding moment,
+    take-back count and leases."""
     counter = counter_key(account_id, period)
     return CounterKeys(
-        counter, counter + ":run", counter + ":fence", counter + ":seeded", counter + ":takebacks"
+        counter,
+        counter + ":run",
+        counter + ":fence",
+        counter + ":seeded",
+        counter + ":takebacks",
+        counter + ":leases",
     )
 
 
@@ -297,6 +344,8 @@ class Outcome:
     """When the script ran: Redis's clock, in µs."""
     run_id: str
     """The Redis server life that ran it."""
+    granted: int = 0
+    """Calls counted: 1, or more for a lease (the rest are the caller's to use or return)."""
 
 
 class Admitter:
@@ -315,12 +364,14 @@ class Admitter:
         self._pool = client.connection_pool
         self._fence_token = fence_token
         sha = hashlib.sha1(ADMIT_LUA.encode()).hexdigest()
-        # EVALSHA <sha> 3 <keys> <limit> <mode> <run> <deadline> <token> <fence ms>: 12 strings.
-        self._evalsha_prefix = b"*12\r\n" + _bulk_strings("EVALSHA", sha, 3)
+        # EVALSHA <sha> 4 <keys> <limit> <wanted> <run> <deadline> <token> <fence ms> <lease>:
+        # 14 strings.
+        self._evalsha_prefix = b"*14\r\n" + _bulk_strings("EVALSHA", sha, 4)
         self._seed = client.register_script(SEED_LUA)
         self._raise = client.register_script(RAISE_LUA)
         self._uncount = client.register_script(UNCOUNT_LUA)
         self._release = client.register_script(RELEASE_LUA)
+        self._settle = client.register_script(SETTLE_LUA)
         self._local = threading.local()
 
     def _link(self) -> _Link:
@@ -366,7 +417,8 @@ class Admitter:
         sent = False
         try:
             sock.sendall(
-                self._evalsha_prefix + _bulk_strings(key.counter, key.run, key.fence, *args)
+                self._evalsha_prefix
+                + _bulk_strings(key.counter, key.run, key.fence, key.leases, *args)
             )
             sent = True
             reply = _read_reply(sock, link.reader)
@@ -375,14 +427,15 @@ class Admitter:
                 if not isinstance(error, NoScriptError):
                     raise error
                 # Redis restarted and forgot the script; NOSCRIPT means nothing ran.
-                command = ("EVAL", ADMIT_LUA, 3, key.counter, key.run, key.fence, *args)
+                keys = (key.counter, key.run, key.fence, key.leases)
+                command = ("EVAL", ADMIT_LUA, 4, *keys, *args)
                 sock.sendall(b"".join(conn.pack_command(*command)))
                 reply = _read_reply(sock, link.reader)
                 if isinstance(reply, redis.ResponseError):
                     raise conn._parser.parse_error(str(reply))
         except TimeoutError:
             if sent:
-                self._hand_over_late_reply(link, key)
+                self._hand_over_late_reply(link, key, str(args[-1]))
             else:
                 conn.disconnect()
             raise redis.TimeoutError("Timeout reading from the quota store") from None
@@ -407,7 +460,7 @@ class Admitter:
         link.learn_offset(int(result[2]), time.monotonic())
         return result
 
-    def _hand_over_late_reply(self, link: _Link, key: CounterKeys) -> None:
+    def _hand_over_late_reply(self, link: _Link, key: CounterKeys, lease: str) -> None:
         # The script may still run, or may have run with its answer delayed: the caller will
         # answer 503, so hand the connection (and what its reader holds of the answer) to a
         # thread that reads the answer when it comes and takes back a call counted too late for
@@ -416,7 +469,9 @@ class Admitter:
         link.conn = self._new_connection()
         try:
             threading.Thread(
-                target=self._await_late_reply, args=(conn, reader, link.run_id, key), daemon=True
+                target=self._await_late_reply,
+                args=(conn, reader, link.run_id, key, lease),
+                daemon=True,
             ).start()
         except RuntimeError as exc:  # no thread to be had: the answer is lost with the socket
             conn.disconnect()
@@ -424,7 +479,7 @@ class Admitter:
             logger.error("quota: cannot wait for a late answer (%s): %s", key.counter, exc)
 
     def _await_late_reply(
-        self, conn: Connection, reader: hiredis.Reader, run_id: str, key: CounterKeys
+        self, conn: Connection, reader: hiredis.Reader, run_id: str, key: CounterKeys, lease: str
     ) -> None:
         try:
             sock = cast(socket.socket, conn._sock)
@@ -432,14 +487,21 @@ class Admitter:
             reply = _read_reply(sock, reader)
             if isinstance(reply, redis.ResponseError):
                 raise reply
-            state, _, executed_at = cast(list[int], reply)
+            state, _, executed_at, granted = cast(list[int], reply)
         except Exception as exc:
             metrics.ADMISSIONS_UNCERTAIN.inc()
             logger.error("quota: no answer for a call given up on (%s): %s", key.counter, exc)
             return
         finally:
             conn.disconnect()
-        if state == State.ADMITTED:
+        if state == State.ADMITTED and granted > 1:
+            # A lease nobody will use: every call of it goes back.
+            self._persist(
+                lambda: self._report_take_back(key, self.settle(key, lease, run_id, 0) > 0),
+                "return a late lease",
+                key,
+            )
+        elif state == State.ADMITTED:
             undo = key.undo()  # one name for every attempt: retrying takes back one call
             self._persist(
                 lambda: self._report_take_back(key, self.take_back(key, run_id, executed_at, undo)),
@@ -474,29 +536,52 @@ class Admitter:
         )
 
     def admit(
-        self, account_id: uuid.UUID, limit: int | None, period: Period, *, count: bool = True
+        self,
+        account_id: uuid.UUID,
+        limit: int | None,
+        period: Period,
+        *,
+        count: bool = True,
+        wanted: int = 1,
+        lease: str = "-",
     ) -> Outcome:
-        """Count one call if the month's limit allows it (`count=False` only looks)."""
+        """Count one call if the month's limit allows it (`count=False` only looks).
+
+        With `wanted` > 1, count up to that many at once as a lease named `lease` (the script
+        grants less, or one, when the month has little left: `LEASE_HEADROOM`).
+        """
         link = self._link()
         keys = counter_keys(account_id, period)
         deadline = int((time.monotonic() + ADMIT_BUDGET_SECONDS) * 1_000_000 + link.offset_us)
         args: list[object] = [
             -1 if limit is None else limit,
-            1 if count else 0,
+            wanted if count else 0,
             link.run_id,
             deadline,
             self._fence_token,
             FENCE_MILLISECONDS,
+            lease,
         ]
-        state, used, at = self._run(link, keys, args)
-        return Outcome(State(state), int(used), int(at), link.run_id)
+        state, used, at, granted = self._run(link, keys, args)
+        return Outcome(State(state), int(used), int(at), link.run_id, int(granted))
 
     def seed(self, account_id: uuid.UUID, period: Period, used: int) -> bool:
         """Create the counter at `used` if this process still holds its fence; True if it did."""
         keys = counter_keys(account_id, period)
         run_id = server_run_id(self._client)
         args: list[str | int] = [self._fence_token, used, run_id, period.counter_expires_at]
-        return bool(self._seed(keys=[keys.counter, keys.run, keys.fence, keys.seeded], args=args))
+        seeded = self._seed(
+            keys=[keys.counter, keys.run, keys.fence, keys.seeded, keys.leases], args=args
+        )
+        return bool(seeded)
+
+    def settle(self, keys: CounterKeys, lease: str, run_id: str, used: int) -> int:
+        """End a lease of which `used` calls were used: the rest go back to the counter of server
+        life `run_id` that counted them. Returns the calls returned, or -1 when the lease was no
+        longer on record (ended already, or its counter rebuilt since)."""
+        return int(
+            self._settle(keys=[keys.counter, keys.run, keys.leases], args=[lease, run_id, used])
+        )
 
     def take_back(self, keys: CounterKeys, run_id: str, executed_at: int, undo: str) -> bool:
         """Uncount a call counted at Redis time `executed_at` (µs) after its caller gave up, if

@@ -1,10 +1,11 @@
 """Quota enforcement for one call: admit and count it, or refuse it, and keep the ledger behind.
 
 `QuotaEnforcer.admit()` is the one call the request path makes: a Redis round trip (plus a ledger
-tally in memory). Only a missing counter costs more: the call waits (briefly; past
-`REBUILD_WAIT_SECONDS` it is answered 503 and counts nothing) while the counter is rebuilt. The
-moment passed in decides the month, so the caller's one clock decides both the quota period and
-the event's `occurred_at`.
+tally in memory), or for a busy account no round trip at all, the call being taken from a lease of
+calls this process had counted ahead (`timo_hub.quota.leases`). Only a missing counter costs
+more: the call waits (briefly; past `REBUILD_WAIT_SECONDS` it is answered 503 and counts nothing)
+while the counter is rebuilt. The moment passed in decides the month, so the caller's one clock
+decides both the quota period and the event's `occurred_at`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from timo_hub.errors import LimitReachedError, UnavailableError
 from timo_hub.platform.runtime import Runtime
 from timo_hub.quota import metrics
 from timo_hub.quota.admission import Admission, Admitter, State, counter_keys
+from timo_hub.quota.leases import LeaseBook
 from timo_hub.quota.ledger import UsageLedger
 from timo_hub.quota.period import Period, PeriodClock
 from timo_hub.quota.rebuild import CounterRebuilder
@@ -51,9 +53,10 @@ class QuotaEnforcer:
         self._fence_token = uuid.uuid4().hex
         self.admitter = Admitter(runtime.redis, self._fence_token)
         self.ledger = UsageLedger(runtime.database)
+        self.leases = LeaseBook(self.ledger, self.admitter)
         wake = threading.Event()
         self.rebuilder = CounterRebuilder(self.admitter, runtime.database, wake)
-        self.sync = QuotaSync(self.ledger, self.rebuilder, runtime.database, wake)
+        self.sync = QuotaSync(self.ledger, self.rebuilder, self.leases, runtime.database, wake)
         self._clock = PeriodClock()
         self._pid: int | None = None
         self._start_lock = threading.Lock()
@@ -68,18 +71,35 @@ class QuotaEnforcer:
             self._start()
         period = self._clock.current(now)
         account_id, limit = principal.account_id, principal.monthly_limit
+        wanted = 0
+        if count:
+            moment = time.monotonic()
+            leased = self.leases.take(account_id, limit, period, moment)
+            if leased is not None:
+                return leased
+            wanted = self.leases.wanted(account_id, period, moment)
         give_up_at: float | None = None
         while True:
+            lease = self.leases.new_name() if wanted > 1 else "-"
             epoch = self.ledger.begin()
             outcome = None
             try:
-                outcome = self.admitter.admit(account_id, limit, period, count=count)
+                outcome = self.admitter.admit(
+                    account_id, limit, period, count=count, wanted=wanted, lease=lease
+                )
             finally:
                 admitted = outcome is not None and outcome.state is State.ADMITTED
                 self.ledger.end(epoch, (account_id, period.first_day) if admitted else None)
             state = outcome.state
-            if state is State.ADMITTED or state is State.REFUSED:
-                return Admission(admitted, outcome.used, limit, period, outcome.at, outcome.run_id)
+            if state is State.ADMITTED:
+                if outcome.granted > 1:
+                    self.leases.install(
+                        account_id, limit, period, outcome, lease, epoch, time.monotonic()
+                    )
+                used = outcome.used - outcome.granted + 1
+                return Admission(True, used, limit, period, outcome.at, outcome.run_id)
+            if state is State.REFUSED:
+                return Admission(False, outcome.used, limit, period)
             if state is State.UNKNOWN:
                 used = self.ledger.used(account_id, period.first_day)
                 return Admission(False, used, limit, period)
@@ -136,7 +156,7 @@ class QuotaEnforcer:
             raise
 
     def close(self) -> None:
-        """Stop the sync thread and write what the ledger still holds."""
+        """Stop the sync thread, return unused leased calls and write what the ledger holds."""
         if self._pid == os.getpid():
             self.sync.stop()
             self._pid = None
@@ -147,6 +167,7 @@ class QuotaEnforcer:
                 return
             # Whatever was inherited through fork() is the parent's to write, not ours.
             self.ledger.restart(os.getpid())
+            self.leases.restart()
             # Before the first admission, so that a rebuild knows to wait for us; if PostgreSQL is
             # down the sync thread registers us on its first cycle instead.
             with contextlib.suppress(Exception):

@@ -38,6 +38,12 @@ from timo_hub.quota.counting import counted_calls
 
 logger = logging.getLogger(__name__)
 
+# Leased calls (`timo_hub.quota.leases`) are admitted only while the last write to PostgreSQL
+# began less than this long ago: well inside `rebuild.WRITER_LIVENESS_SECONDS`, so a process that
+# rebuilds and reconcile take for dead stopped using its leases before. Writes happen at least
+# every `sync.HEARTBEAT_SECONDS`.
+FRESH_SECONDS = 2.0
+
 # How long a certification waits for calls in flight (each is bounded by the Redis socket
 # timeout); past it the sync thread tries again on its next cycle.
 QUIESCE_SECONDS = 0.5
@@ -136,6 +142,7 @@ class UsageLedger:
         self._in_flight = [0, 0]
         self._draining: int | None = None
         self.synced_through = 0
+        self._fresh_until = -float("inf")
 
     def restart(self, pid: int) -> None:
         """Start afresh in a forked child: the parent's tally and identity are the parent's."""
@@ -147,6 +154,7 @@ class UsageLedger:
             self._draining = None
             self._seq = 0
             self.synced_through = 0
+            self._fresh_until = -float("inf")
             self.writer_id = uuid.uuid4()
             self._pid = pid
 
@@ -163,6 +171,23 @@ class UsageLedger:
             self._in_flight[epoch & 1] -= 1
             if admitted is not None:
                 self._pending[admitted] += 1
+
+    def tally_leased(self, admitted: tuple[uuid.UUID, date], epoch: int, now: float) -> bool:
+        """Tally a call admitted from a lease granted in `epoch`, if that lease is still good:
+        no rebuild began since, and the tally is being written (see `FRESH_SECONDS`)."""
+        with self._lock:
+            if epoch != self._epoch or now >= self._fresh_until:
+                return False
+            self._pending[admitted] += 1
+            return True
+
+    def epoch_is(self, epoch: int) -> bool:
+        """Whether no rebuild's certification began since `epoch` (leases of it are good)."""
+        return self._epoch == epoch
+
+    def is_fresh(self, now: float) -> bool:
+        """Whether leased calls may be admitted: a write to PostgreSQL began recently."""
+        return now < self._fresh_until
 
     def refund(self, account_id: uuid.UUID, period: date, then: Callable[[], None]) -> None:
         """Take one admission of the account's month back out of the tally, and call `then`
@@ -227,6 +252,7 @@ class UsageLedger:
         """Write the tally (which beats) or else a heartbeat now; a failed batch is retried as
         it was."""
         with self._write_lock:
+            began = time.monotonic()
             with self._lock:
                 if self._pending or self._pending_then:
                     self._seq += 1
@@ -248,6 +274,7 @@ class UsageLedger:
                     conn.execute(HEARTBEAT, {**identity, "synced": synced_through or 0})
             with self._lock:
                 del self._unwritten[: len(batches)]
+                self._fresh_until = began + FRESH_SECONDS
                 if synced_through is not None:
                     self.synced_through = max(self.synced_through, synced_through)
         for batch in batches:

@@ -37,3 +37,15 @@ CALLS_RESTORED = Counter(
     "timo_quota_calls_restored",
     "Calls added to Redis quota counters by reconcile (the sum of every repair's difference)",
 )
+LEASES_GRANTED = Counter(
+    "timo_quota_leases_granted",
+    "Batches of a busy account's calls counted in Redis at once, to admit in-process",
+)
+LEASED_CALLS_RETURNED = Counter(
+    "timo_quota_leased_calls_returned",
+    "Calls counted in a lease but not used, returned to their counter when the lease ended",
+)
+DEAD_LEASES_ENDED = Counter(
+    "timo_quota_dead_leases_ended",
+    "Leases of web processes gone without ending them, ended by reconcile",
+)

@@ -13,6 +13,11 @@ traffic. Nothing else is touched:
 
 What this repairs is a counter lowered within one server life (an operator's `SET`, a bug), and
 a counter short of events whose web process was killed before it wrote its tally.
+
+Before comparing, it ends the leases (`timo_hub.quota.leases`) of web processes that are gone
+without ending them (killed): their unused calls would otherwise hold the counter high for the
+rest of the month. Which of a dead lease's calls were used is not known, so all of it goes back;
+the comparison that follows raises the counter again to what PostgreSQL proves of them.
 """
 
 from __future__ import annotations
@@ -23,11 +28,16 @@ from dataclasses import dataclass
 
 from timo_hub.accounts import store
 from timo_hub.platform.runtime import Runtime
-from timo_hub.quota.admission import Admitter, read_counters, server_run_id
+from timo_hub.quota import metrics
+from timo_hub.quota.admission import Admitter, counter_keys, read_counters, server_run_id
 from timo_hub.quota.counting import counted_calls
 from timo_hub.quota.ledger import period_usage
 from timo_hub.quota.period import Period
+from timo_hub.quota.rebuild import WRITER_LIVENESS_SECONDS
 
+LIVE_WRITERS = """
+SELECT writer_id FROM quota_writers WHERE seen_at > now() - make_interval(secs => %(live)s)
+"""
 STALE_WRITERS = "DELETE FROM quota_writers WHERE seen_at < now() - interval '1 day'"
 
 
@@ -135,13 +145,46 @@ class Reconciliation:
     period: Period
     checks: list[CounterCheck]
     repairs: list[Repair]
+    dead_leases_ended: int = 0
+
+
+def end_dead_leases(runtime: Runtime, period: Period) -> int:
+    """End every lease of `period` whose web process is gone (not a live writer); return how many.
+
+    A lease is only used while its process writes to PostgreSQL (`ledger.FRESH_SECONDS`, well
+    inside `WRITER_LIVENESS_SECONDS`), so a process taken for dead here uses none of its leases.
+    """
+    with runtime.database.connection() as conn:
+        accounts = [a.id for a in store.list_accounts(conn)]
+        rows = conn.execute(LIVE_WRITERS, {"live": WRITER_LIVENESS_SECONDS})
+        live = {str(row[0]) for row in rows}
+    admitter = Admitter(runtime.redis, fence_token="reconcile")
+    run_id = server_run_id(runtime.redis)
+    ended = 0
+    for start in range(0, len(accounts), 500):
+        chunk = accounts[start : start + 500]
+        pipe = runtime.redis.pipeline(transaction=False)
+        for account_id in chunk:
+            pipe.hkeys(counter_keys(account_id, period).leases)
+        for account_id, names in zip(chunk, pipe.execute(), strict=True):
+            keys = counter_keys(account_id, period)
+            for raw in names:
+                name = raw.decode()
+                if name.partition(":")[0] in live:
+                    continue
+                if admitter.settle(keys, name, run_id, 0) >= 0:
+                    ended += 1
+    metrics.DEAD_LEASES_ENDED.inc(ended)
+    return ended
 
 
 def reconcile(runtime: Runtime, period: Period, *, dry_run: bool = False) -> Reconciliation:
-    """Check every counter of `period` and (unless `dry_run`) raise those behind."""
+    """End dead processes' leases, check every counter of `period` and raise those behind
+    (`dry_run`: only check)."""
+    ended = 0 if dry_run else end_dead_leases(runtime, period)
     checks = check(runtime, period)
     repairs = [] if dry_run else repair(runtime, period, checks)
-    return Reconciliation(period, checks, repairs)
+    return Reconciliation(period, checks, repairs, ended)
 
 
 def forget_departed_writers(runtime: Runtime) -> int:

@@ -1,0 +1,196 @@
+"""Quota leases: a busy account's calls counted in Redis a batch at a time, admitted in-process.
+
+A Redis round trip per call is most of what metering costs (docs/hot-path.md), so a web process
+that sees an account called often asks the admission script to count a batch of calls at once (a
+lease) and admits the next calls of that account from it, with no round trip. The counter then
+holds every call admitted plus the calls leased and not used yet, so it is never below the true
+count and the limit is never overrun. What keeps the count exact:
+
+* **Every leased call is tallied like any other** (the ledger, then PostgreSQL), in the same step
+  that takes it from the lease, so the ledger knows nothing of leases.
+* **A lease is only used while a rebuild could not miss it.** It belongs to the ledger's epoch it
+  was granted in; a rebuild's certification starts a new epoch before it writes the tally, so a
+  call either took its lease before (and is in the tally written for the rebuild) or finds the
+  lease void. A lease is also void once the process has not written to PostgreSQL for
+  `UsageLedger.FRESH_SECONDS`: a process that rebuilds and reconcile take for dead (silent for
+  `WRITER_LIVENESS_SECONDS`) stopped using its leases long before.
+* **The unused part goes back.** A lease lasts `LEASE_SECONDS`; the sync thread ends leases that
+  ran out, expired, were voided or whose plan changed, and returns each one's unused calls to the
+  counter that counted them (`Admitter.settle`, idempotent: the lease is on record in Redis until
+  then). A process killed with leases out leaves them on record; reconcile returns them once the
+  process is gone from the writer registry.
+* **Leases hold back at most a sliver of the month.** The script leases at most
+  1/`LEASE_HEADROOM` of what is left, and nothing over the month's last `LEASE_HEADROOM` calls;
+  leases are not asked for until an account is called again within a lease's lifetime, and grow
+  by doubling while it keeps being called.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+import redis
+
+from timo_hub.quota import metrics
+from timo_hub.quota.admission import Admission, Admitter, Outcome, counter_keys
+from timo_hub.quota.ledger import UsageLedger
+from timo_hub.quota.period import Period
+
+logger = logging.getLogger(__name__)
+
+# How long a lease may be used. It bounds how long unused calls stay parked in a process, and how
+# stale a leased call's rate-limit headers can be.
+LEASE_SECONDS = 1.0
+LARGEST_LEASE = 1024
+
+LeaseKey = tuple[uuid.UUID, date]
+
+
+@dataclass(slots=True)
+class Lease:
+    """Calls of one account's month counted in Redis ahead of use by this process."""
+
+    name: str
+    account_id: uuid.UUID
+    period: Period
+    limit: int | None
+    run_id: str
+    counted_at: int
+    epoch: int
+    granted: int
+    first_used: int
+    """The month's count the lease's first call was answered with."""
+    expires_at: float
+    used: int = 1
+    """Calls taken from it: the first by the call that asked for it."""
+
+
+class LeaseBook:
+    """This process's leases: taken from by request threads, ended by the sync thread."""
+
+    def __init__(self, ledger: UsageLedger, admitter: Admitter) -> None:
+        self._ledger = ledger
+        self._admitter = admitter
+        self._lock = threading.Lock()
+        self._active: dict[LeaseKey, Lease] = {}
+        self._ended: list[Lease] = []
+        # Per account month: the lease size to ask for next, and when Redis last admitted a call.
+        self._demand: dict[LeaseKey, tuple[int, float]] = {}
+        self._names = itertools.count(1)
+
+    def restart(self) -> None:
+        """Start afresh in a forked child: the parent's leases are the parent's to end."""
+        with self._lock:
+            self._active, self._ended, self._demand = {}, [], {}
+
+    def take(
+        self, account_id: uuid.UUID, limit: int | None, period: Period, now: float
+    ) -> Admission | None:
+        """Admit and tally one call from the account's lease, or None (ask Redis)."""
+        key = (account_id, period.first_day)
+        with self._lock:
+            lease = self._active.get(key)
+            if lease is None:
+                return None
+            if (
+                lease.used >= lease.granted
+                or now >= lease.expires_at
+                or lease.limit != limit
+                or not self._ledger.tally_leased(key, lease.epoch, now)
+            ):
+                del self._active[key]
+                self._ended.append(lease)
+                return None
+            used = lease.first_used + lease.used
+            lease.used += 1
+        return Admission(True, used, limit, period, lease.counted_at, lease.run_id)
+
+    def wanted(self, account_id: uuid.UUID, period: Period, now: float) -> int:
+        """How many calls to ask Redis for: one, unless the account was admitted here within a
+        lease's lifetime (then twice the last lease, up to `LARGEST_LEASE`)."""
+        if not self._ledger.is_fresh(now):
+            return 1
+        key = (account_id, period.first_day)
+        with self._lock:
+            size, last = self._demand.get(key, (0, -LEASE_SECONDS))
+            wanted = min(max(size, 1) * 2, LARGEST_LEASE) if now - last < LEASE_SECONDS else 1
+            self._demand[key] = (size, now)
+        return wanted
+
+    def new_name(self) -> str:
+        """A name for a lease asked for, unique across processes (writer id and a number)."""
+        return f"{self._ledger.writer_id}:{next(self._names)}"
+
+    def install(
+        self,
+        account_id: uuid.UUID,
+        limit: int | None,
+        period: Period,
+        outcome: Outcome,
+        name: str,
+        epoch: int,
+        now: float,
+    ) -> None:
+        """Keep the rest of a lease Redis granted (its first call is the asker's)."""
+        key = (account_id, period.first_day)
+        lease = Lease(
+            name,
+            account_id,
+            period,
+            limit,
+            outcome.run_id,
+            outcome.at,
+            epoch,
+            outcome.granted,
+            outcome.used - outcome.granted + 1,
+            now + LEASE_SECONDS,
+        )
+        metrics.LEASES_GRANTED.inc()
+        with self._lock:
+            self._demand[key] = (outcome.granted, now)
+            if not self._ledger.epoch_is(epoch):
+                self._ended.append(lease)  # a rebuild began meanwhile: void from the start
+                return
+            earlier = self._active.get(key)
+            if earlier is not None:
+                self._ended.append(earlier)
+            self._active[key] = lease
+
+    def end_due(self, now: float, *, every: bool = False) -> None:
+        """End the leases run out, expired or void (`every`: all of them), and return their
+        unused calls to Redis (sync thread). Leases Redis cannot take now are tried again."""
+        fresh = self._ledger.is_fresh(now)
+        with self._lock:
+            for key, lease in list(self._active.items()):
+                if (
+                    every
+                    or lease.used >= lease.granted
+                    or now >= lease.expires_at
+                    or not fresh
+                    or not self._ledger.epoch_is(lease.epoch)
+                ):
+                    del self._active[key]
+                    self._ended.append(lease)
+            ended, self._ended = self._ended, []
+            for key, (_, last) in list(self._demand.items()):
+                if now - last > 2 * LEASE_SECONDS:
+                    del self._demand[key]
+        failed: list[Lease] = []
+        for lease in ended:
+            try:
+                keys = counter_keys(lease.account_id, lease.period)
+                returned = self._admitter.settle(keys, lease.name, lease.run_id, lease.used)
+            except redis.RedisError as exc:
+                logger.warning("quota: could not end a lease (%s), will retry: %s", lease.name, exc)
+                failed.append(lease)
+                continue
+            metrics.LEASED_CALLS_RETURNED.inc(max(returned, 0))
+        if failed:
+            # Bounded: no lease is granted while Redis cannot be reached.
+            with self._lock:
+                self._ended[:0] = failed
