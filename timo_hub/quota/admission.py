@@ -133,21 +133,31 @@ end
 return 0
 """
 
-# KEYS: counter, run, leases. ARGV: lease name, run id, calls used. Ends a lease: returns the calls
-# it counted but never used to the counter that counted them. Only a lease still on record is
-# ended (the record goes with it), so running this twice, or after a rebuild, returns nothing
-# more. Returns the calls returned, or -1 when the lease was no longer on record.
+# KEYS: counter, run, leases. ARGV: lease name, run id, calls unused (-1: as last recorded). Ends a
+# lease: returns the calls it counted but never used to the counter that counted them. Only a
+# lease still on record is ended (the record goes with it), so running this twice, or after a
+# rebuild, returns nothing more. Returns the calls returned, or -1 when the lease was no longer on
+# record.
 SETTLE_LUA = """
-local granted = redis.call('HGET', KEYS[3], ARGV[1])
-if not granted then return -1 end
+local recorded = redis.call('HGET', KEYS[3], ARGV[1])
+if not recorded then return -1 end
 redis.call('HDEL', KEYS[3], ARGV[1])
-local unused = tonumber(granted) - tonumber(ARGV[3])
+local unused = tonumber(ARGV[3])
+if unused < 0 then unused = tonumber(recorded) end
 local found = redis.call('MGET', KEYS[1], KEYS[2])
 if unused > 0 and found[1] and found[2] == ARGV[2] then
   redis.call('DECRBY', KEYS[1], unused)
   return unused
 end
 return 0
+"""
+
+# KEYS: leases. ARGV: lease name, calls unused. Records how much of a lease is still unused (what
+# reconcile returns if its process dies), if the lease is still on record.
+RECORD_UNUSED_LUA = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
 """
 
 # KEYS: fence. ARGV: token. Lets go of a fence taken by a call whose caller had given up.
@@ -372,6 +382,7 @@ class Admitter:
         self._uncount = client.register_script(UNCOUNT_LUA)
         self._release = client.register_script(RELEASE_LUA)
         self._settle = client.register_script(SETTLE_LUA)
+        self._record_unused = client.register_script(RECORD_UNUSED_LUA)
         self._local = threading.local()
 
     def _link(self) -> _Link:
@@ -497,7 +508,7 @@ class Admitter:
         if state == State.ADMITTED and granted > 1:
             # A lease nobody will use: every call of it goes back.
             self._persist(
-                lambda: self._report_take_back(key, self.settle(key, lease, run_id, 0) > 0),
+                lambda: self._report_take_back(key, self.settle(key, lease, run_id, -1) > 0),
                 "return a late lease",
                 key,
             )
@@ -575,13 +586,21 @@ class Admitter:
         )
         return bool(seeded)
 
-    def settle(self, keys: CounterKeys, lease: str, run_id: str, used: int) -> int:
-        """End a lease of which `used` calls were used: the rest go back to the counter of server
-        life `run_id` that counted them. Returns the calls returned, or -1 when the lease was no
-        longer on record (ended already, or its counter rebuilt since)."""
+    def settle(self, keys: CounterKeys, lease: str, run_id: str, unused: int) -> int:
+        """End a lease of which `unused` calls were not used (-1: as last recorded): they go back
+        to the counter of server life `run_id` that counted them. Returns the calls returned, or
+        -1 when the lease was no longer on record (ended already, or its counter rebuilt since)."""
         return int(
-            self._settle(keys=[keys.counter, keys.run, keys.leases], args=[lease, run_id, used])
+            self._settle(keys=[keys.counter, keys.run, keys.leases], args=[lease, run_id, unused])
         )
+
+    def record_unused(self, records: list[tuple[CounterKeys, str, int]]) -> None:
+        """Record how many calls of each lease (keys, name, unused) are still unused, in one
+        round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        for keys, lease, unused in records:
+            self._record_unused(keys=[keys.leases], args=[lease, unused], client=pipe)
+        pipe.execute()
 
     def take_back(self, keys: CounterKeys, run_id: str, executed_at: int, undo: str) -> bool:
         """Uncount a call counted at Redis time `executed_at` (µs) after its caller gave up, if

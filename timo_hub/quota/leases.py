@@ -17,8 +17,9 @@ count and the limit is never overrun. What keeps the count exact:
 * **The unused part goes back.** A lease lasts `LEASE_SECONDS`; the sync thread ends leases that
   ran out, expired, were voided or whose plan changed, and returns each one's unused calls to the
   counter that counted them (`Admitter.settle`, idempotent: the lease is on record in Redis until
-  then). A process killed with leases out leaves them on record; reconcile returns them once the
-  process is gone from the writer registry.
+  then). Each cycle it also records in Redis how much of each lease in use is unused, so that a
+  process killed with leases out leaves them on record with that figure: reconcile returns it
+  once the process is gone from the writer registry.
 * **Leases hold back at most a sliver of the month.** The script leases at most
   1/`LEASE_HEADROOM` of what is left, and nothing over the month's last `LEASE_HEADROOM` calls;
   leases are not asked for until an account is called again within a lease's lifetime, and grow
@@ -68,6 +69,8 @@ class Lease:
     expires_at: float
     used: int = 1
     """Calls taken from it: the first by the call that asked for it."""
+    recorded_used: int = 0
+    """`used` as last recorded in Redis (what a dead process's lease is ended with)."""
 
 
 class LeaseBook:
@@ -109,6 +112,11 @@ class LeaseBook:
             used = lease.first_used + lease.used
             lease.used += 1
         return Admission(True, used, limit, period, lease.counted_at, lease.run_id)
+
+    def held(self) -> int:
+        """Calls counted in Redis and not used yet, over every lease in use here."""
+        with self._lock:
+            return sum(lease.granted - lease.used for lease in self._active.values())
 
     def wanted(self, account_id: uuid.UUID, period: Period, now: float) -> int:
         """How many calls to ask Redis for: one, unless the account was admitted here within a
@@ -177,6 +185,11 @@ class LeaseBook:
                     del self._active[key]
                     self._ended.append(lease)
             ended, self._ended = self._ended, []
+            changed = [
+                (lease, lease.used)
+                for lease in self._active.values()
+                if lease.used != lease.recorded_used
+            ]
             for key, (_, last) in list(self._demand.items()):
                 if now - last > 2 * LEASE_SECONDS:
                     del self._demand[key]
@@ -184,7 +197,8 @@ class LeaseBook:
         for lease in ended:
             try:
                 keys = counter_keys(lease.account_id, lease.period)
-                returned = self._admitter.settle(keys, lease.name, lease.run_id, lease.used)
+                unused = lease.granted - lease.used
+                returned = self._admitter.settle(keys, lease.name, lease.run_id, unused)
             except redis.RedisError as exc:
                 logger.warning("quota: could not end a lease (%s), will retry: %s", lease.name, exc)
                 failed.append(lease)
@@ -194,3 +208,18 @@ class LeaseBook:
             # Bounded: no lease is granted while Redis cannot be reached.
             with self._lock:
                 self._ended[:0] = failed
+        if changed:
+            self._record(changed)
+
+    def _record(self, changed: list[tuple[Lease, int]]) -> None:
+        records = [
+            (counter_keys(lease.account_id, lease.period), lease.name, lease.granted - used)
+            for lease, used in changed
+        ]
+        try:
+            self._admitter.record_unused(records)
+        except redis.RedisError as exc:
+            logger.warning("quota: could not record what leases have left: %s", exc)
+            return
+        for lease, used in changed:
+            lease.recorded_used = used

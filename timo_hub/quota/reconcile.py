@@ -16,8 +16,9 @@ a counter short of events whose web process was killed before it wrote its tally
 
 Before comparing, it ends the leases (`timo_hub.quota.leases`) of web processes that are gone
 without ending them (killed): their unused calls would otherwise hold the counter high for the
-rest of the month. Which of a dead lease's calls were used is not known, so all of it goes back;
-the comparison that follows raises the counter again to what PostgreSQL proves of them.
+rest of the month. What goes back is the unused part its process last recorded in Redis (every
+sync cycle); calls it used after that are then missing from the counter until the comparison
+that follows raises it to what PostgreSQL proves (their events are in the log).
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def end_dead_leases(runtime: Runtime, period: Period) -> int:
                 name = raw.decode()
                 if name.partition(":")[0] in live:
                     continue
-                if admitter.settle(keys, name, run_id, 0) >= 0:
+                if admitter.settle(keys, name, run_id, -1) >= 0:
                     ended += 1
     metrics.DEAD_LEASES_ENDED.inc(ended)
     return ended
