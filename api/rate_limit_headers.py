@@ -15,11 +15,12 @@ UNLIMITED = "unlimited"
 
 
 def add(headers: Headers, admission: Admission) -> None:
-    """Set the month's limit, what remains of it and when it resets."""
+    """Add the month's limit, what remains of it and when it resets (to headers without them:
+    appending skips the search for earlier values that setting costs)."""
     if admission.limit is None:
-        headers["X-RateLimit-Limit"] = UNLIMITED
-        headers["X-RateLimit-Remaining"] = UNLIMITED
+        headers.add("X-RateLimit-Limit", UNLIMITED)
+        headers.add("X-RateLimit-Remaining", UNLIMITED)
     else:
-        headers["X-RateLimit-Limit"] = str(admission.limit)
-        headers["X-RateLimit-Remaining"] = str(admission.remaining)
-    headers["X-RateLimit-Reset"] = str(admission.period.reset_epoch)
+        headers.add("X-RateLimit-Limit", str(admission.limit))
+        headers.add("X-RateLimit-Remaining", str(admission.remaining))
+    headers.add("X-RateLimit-Reset", str(admission.period.reset_epoch))

@@ -322,21 +322,26 @@ def _compare_with_before(env: dict[str, str], worker_class: str, args) -> None: 
         f"\ngunicorn {args.workers} workers, {worker_class}{threads}; (c) before vs after, "
         f"{args.rounds} alternating rounds of {args.seconds}s; medians"
     )
-    print(f"{'checkout':<10}{'req/s':>10}{'p99 ms @1':>11}{'CPU us/req':>12}   rounds' CPU")
+    print(
+        f"{'checkout':<10}{'req/s':>10}{'p99 ms @32':>12}{'p99 ms @1':>11}{'CPU us/req':>12}"
+        "   rounds' CPU"
+    )
     medians = {}
     for name, results in runs.items():
         medians[name] = (
             statistics.median(r.rps for r in results),
             statistics.median(r.p99_ms for r in results),
             statistics.median(r.cpu_us for r in results),
+            statistics.median(r.p99_loaded_ms for r in results),
         )
-        rps, p99, cpu = medians[name]
+        rps, p99, cpu, p99_loaded = medians[name]
         rounds = " ".join(f"{r.cpu_us:.0f}" for r in results)
-        print(f"{name:<10}{rps:>10.0f}{p99:>11.2f}{cpu:>12.0f}   {rounds}")
+        print(f"{name:<10}{rps:>10.0f}{p99_loaded:>12.2f}{p99:>11.2f}{cpu:>12.0f}   {rounds}")
     before, after = medians["before"], medians["after"]
     print(
         f"after/before: CPU per request {after[2] / before[2]:.2f}, throughput "
-        f"{after[0] / before[0]:.2f}, p99 {after[1] - before[1]:+.2f} ms",
+        f"{after[0] / before[0]:.2f}, p99 {after[3] - before[3]:+.2f} ms @32, "
+        f"{after[1] - before[1]:+.2f} ms @1",
         flush=True,
     )
 

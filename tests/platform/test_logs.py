@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 
 import pytest
 from flask.testing import FlaskClient
 
 from tests.support.accounts import Customer
+from tests.support.waiting import eventually
 from timo_hub.platform import logs
 from timo_hub.platform.settings import Settings
 
@@ -78,6 +80,62 @@ def test_the_access_fast_lane_writes_what_logging_would(fmt: str) -> None:
         assert {**fast_line, "time": ""} == {**slow_line, "time": ""}
     else:
         assert fast.getvalue().split(" ", 2)[2] == slow.getvalue().split(" ", 2)[2]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"method": "GET", "route": None, "status": 404, "duration_ms": 0.438},
+        {"method": "POST", "route": '/api/v1/é/\u2028"q"\\', "status": 201, "duration_ms": 1e-05},
+        {"flag": True, "other": False, "big": 10**20, "nothing": None, "odd": uuid.UUID(int=7)},
+    ],
+)
+def test_the_access_fast_lane_writes_the_bytes_json_dumps_would(fields: dict[str, object]) -> None:
+    # The JSON line is put together by hand (cheaper than `json.dumps` per request): the same
+    # bytes, escapes and number forms included, as the standard encoder writes.
+    out = io.StringIO()
+    handler = logs.build_handler("json", out)
+    assert isinstance(handler, logs.ServiceLogHandler)
+    message = 'GET /api/v1/\u00e9/"q"\n 200 1.25ms'
+    handler.write_line("api.access", message, ("req", "acct", "key"), fields)
+    written = out.getvalue().rstrip("\n")
+    document = {
+        "time": json.loads(written)["time"],
+        "level": "INFO",
+        "logger": "api.access",
+        "message": message,
+        **fields,
+        "request_id": "req",
+        "account_id": "acct",
+        "key_id": "key",
+    }
+    assert written == json.dumps(document, default=str)
+
+
+def test_production_access_lines_are_written_together_in_order_and_soon() -> None:
+    # Guards against held access lines being lost, reordered behind later records, or kept
+    # indefinitely by a quiet process.
+    out = io.StringIO()
+    handler = logs.build_handler("json", out)
+    assert isinstance(handler, logs.ServiceLogHandler)
+    handler.buffer_seconds = 0.2
+    fields: dict[str, object] = {"status": 200}
+    for n in range(3):
+        handler.write_line("api.access", f"GET /{n}", ("", "", ""), fields)
+    assert out.getvalue() == ""  # held, not written one write(2) each
+    record = logging.LogRecord("timo", logging.WARNING, __file__, 1, "after", (), None)
+    handler.handle(record)  # a record written later comes after them
+    assert [json.loads(line)["message"] for line in out.getvalue().splitlines()] == [
+        "GET /0",
+        "GET /1",
+        "GET /2",
+        "after",
+    ]
+    handler.write_line("api.access", "GET /quiet", ("", "", ""), fields)
+    eventually(lambda: "GET /quiet" in out.getvalue(), timeout=2.0)  # nobody else logs: flusher
+    handler.write_line("api.access", "GET /last", ("", "", ""), fields)
+    handler.flush()  # as `logging.shutdown` does at exit
+    assert "GET /last" in out.getvalue()
 
 
 class _BrokenPipe(io.StringIO):
