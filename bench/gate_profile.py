@@ -4,7 +4,7 @@ Builds the app as production runs it (`TIMO_ENV=production`, JSON access log at 
 in multiprocess mode, event publishing on) and calls it in-process through WSGI, without a
 server, so only the application's own CPU is measured (the request thread's, by
 `time.thread_time`). In blocks of `--calls` calls it alternates: the full gate; the gate with one
-part replaced by a no-op (the access log line, the usage event, the metrics, the Redis admission
+part replaced by a no-op (the access log line, the usage event, the metrics, the quota admission
 after its first answer, the authentication after its first answer); all of those off; and the
 bare Flask endpoint of `bench/apps.py`. Each figure is the median over `--rounds` blocks, so
 what a part costs is read as the difference from the full gate. With `--cprofile`, it also prints
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PEPPER = "bench-pepper-not-a-secret-0123456789abcdef"
-PARTS = ("access log", "usage event", "metrics", "Redis admission", "authentication")
+PARTS = ("access log", "usage event", "metrics", "quota admission", "authentication")
 
 
 def main() -> None:
@@ -129,14 +129,14 @@ class _Switches:
         import api.http_metrics as http_metrics
         import api.metering as metering
         from api.authentication import Authenticator
-        from timo_hub.quota.admission import Admitter
+        from timo_hub.quota.enforcer import QuotaEnforcer
 
         self._metering, self._metrics = metering, http_metrics
-        self._admitter, self._authenticator = Admitter, Authenticator
+        self._enforcer, self._authenticator = QuotaEnforcer, Authenticator
         self._real = {
             "usage event": metering.record_call,
             "metrics": http_metrics.count,
-            "Redis admission": Admitter.admit,
+            "quota admission": QuotaEnforcer.admit,
             "authentication": Authenticator.authenticate,
         }
 
@@ -146,8 +146,11 @@ class _Switches:
         access.setLevel(logging.WARNING if "access log" in off else logging.NOTSET)
         self._metering.record_call = _nothing if "usage event" in off else self._real["usage event"]
         self._metrics.count = _nothing if "metrics" in off else self._real["metrics"]
-        admit, authenticate = self._real["Redis admission"], self._real["authentication"]
-        self._admitter.admit = _first_answer(admit) if "Redis admission" in off else admit
+        admit, authenticate = self._real["quota admission"], self._real["authentication"]
+        # The moment of each call differs; the first answer for the caller stands for all.
+        self._enforcer.admit = (
+            _first_answer(admit, drop_time=True) if "quota admission" in off else admit
+        )
         self._authenticator.authenticate = (
             _first_answer(authenticate) if "authentication" in off else authenticate
         )
@@ -157,12 +160,14 @@ def _nothing(*args: object, **kwargs: object) -> None:
     return None
 
 
-def _first_answer(method: Callable[..., Any]) -> Callable[..., Any]:
-    """`method`, answering every later call with its first answer (for the same arguments)."""
+def _first_answer(method: Callable[..., Any], *, drop_time: bool = False) -> Callable[..., Any]:
+    """`method`, answering every later call with its first answer (for the same arguments; with
+    `drop_time`, the call is `(principal, moment)` and only the principal's account counts)."""
     answers: dict[Any, Any] = {}
 
     def replay(self: object, *args: object, **kwargs: object) -> Any:
-        key = (args, tuple(sorted(kwargs.items())))
+        compared = (getattr(args[0], "account_id", None),) if drop_time else args
+        key = (compared, tuple(sorted(kwargs.items())))
         if key not in answers:
             answers[key] = method(self, *args, **kwargs)
         return answers[key]

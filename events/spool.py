@@ -1,22 +1,30 @@
 """A local write-ahead log of events: appended on the request path, shipped to the broker later.
 
-The request path only appends one JSON line to a segment file (a `write(2)`, microseconds): once
-the response is sent, its event is in the page cache and survives a SIGKILL of the process, and a
-broker outage only makes the spool longer. A shipper (see `events.publisher`) reads complete lines
-from a segment and publishes them; only once it has seen them in the event log does it record how
-far it got (`<segment>.offset`). A crash anywhere (this process, the broker, a worker) therefore
-means a batch is sent again, and the log ignores by `event_id` what it already has.
+The request path only copies one JSON line into a segment file mapped into memory (`mmap`,
+`MAP_SHARED`: no system call, so a threaded worker does not hand the GIL to another thread on
+every request, as a `write(2)` did). The mapped pages are the file's page cache, exactly where a
+`write(2)` puts its bytes: once the response is sent, its event survives a SIGKILL of the process,
+and a broker outage only makes the spool longer. A segment's blocks are reserved when it is
+created (`posix_fallocate`), so a full disk fails the creation, with an error, and never a later
+copy (which would be a SIGBUS); once sealed, the file is cut to the bytes written.
+
+A shipper (see `events.publisher`) reads complete lines from a segment and publishes them; only
+once it has seen them in the event log does it record how far it got (`<segment>.offset`). A
+crash anywhere (this process, the broker, a worker) therefore means a batch is sent again, and
+the log ignores by `event_id` what it already has.
 
 Each segment is held with `flock` by the process writing it, for as long as that process lives.
 A segment nobody holds belongs to a process that died: any live process may adopt it, ship what is
-left and delete it. A line the dying process was half-way through writing has no newline; it is
-skipped, and its call never got an answer.
+left and delete it. The line the dying process was half-way through copying (missing bytes read
+as zeros, and JSON has no zero bytes) is cut off with the unwritten tail: its call never got an
+answer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import mmap
 import os
 import threading
 import time
@@ -27,6 +35,10 @@ from pathlib import Path
 SEGMENT_SUFFIX = ".jsonl"
 OFFSET_SUFFIX = ".offset"
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
+# A segment is sealed by the shipper once it holds `segment_bytes`; its mapping has room for this
+# much more, so that appends while the shipper is busy rarely need a new segment.
+SEGMENT_SLACK_BYTES = 1024 * 1024
+_SCAN_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -43,7 +55,33 @@ class Segment:
     shipped: int = 0
     verified: int = 0
     sealed: bool = False  # no more writes will come: delete once fully verified
+    written: int = 0
+    """Bytes copied in, while the segment is mapped for writing (else the file's size counts)."""
+    _map: mmap.mmap | None = field(default=None, repr=False)
     _reader: int | None = field(default=None, repr=False)
+
+    def append(self, data: bytes) -> bool:
+        """Copy `data` in after what was written; False (nothing copied) when it does not fit."""
+        assert self._map is not None, "only the segment being written takes appends"
+        end = self.written + len(data)
+        if end > len(self._map):
+            return False
+        self._map[self.written : end] = data
+        # Published after the copy: readers read no further than `size()`, so never a line
+        # whose bytes are still being copied (`memcpy` may store its last bytes first).
+        self.written = end
+        return True
+
+    def seal(self) -> None:
+        """No more appends: unmap, and cut the file to the bytes written."""
+        self.sealed = True
+        self._unmap()
+
+    def _unmap(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+            os.ftruncate(self.fd, self.written)
 
     @property
     def offset_path(self) -> Path:
@@ -56,9 +94,12 @@ class Segment:
 
     def read_range(self, start: int, max_lines: int, max_bytes: int) -> tuple[list[str], int]:
         """Up to `max_lines` complete lines from byte `start`, and their byte length."""
+        available = self.size() - start
+        if available <= 0:
+            return [], 0
         if self._reader is None:
             self._reader = os.open(self.path, os.O_RDONLY)
-        data = os.pread(self._reader, max_bytes, start)
+        data = os.pread(self._reader, min(max_bytes, available), start)
         end = data.rfind(b"\n")
         if end < 0:
             return [], 0
@@ -79,6 +120,8 @@ class Segment:
 
     def size(self) -> int:
         """Bytes written so far."""
+        if self._map is not None:
+            return self.written
         return os.fstat(self.fd).st_size
 
     def close_and_delete(self) -> None:
@@ -89,6 +132,8 @@ class Segment:
 
     def close(self) -> None:
         """Close the descriptors (releasing the lock)."""
+        with contextlib.suppress(OSError, ValueError):
+            self._unmap()
         for fd in (self._reader, self.fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -113,8 +158,12 @@ class Spool:
         data = line.encode() + b"\n"
         with self._lock:
             self._ensure_process()
-            segment = self._writable()
-            os.write(segment.fd, data)
+            segment = self._writable(len(data))
+            if not segment.append(data):
+                segment.seal()  # full before the shipper sealed it: the next one takes the line
+                self._pending.append(segment)
+                self._current = None
+                self._writable(len(data)).append(data)
         if not self.appended_since_ship.is_set():  # set() takes a lock and notifies: once
             self.appended_since_ship.set()
 
@@ -124,7 +173,7 @@ class Spool:
             self._ensure_process()
             current = [self._current] if self._current is not None else []
             if self._current is not None and self._current.size() >= self.segment_bytes:
-                self._current.sealed = True
+                self._current.seal()
                 self._pending.append(self._current)
                 self._current = None
                 current = []
@@ -157,6 +206,9 @@ class Spool:
             except BlockingIOError:
                 os.close(fd)  # its writer is alive
                 continue
+            # Cut what its writer never finished: the unwritten (zero) tail of the mapping and
+            # the line it was killed while copying.
+            os.ftruncate(fd, _complete_end(fd))
             verified = _read_offset(path)
             segment = Segment(path=path, fd=fd, sealed=True, shipped=verified, verified=verified)
             with self._lock:
@@ -187,15 +239,53 @@ class Spool:
             # After fork the parent's segments are not ours to write or ship.
             self._current, self._pending, self._pid = None, [], os.getpid()
 
-    def _writable(self) -> Segment:
+    def _writable(self, room: int) -> Segment:
         if self._current is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             name = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
             path = self.directory / name
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._current = Segment(path=path, fd=fd)
+            capacity = max(self.segment_bytes + SEGMENT_SLACK_BYTES, room)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.posix_fallocate(fd, 0, capacity)
+                mapping = mmap.mmap(fd, capacity)
+            except BaseException:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+                raise
+            self._current = Segment(path=path, fd=fd, _map=mapping)
         return self._current
+
+
+def written_lines(path: Path) -> list[str]:
+    """The complete lines of a segment file as it is now, whoever holds it (for tools and tests:
+    a segment being written is longer than its lines, the rest being zeros)."""
+    data = path.read_bytes().split(b"\0", 1)[0]
+    return [line.decode("utf-8", errors="replace") for line in data.split(b"\n")[:-1] if line]
+
+
+def _complete_end(fd: int) -> int:
+    """Where a dead writer's complete lines end: before the first zero byte (the unwritten tail,
+    or a hole in the line it was copying), back to the newline ending the line before."""
+    end = size = os.fstat(fd).st_size
+    position = 0
+    while position < size:
+        chunk = os.pread(fd, _SCAN_BYTES, position)
+        if not chunk:
+            break
+        zero = chunk.find(b"\0")
+        if zero >= 0:
+            end = position + zero
+            break
+        position += len(chunk)
+    start = end
+    while start > 0:
+        start = max(start - _SCAN_BYTES, 0)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+    return 0
 
 
 def _read_offset(segment_path: Path) -> int:

@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import close_app, create_app, http_metrics
+from events.spool import written_lines
 from tests.support.accounts import Customer
 from tests.support.log_capture import captured
 from timo_hub.platform.runtime import Runtime
@@ -29,7 +30,7 @@ def spooled_events(home: Path) -> list[dict[str, object]]:
     """Every event line the app's publisher has spooled so far."""
     lines = []
     for segment in sorted((home / "spool" / "events").glob("*.jsonl")):
-        lines += [json.loads(line) for line in segment.read_text().splitlines() if line]
+        lines += [json.loads(line) for line in written_lines(segment)]
     return lines
 
 

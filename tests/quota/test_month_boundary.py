@@ -13,6 +13,7 @@ from flask import Flask
 from api.gate import QUOTA_EXTENSION
 from events.ingest import ingest
 from events.partitions import PartitionRegistry
+from events.spool import written_lines
 from tests.support.accounts import new_customer
 from tests.support.events import projection_counts
 from timo_hub.platform.runtime import Runtime
@@ -30,7 +31,7 @@ MIDNIGHT = THIS_MONTH.end
 def _spooled_lines(home: Path) -> list[str]:
     lines = []
     for segment in sorted((home / "spool" / "events").glob("*.jsonl")):
-        lines += [line for line in segment.read_text().splitlines() if line]
+        lines += written_lines(segment)
     return lines
 
 
