@@ -53,8 +53,10 @@ def open_request() -> None:
     """App `before_request`, the first: the request's id and clock."""
     ctx_g = app_ctx.g
     ctx_g.clock = RequestClock()
+    # The WSGI environ's key for the header, read directly: `request.headers` translates the
+    # name on every lookup.
     ctx_g.request_id = request_ids.accept_or_make(
-        request_ctx.request.headers.get(request_ids.HEADER)
+        request_ctx.request.environ.get(request_ids.ENVIRON_KEY)
     )
 
 
@@ -69,7 +71,7 @@ def admit_request() -> None:
     quota: QuotaEnforcer = extensions[QUOTA_EXTENSION]
     ctx_g = app_ctx.g
     now = ctx_g.clock.started_at
-    principal = authenticator.authenticate(req.headers.get("Authorization"), req.remote_addr)
+    principal = authenticator.authenticate(req.environ.get("HTTP_AUTHORIZATION"), req.remote_addr)
     ctx_g.principal = principal
     if principal.account_status != "active":
         ctx_g.admission = quota.admit(principal, now, count=False)
@@ -96,7 +98,7 @@ def close_request(response: Response) -> Response:
     ctx_g, req = app_ctx.g, request_ctx.request
     # First, so that even an answer this hook fails to finish (a 500) can be quoted to support.
     request_id = ctx_g.get("request_id") or request_ids.accept_or_make(None)
-    response.headers[request_ids.HEADER] = request_id
+    response.headers.add(request_ids.HEADER, request_id)  # a new answer has none to replace
     clock: RequestClock | None = ctx_g.get("clock")
     elapsed = clock.elapsed() if clock is not None else None
     status = response.status_code

@@ -11,6 +11,7 @@ import random
 import re
 
 HEADER = "X-Request-ID"
+ENVIRON_KEY = "HTTP_X_REQUEST_ID"
 # Anything else (too long, control characters, spaces) is replaced, never reflected.
 _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
