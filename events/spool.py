@@ -78,10 +78,12 @@ class Segment:
         self._unmap()
 
     def _unmap(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        mapping = self._map
+        if mapping is not None:
+            # Cut first: a reader that no longer sees the mapping asks the file for its size.
             os.ftruncate(self.fd, self.written)
+            self._map = None
+            mapping.close()
 
     @property
     def offset_path(self) -> Path:
