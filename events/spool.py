@@ -228,6 +228,9 @@ class Spool:
     def close(self) -> None:
         """Close every segment; what is not verified stays on disk for adoption."""
         with self._lock:
+            # In a forked child the parent's segments are dropped untouched: cutting or deleting
+            # a file the parent still writes through its mapping would crash it (SIGBUS).
+            self._ensure_process()
             segments = [*self._pending, *([self._current] if self._current else [])]
             self._pending, self._current = [], None
         for segment in segments:

@@ -132,7 +132,7 @@ def test_production_access_lines_are_written_together_in_order_and_soon() -> Non
         "after",
     ]
     handler.write_line("api.access", "GET /quiet", ("", "", ""), fields)
-    eventually(lambda: "GET /quiet" in out.getvalue(), timeout=2.0)  # nobody else logs: flusher
+    eventually(lambda: "GET /quiet" in out.getvalue(), timeout=1.0)  # nobody else logs: flusher
     handler.write_line("api.access", "GET /last", ("", "", ""), fields)
     handler.flush()  # as `logging.shutdown` does at exit
     assert "GET /last" in out.getvalue()
@@ -173,3 +173,18 @@ def test_plain_format_outside_production() -> None:
     logger.warning("hello %s", "there")
     logger.removeHandler(handler)
     assert stream.getvalue().rstrip().endswith("WARNING tests.plain [] hello there")
+
+
+def test_held_access_lines_that_cannot_be_written_fail_no_later_logging_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Guards against a broken stream raising out of whichever logging call writes the held
+    # lines: a warning logged in an `except` block then aborted the code that logged it.
+    monkeypatch.setattr(logging, "raiseExceptions", False)
+    handler = logs.build_handler("json", _BrokenPipe())
+    assert isinstance(handler, logs.ServiceLogHandler)
+    handler.buffer_seconds = 60.0
+    handler.write_line("api.access", "GET /held", ("", "", ""), {"status": 200})
+    record = logging.LogRecord("timo", logging.WARNING, __file__, 1, "later", (), None)
+    handler.handle(record)  # writes the held line first: fails, reported, not raised
+    handler.flush()

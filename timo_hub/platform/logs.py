@@ -166,10 +166,14 @@ class ServiceLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
                     self.stream.write(line + self.terminator)
                     self.stream.flush()
                     return
+                moment = time.monotonic()
                 if not self._held:
-                    self._held_since = now
+                    self._held_since = moment
                 self._held.append(line)
-                if len(self._held) >= HELD_LINES or now - self._held_since >= self.buffer_seconds:
+                if (
+                    len(self._held) >= HELD_LINES
+                    or moment - self._held_since >= self.buffer_seconds
+                ):
                     self._write_held()
             if self._flusher_pid != os.getpid():
                 self._start_flusher()
@@ -181,9 +185,14 @@ class ServiceLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def _write_held(self) -> None:
         # Under the handler's lock. Lines are dropped once handed to the stream, written or not:
         # a stream that fails keeps failing, and the lines are a log, not a record of account.
+        # As `StreamHandler.emit`, a failure is reported, never raised: the logging call that
+        # happened to write them (a warning in an `except` block, say) must not fail for it.
         held, self._held = self._held, []
-        self.stream.write(self.terminator.join(held) + self.terminator)
-        self.stream.flush()
+        try:
+            self.stream.write(self.terminator.join(held) + self.terminator)
+            self.stream.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"name": "api.access", "msg": "held lines"}))
 
     def _start_flusher(self) -> None:
         # One per process (a forked worker starts its own): writes what a quiet moment left held.
@@ -194,14 +203,12 @@ class ServiceLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
         threading.Thread(target=self._flush_held_forever, name="log-flusher", daemon=True).start()
 
     def _flush_held_forever(self) -> None:
+        # Wakes twice per hold time, so that no line is held much longer than that.
         while True:
-            time.sleep(self.buffer_seconds)
-            try:
-                with self.lock:  # type: ignore[union-attr]
-                    if self._held and time.time() - self._held_since >= self.buffer_seconds:
-                        self._write_held()
-            except Exception:
-                self.handleError(logging.makeLogRecord({"name": "api.access", "msg": "flush"}))
+            time.sleep(self.buffer_seconds / 2)
+            with self.lock:  # type: ignore[union-attr]
+                if self._held and time.monotonic() - self._held_since >= self.buffer_seconds:
+                    self._write_held()
 
 
 def _json_scalar(value: object) -> str:
