@@ -82,11 +82,12 @@ def test_a_killed_processs_segment_is_adopted_without_its_torn_line(tmp_path: Pa
     spool.close()
 
 
-def test_a_segment_is_written_without_a_system_call_per_line_and_cut_when_sealed(
+def test_a_segment_is_reserved_ahead_written_in_place_and_cut_when_sealed(
     tmp_path: Path,
 ) -> None:
-    # Guards against the request path's write(2) per event, which made a threaded worker hand
-    # the GIL to another thread on every request: lines are copied into a mapped file.
+    # Lines are copied into a mapped file whose blocks were reserved when it was made (a full
+    # disk fails there, not on a copy); what is copied is in the file at once; a sealed segment
+    # is cut to its lines.
     spool = Spool(tmp_path, segment_bytes=100)
     spool.append('{"n": 0}')
     (segment,) = spool.segments_to_ship()

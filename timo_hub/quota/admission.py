@@ -64,9 +64,10 @@ LEASE_HEADROOM = 1000
 
 # KEYS: counter, run, fence, leases. ARGV: limit (-1 unlimited), calls wanted (0 only looks), run
 # id, deadline (µs, Redis clock), fence token, fence ms, lease name. Counts one call, or up to
-# `wanted` (a lease: recorded under its name in `leases`, so that the part never used can be
-# returned, by its process or for a dead one by reconcile). Returns {state, used, Redis time in µs,
-# calls counted}.
+# `wanted` (a lease: recorded under its name in `leases` with the calls its process may not use
+# yet, `lease_ahead`, so that what is never used can be returned, by its process or for a dead one
+# by reconcile, and never more than that). Returns {state, used, Redis time in µs, n}: n is the
+# calls counted, or for a refusal the leases on record (calls that may come back soon).
 ADMIT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -77,7 +78,7 @@ if found[1] and found[2] == ARGV[3] then
   local wanted = tonumber(ARGV[2])
   if wanted == 0 then return {0, used, now, 0} end
   local limit = tonumber(ARGV[1])
-  if limit >= 0 and used >= limit then return {0, used, now, 0} end
+  if limit >= 0 and used >= limit then return {0, used, now, redis.call('HLEN', KEYS[4])} end
   local grant = 1
   if wanted > 1 then
     grant = wanted
@@ -86,7 +87,9 @@ if found[1] and found[2] == ARGV[3] then
   end
   local after = redis.call('INCRBY', KEYS[1], grant)
   if grant > 1 then
-    redis.call('HSET', KEYS[4], ARGV[7], grant)
+    -- On record as unused: all but the calls its process may use before it next records.
+    local ahead = math.min(grant, math.max(2, math.floor((grant + 1) / 2)))
+    redis.call('HSET', KEYS[4], ARGV[7], grant - ahead)
     local ttl = redis.call('PTTL', KEYS[1])
     if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
   end
@@ -210,6 +213,9 @@ class Admission:
     """For an admitted call, when Redis counted it (its clock, µs) ..."""
     run_id: str = ""
     """... and in which server life: what a refund needs to find the counter that counted it."""
+    calls_parked: bool = False
+    """For a refusal: calls leased to web processes and not used yet may come back within a
+    second (so the refusal may be brief)."""
 
     @property
     def remaining(self) -> int | None:
@@ -233,6 +239,12 @@ class CounterKeys:
     def undo(self) -> str:
         """A key naming one take-back, so that running it twice takes back one call."""
         return f"{self.counter}:undo:{uuid.uuid4().hex}"
+
+
+def lease_ahead(granted: int) -> int:
+    """How many calls of a lease of `granted` its process may use beyond what Redis has on
+    record as used (the admission script's rule, which the lease's first record follows)."""
+    return min(granted, max(2, (granted + 1) // 2))
 
 
 def counter_key(account_id: uuid.UUID | str, period: Period) -> str:
@@ -355,7 +367,8 @@ class Outcome:
     run_id: str
     """The Redis server life that ran it."""
     granted: int = 0
-    """Calls counted: 1, or more for a lease (the rest are the caller's to use or return)."""
+    """Calls counted: 1, or more for a lease (the rest are the caller's to use or return); for a
+    refusal, the leases on record (their unused calls may come back)."""
 
 
 class Admitter:

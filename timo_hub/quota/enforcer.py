@@ -99,7 +99,8 @@ class QuotaEnforcer:
                 used = outcome.used - outcome.granted + 1
                 return Admission(True, used, limit, period, outcome.at, outcome.run_id)
             if state is State.REFUSED:
-                return Admission(False, outcome.used, limit, period)
+                parked = count and outcome.granted > 0  # leases on record
+                return Admission(False, outcome.used, limit, period, calls_parked=parked)
             if state is State.UNKNOWN:
                 used = self.ledger.used(account_id, period.first_day)
                 return Admission(False, used, limit, period)
@@ -173,6 +174,7 @@ class QuotaEnforcer:
             with contextlib.suppress(Exception):
                 self.ledger.register()
             self.sync.start()
+            self.leases.start()
             self._pid = os.getpid()
             atexit.register(self.close)
 
@@ -181,6 +183,17 @@ def quota_exceeded(admission: Admission, now: float) -> QuotaExceededError:
     """The error that refuses a call the quota did not admit."""
     period = admission.period
     reset = period.end.isoformat().replace("+00:00", "Z")
+    if admission.calls_parked:
+        # Some of the counted calls are leased to web processes and not used yet: those not used
+        # go back within a second, so say to retry then, not when the month ends.
+        return QuotaExceededError(
+            f"This account has used or reserved its {admission.limit:,} calls for the month; "
+            "reserved calls not used are returned within a second. Retry shortly.",
+            retry_after=1,
+            limit=admission.limit,
+            used=admission.used,
+            reset=period.reset_epoch,
+        )
     return QuotaExceededError(
         f"This account has used its {admission.limit:,} calls for the month; the quota resets "
         f"at {reset}.",

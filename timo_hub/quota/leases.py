@@ -14,12 +14,15 @@ count and the limit is never overrun. What keeps the count exact:
   lease void. A lease is also void once the process has not written to PostgreSQL for
   `UsageLedger.FRESH_SECONDS`: a process that rebuilds and reconcile take for dead (silent for
   `WRITER_LIVENESS_SECONDS`) stopped using its leases long before.
-* **The unused part goes back.** A lease lasts `LEASE_SECONDS`; the sync thread ends leases that
-  ran out, expired, were voided or whose plan changed, and returns each one's unused calls to the
-  counter that counted them (`Admitter.settle`, idempotent: the lease is on record in Redis until
-  then). Each cycle it also records in Redis how much of each lease in use is unused, so that a
-  process killed with leases out leaves them on record with that figure: reconcile returns it
-  once the process is gone from the writer registry.
+* **The unused part goes back.** A lease lasts `LEASE_SECONDS`; a thread of the process's own
+  (Redis only) ends leases that ran out, expired, were voided or whose plan changed, and returns
+  each one's unused calls to the counter that counted them (`Admitter.settle`, idempotent: the
+  lease is on record in Redis until then).
+* **A dead process's leases never take the counter below the truth.** Redis keeps each lease on
+  record with the calls its process may not use yet: a lease may be taken for `lease_ahead` calls
+  beyond what Redis has on record as used, and the thread moves that mark ahead each cycle,
+  before the calls are used. Reconcile returns what is on record once the process is gone from
+  the writer registry: never more than was really unused, at most `lease_ahead` fewer.
 * **Leases hold back at most a sliver of the month.** The script leases at most
   1/`LEASE_HEADROOM` of what is left, and nothing over the month's last `LEASE_HEADROOM` calls;
   leases are not asked for until an account is called again within a lease's lifetime, and grow
@@ -31,6 +34,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import date
@@ -38,7 +42,7 @@ from datetime import date
 import redis
 
 from timo_hub.quota import metrics
-from timo_hub.quota.admission import Admission, Admitter, Outcome, counter_keys
+from timo_hub.quota.admission import Admission, Admitter, Outcome, counter_keys, lease_ahead
 from timo_hub.quota.ledger import UsageLedger
 from timo_hub.quota.period import Period
 
@@ -48,6 +52,9 @@ logger = logging.getLogger(__name__)
 # stale a leased call's rate-limit headers can be.
 LEASE_SECONDS = 1.0
 LARGEST_LEASE = 1024
+# How often this process's lease thread ends leases and records what they have left. It talks to
+# Redis only, so a PostgreSQL that hangs (which voids every lease) delays no return.
+KEEPER_SECONDS = 0.25
 
 LeaseKey = tuple[uuid.UUID, date]
 
@@ -69,8 +76,9 @@ class Lease:
     expires_at: float
     used: int = 1
     """Calls taken from it: the first by the call that asked for it."""
-    recorded_used: int = 0
-    """`used` as last recorded in Redis (what a dead process's lease is ended with)."""
+    allowed: int = 0
+    """Calls it may be taken for: Redis has the rest on record as unused, which is what a dead
+    process's lease is ended with, so that figure is never more than the calls really unused."""
 
 
 class LeaseBook:
@@ -85,6 +93,28 @@ class LeaseBook:
         # Per account month: the lease size to ask for next, and when Redis last admitted a call.
         self._demand: dict[LeaseKey, tuple[int, float]] = {}
         self._names = itertools.count(1)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start this process's lease thread (ends leases, records what they have left)."""
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="quota-leases", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and end every lease, returning their unused calls (at exit)."""
+        self._stopping.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self.end_due(time.monotonic(), every=True)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(KEEPER_SECONDS):
+            try:
+                self.end_due(time.monotonic())
+            except Exception as exc:
+                logger.warning("quota: lease upkeep failed, will retry: %s", exc)
 
     def restart(self) -> None:
         """Start afresh in a forked child: the parent's leases are the parent's to end."""
@@ -101,7 +131,7 @@ class LeaseBook:
             if lease is None:
                 return None
             if (
-                lease.used >= lease.granted
+                lease.used >= lease.allowed
                 or now >= lease.expires_at
                 or lease.limit != limit
                 or not self._ledger.tally_leased(key, lease.epoch, now)
@@ -157,6 +187,7 @@ class LeaseBook:
             outcome.granted,
             outcome.used - outcome.granted + 1,
             now + LEASE_SECONDS,
+            allowed=lease_ahead(outcome.granted),
         )
         metrics.LEASES_GRANTED.inc()
         with self._lock:
@@ -185,10 +216,12 @@ class LeaseBook:
                     del self._active[key]
                     self._ended.append(lease)
             ended, self._ended = self._ended, []
+            # Each lease in use may be taken for `lease_ahead` more calls than it has been,
+            # once Redis has that on record.
             changed = [
-                (lease, lease.used)
+                (lease, min(lease.granted, lease.used + lease_ahead(lease.granted)))
                 for lease in self._active.values()
-                if lease.used != lease.recorded_used
+                if min(lease.granted, lease.used + lease_ahead(lease.granted)) > lease.allowed
             ]
             for key, (_, last) in list(self._demand.items()):
                 if now - last > 2 * LEASE_SECONDS:
@@ -213,13 +246,14 @@ class LeaseBook:
 
     def _record(self, changed: list[tuple[Lease, int]]) -> None:
         records = [
-            (counter_keys(lease.account_id, lease.period), lease.name, lease.granted - used)
-            for lease, used in changed
+            (counter_keys(lease.account_id, lease.period), lease.name, lease.granted - allowed)
+            for lease, allowed in changed
         ]
         try:
             self._admitter.record_unused(records)
         except redis.RedisError as exc:
             logger.warning("quota: could not record what leases have left: %s", exc)
             return
-        for lease, used in changed:
-            lease.recorded_used = used
+        with self._lock:
+            for lease, allowed in changed:
+                lease.allowed = max(lease.allowed, allowed)

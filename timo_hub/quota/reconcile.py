@@ -16,9 +16,9 @@ a counter short of events whose web process was killed before it wrote its tally
 
 Before comparing, it ends the leases (`timo_hub.quota.leases`) of web processes that are gone
 without ending them (killed): their unused calls would otherwise hold the counter high for the
-rest of the month. What goes back is the unused part its process last recorded in Redis (every
-sync cycle); calls it used after that are then missing from the counter until the comparison
-that follows raises it to what PostgreSQL proves (their events are in the log).
+rest of the month. What goes back is what Redis has on record as unused, which the process kept
+at or below what it had really not used (`timo_hub.quota.leases`): the counter may stay a few
+calls high, never low.
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ from timo_hub.quota.admission import Admitter, counter_keys, read_counters, serv
 from timo_hub.quota.counting import counted_calls
 from timo_hub.quota.ledger import period_usage
 from timo_hub.quota.period import Period
-from timo_hub.quota.rebuild import WRITER_LIVENESS_SECONDS
 
+# A web process silent this long is taken for gone and its leases are ended. Much longer than a
+# rebuild's patience (`rebuild.WRITER_LIVENESS_SECONDS`): a process only late with its beat must
+# never lose a lease it may still be using; a dead one's unused calls wait a minute more.
+DEAD_LEASE_SECONDS = 60.0
 LIVE_WRITERS = """
 SELECT writer_id FROM quota_writers WHERE seen_at > now() - make_interval(secs => %(live)s)
 """
@@ -150,31 +153,37 @@ class Reconciliation:
 
 
 def end_dead_leases(runtime: Runtime, period: Period) -> int:
-    """End every lease of `period` whose web process is gone (not a live writer); return how many.
+    """End every lease of `period` whose web process is gone (silent for `DEAD_LEASE_SECONDS`);
+    return how many.
 
-    A lease is only used while its process writes to PostgreSQL (`ledger.FRESH_SECONDS`, well
-    inside `WRITER_LIVENESS_SECONDS`), so a process taken for dead here uses none of its leases.
+    A lease is only used while its process writes to PostgreSQL (`ledger.FRESH_SECONDS`), far
+    inside that silence. The leases are read before the writers, so that a process that got a
+    lease after the writers were read (a worker just started) is never taken for dead.
     """
     with runtime.database.connection() as conn:
         accounts = [a.id for a in store.list_accounts(conn)]
-        rows = conn.execute(LIVE_WRITERS, {"live": WRITER_LIVENESS_SECONDS})
-        live = {str(row[0]) for row in rows}
-    admitter = Admitter(runtime.redis, fence_token="reconcile")
-    run_id = server_run_id(runtime.redis)
-    ended = 0
+    found: dict[uuid.UUID, list[str]] = {}
     for start in range(0, len(accounts), 500):
         chunk = accounts[start : start + 500]
         pipe = runtime.redis.pipeline(transaction=False)
         for account_id in chunk:
             pipe.hkeys(counter_keys(account_id, period).leases)
         for account_id, names in zip(chunk, pipe.execute(), strict=True):
-            keys = counter_keys(account_id, period)
-            for raw in names:
-                name = raw.decode()
-                if name.partition(":")[0] in live:
-                    continue
-                if admitter.settle(keys, name, run_id, -1) >= 0:
-                    ended += 1
+            if names:
+                found[account_id] = [raw.decode() for raw in names]
+    if not found:
+        return 0
+    with runtime.database.connection() as conn:
+        rows = conn.execute(LIVE_WRITERS, {"live": DEAD_LEASE_SECONDS})
+        live = {str(row[0]) for row in rows}
+    admitter = Admitter(runtime.redis, fence_token="reconcile")
+    run_id = server_run_id(runtime.redis)
+    ended = 0
+    for account_id, names in found.items():
+        keys = counter_keys(account_id, period)
+        for name in names:
+            if name.partition(":")[0] not in live and admitter.settle(keys, name, run_id, -1) >= 0:
+                ended += 1
     metrics.DEAD_LEASES_ENDED.inc(ended)
     return ended
 

@@ -3,8 +3,8 @@
 Every `CYCLE_SECONDS` the thread numbers the rebuilds this process has started, answers the
 highest rebuild request issued by anyone (waiting for calls in flight, then writing the whole
 tally), otherwise writes whatever tally it holds, beats at least every `HEARTBEAT_SECONDS`,
-seeds the counters whose barrier has passed, and ends the leases that are done with. A rebuild
-started here wakes it at once (`wake`).
+and seeds the counters whose barrier has passed. A rebuild started here wakes it at once
+(`wake`).
 Requests are read from PostgreSQL, not Redis: the thread's duties are all PostgreSQL's but the
 seeding, so a process that cannot reach Redis still writes what it holds and answers rebuilds.
 """
@@ -59,7 +59,7 @@ class QuotaSync:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         try:
-            self.leases.end_due(time.monotonic(), every=True)
+            self.leases.stop()
         except Exception as exc:
             logger.warning("quota sync: could not end leases (reconcile will): %s", exc)
         try:
@@ -84,18 +84,13 @@ class QuotaSync:
 
     def cycle(self) -> None:
         """One round of the thread's work (also callable directly, by tests)."""
-        try:
-            with self._database.connection() as conn:
-                self.rebuilder.issue_requests(conn)
-                wanted = latest_request(conn)
-            now = time.monotonic()
-            if wanted > self.ledger.synced_through and self.ledger.certify(wanted):
-                self._beat_at = now
-            elif self.ledger.holds_anything() or now - self._beat_at >= HEARTBEAT_SECONDS:
-                self.ledger.write(synced_through=None)
-                self._beat_at = now
-            self.rebuilder.finish_ready()
-        finally:
-            # Also when PostgreSQL is out of reach: leases went void then, and their unused calls
-            # go back to Redis all the same.
-            self.leases.end_due(time.monotonic())
+        with self._database.connection() as conn:
+            self.rebuilder.issue_requests(conn)
+            wanted = latest_request(conn)
+        now = time.monotonic()
+        if wanted > self.ledger.synced_through and self.ledger.certify(wanted):
+            self._beat_at = now
+        elif self.ledger.holds_anything() or now - self._beat_at >= HEARTBEAT_SECONDS:
+            self.ledger.write(synced_through=None)
+            self._beat_at = now
+        self.rebuilder.finish_ready()
