@@ -86,6 +86,29 @@ def test_a_call_counted_after_its_caller_gave_up_is_taken_back(
     client.close()
 
 
+@pytest.mark.slow
+def test_a_lease_granted_after_its_caller_gave_up_is_returned_whole(
+    slow_redis: SlowReplyProxy,
+) -> None:
+    """Guards against a late lease answer returning only what its record says is unused: the
+    record keeps back the calls its process may use next, but nobody used any of these."""
+    client = redis.Redis.from_url(slow_redis.url, socket_timeout=REDIS_SOCKET_TIMEOUT)
+    admitter = Admitter(client, fence_token="test")
+    account_id = uuid.uuid4()
+    _seeded(admitter, account_id, 10)
+    taken_back = metrics.LATE_ADMISSIONS_TAKEN_BACK._value.get()
+    slow_redis.reply_delay = REDIS_SOCKET_TIMEOUT + 1.0
+    with pytest.raises(redis.TimeoutError):
+        admitter.admit(account_id, 1_000_000, PERIOD, wanted=8, lease="late:1")
+    slow_redis.reply_delay = 0.0
+    eventually(
+        lambda: metrics.LATE_ADMISSIONS_TAKEN_BACK._value.get() == taken_back + 1, timeout=15
+    )
+    assert int(client.get(counter_keys(account_id, PERIOD).counter)) == 10
+    assert client.hlen(counter_keys(account_id, PERIOD).leases) == 0
+    client.close()
+
+
 def test_a_take_back_sent_twice_takes_back_one_call(runtime: Runtime) -> None:
     """Guards against a take-back retried by redis-py after its answer was lost (both copies
     run once Redis answers again) uncounting two calls: the counter ended one below the truth,

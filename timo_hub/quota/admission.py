@@ -519,9 +519,9 @@ class Admitter:
         finally:
             conn.disconnect()
         if state == State.ADMITTED and granted > 1:
-            # A lease nobody will use: every call of it goes back.
+            # A lease nobody will use: every call of it goes back (its record keeps some back).
             self._persist(
-                lambda: self._report_take_back(key, self.settle(key, lease, run_id, -1) > 0),
+                lambda: self._report_take_back(key, self.settle(key, lease, run_id, granted) > 0),
                 "return a late lease",
                 key,
             )
