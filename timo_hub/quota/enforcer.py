@@ -56,7 +56,7 @@ class QuotaEnforcer:
         self.leases = LeaseBook(self.ledger, self.admitter)
         wake = threading.Event()
         self.rebuilder = CounterRebuilder(self.admitter, runtime.database, wake)
-        self.sync = QuotaSync(self.ledger, self.rebuilder, self.leases, runtime.database, wake)
+        self.sync = QuotaSync(self.ledger, self.rebuilder, runtime.database, wake)
         self._clock = PeriodClock()
         self._pid: int | None = None
         self._start_lock = threading.Lock()
@@ -159,6 +159,10 @@ class QuotaEnforcer:
     def close(self) -> None:
         """Stop the sync thread, return unused leased calls and write what the ledger holds."""
         if self._pid == os.getpid():
+            try:
+                self.leases.stop()
+            except Exception as exc:
+                logger.warning("quota: could not end leases (reconcile will): %s", exc)
             self.sync.stop()
             self._pid = None
 

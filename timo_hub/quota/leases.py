@@ -82,7 +82,7 @@ class Lease:
 
 
 class LeaseBook:
-    """This process's leases: taken from by request threads, ended by the sync thread."""
+    """This process's leases: taken from by request threads, ended by a thread of their own."""
 
     def __init__(self, ledger: UsageLedger, admitter: Admitter) -> None:
         self._ledger = ledger
@@ -201,8 +201,9 @@ class LeaseBook:
             self._active[key] = lease
 
     def end_due(self, now: float, *, every: bool = False) -> None:
-        """End the leases run out, expired or void (`every`: all of them), and return their
-        unused calls to Redis (sync thread). Leases Redis cannot take now are tried again."""
+        """End the leases run out, expired or void (`every`: all of them), return their unused
+        calls to Redis, and record how far each lease in use may be taken (the lease thread).
+        Leases Redis cannot take now are tried again."""
         fresh = self._ledger.is_fresh(now)
         with self._lock:
             for key, lease in list(self._active.items()):
@@ -219,9 +220,10 @@ class LeaseBook:
             # Each lease in use may be taken for `lease_ahead` more calls than it has been,
             # once Redis has that on record.
             changed = [
-                (lease, min(lease.granted, lease.used + lease_ahead(lease.granted)))
+                (lease, reach)
                 for lease in self._active.values()
-                if min(lease.granted, lease.used + lease_ahead(lease.granted)) > lease.allowed
+                if (reach := min(lease.granted, lease.used + lease_ahead(lease.granted)))
+                > lease.allowed
             ]
             for key, (_, last) in list(self._demand.items()):
                 if now - last > 2 * LEASE_SECONDS:

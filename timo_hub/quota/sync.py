@@ -2,9 +2,8 @@
 
 Every `CYCLE_SECONDS` the thread numbers the rebuilds this process has started, answers the
 highest rebuild request issued by anyone (waiting for calls in flight, then writing the whole
-tally), otherwise writes whatever tally it holds, beats at least every `HEARTBEAT_SECONDS`,
-and seeds the counters whose barrier has passed. A rebuild started here wakes it at once
-(`wake`).
+tally), otherwise writes whatever tally it holds, beats at least every `HEARTBEAT_SECONDS`, and
+seeds the counters whose barrier has passed. A rebuild started here wakes it at once (`wake`).
 Requests are read from PostgreSQL, not Redis: the thread's duties are all PostgreSQL's but the
 seeding, so a process that cannot reach Redis still writes what it holds and answers rebuilds.
 """
@@ -16,7 +15,6 @@ import threading
 import time
 
 from timo_hub.platform.db import Database
-from timo_hub.quota.leases import LeaseBook
 from timo_hub.quota.ledger import UsageLedger
 from timo_hub.quota.rebuild import CounterRebuilder, latest_request
 
@@ -33,13 +31,11 @@ class QuotaSync:
         self,
         ledger: UsageLedger,
         rebuilder: CounterRebuilder,
-        leases: LeaseBook,
         database: Database,
         wake: threading.Event,
     ) -> None:
         self.ledger = ledger
         self.rebuilder = rebuilder
-        self.leases = leases
         self._database = database
         self._wake = wake
         self._stopping = threading.Event()
@@ -58,10 +54,6 @@ class QuotaSync:
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
-        try:
-            self.leases.stop()
-        except Exception as exc:
-            logger.warning("quota sync: could not end leases (reconcile will): %s", exc)
         try:
             self.rebuilder.abandon_all()
         except Exception as exc:
