@@ -79,9 +79,8 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     if any(getattr(handler, CONFIGURED_MARK, False) for handler in root.handlers):
         return
-    handler = build_handler(log_format(settings), sys.stderr)
-    if settings.env == "production" and isinstance(handler, ServiceLogHandler):
-        handler.buffer_seconds = ACCESS_BUFFER_SECONDS
+    held_for = ACCESS_BUFFER_SECONDS if settings.env == "production" else 0.0
+    handler = build_handler(log_format(settings), sys.stderr, held_for)
     setattr(handler, CONFIGURED_MARK, True)
     root.addHandler(handler)
     root.setLevel(level)
@@ -226,9 +225,10 @@ def _json_scalar(value: object) -> str:
     return json.dumps(value, default=str)
 
 
-def build_handler(fmt: str, stream: TextIO) -> logging.Handler:
-    """A handler writing `fmt` (`json` or `plain`) lines, with the request ids, to `stream`."""
-    handler = ServiceLogHandler(fmt, stream)
+def build_handler(fmt: str, stream: TextIO, buffer_seconds: float = 0.0) -> logging.Handler:
+    """A handler writing `fmt` (`json` or `plain`) lines, with the request ids, to `stream`
+    (access lines held up to `buffer_seconds` and written together)."""
+    handler = ServiceLogHandler(fmt, stream, buffer_seconds)
     handler.addFilter(RequestContextFilter())
     if fmt == "json":
         handler.setFormatter(
