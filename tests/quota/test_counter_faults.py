@@ -210,7 +210,14 @@ def test_a_counter_lost_or_stale_mid_burst_admits_exactly_the_limit(
     statuses = Counter(a.status for a in answers)
     assert statuses == {200: FREE_LIMIT, 429: 100}
     remaining = sorted((a.remaining for a in answers if a.status == 200), reverse=True)
-    assert remaining == list(range(FREE_LIMIT - 1, -1, -1))  # each value handed out once
+    if fault_name == "restart-from-stale-snapshot":
+        # A call Redis counted as it crashed, cut off before its answer (a 503, retried), used up
+        # a number that the rebuilt counter, seeded with the calls answered, hands out again: the
+        # counts stay exact, and a header value repeats once per such call.
+        assert set(remaining) <= set(range(FREE_LIMIT))
+        assert len(remaining) - len(set(remaining)) <= sum(a.tries - 1 for a in answers)
+    else:
+        assert remaining == list(range(FREE_LIMIT - 1, -1, -1))  # each value handed out once
     assert _ledger(stack_runtime, customer) == FREE_LIMIT
     # The fault was felt: the counter was rebuilt through the barrier (not seeded as a new month).
     assert _rebuild_requests(stack_runtime) > requests_before
