@@ -13,27 +13,24 @@ from __future__ import annotations
 
 import logging
 
-from flask import Request
-
-from timo_hub.accounts.principal import Principal
-from timo_hub.platform.logs import RequestContextFilter, ServiceLogHandler
+from timo_hub.platform.logs import LoggedRequest, RequestContextFilter, ServiceLogHandler
 
 logger = logging.getLogger("api.access")
 
 
 def log_request(
-    req: Request,
+    method: str,
+    path: str,
+    rule: str | None,
     status: int,
     elapsed: float | None,
-    request_id: str = "",
-    principal: Principal | None = None,
+    request: LoggedRequest,
 ) -> None:
-    """Log one answered request (at INFO, so `TIMO_LOG_LEVEL=WARNING` drops it for free)."""
+    """Log one answered request to Flask route `rule` (None: no route matched), at INFO, so
+    `TIMO_LOG_LEVEL=WARNING` drops it for free."""
     if not logger.isEnabledFor(logging.INFO):
         return
     duration_ms = round(elapsed * 1000, 3) if elapsed is not None else None
-    rule = req.url_rule.rule if req.url_rule is not None else None
-    method, path = req.method, req.path
     message = f"{method} {path} {status} {duration_ms}ms"
     fields: dict[str, object] = {
         "method": method,
@@ -45,10 +42,7 @@ def log_request(
     if handlers is None:
         logger.info(message, extra=fields)
         return
-    if principal is None:
-        ids = (request_id, "", "")
-    else:
-        ids = (request_id, principal.account_text, principal.key_text)
+    ids = request.log_ids
     for handler in handlers:
         handler.write_line(logger.name, message, ids, fields)
 

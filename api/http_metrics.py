@@ -1,6 +1,6 @@
 """Prometheus metrics of the web processes, and the operator-only `/metrics` endpoint.
 
-Counted per request by the gate (`api.gate`, after the response is built): requests by route
+Counted per request by the gate (`api.gate`, once the answer is started): requests by route
 template, method and status, and their latency. Admissions and refusals are counted by the gate
 too; events published and publish failures by the publisher (`events.pipeline_metrics`).
 
@@ -25,7 +25,7 @@ from collections import Counter as Tally
 from collections import deque
 from typing import Any
 
-from flask import Blueprint, Flask, Request, Response, request
+from flask import Blueprint, Flask, Response, request
 from prometheus_client import Counter, Histogram
 
 from api.current import current_runtime
@@ -114,11 +114,11 @@ def _forget_parent_pending() -> None:
 os.register_at_fork(after_in_child=_forget_parent_pending)
 
 
-def count(req: Request, status: int, elapsed: float | None) -> None:
-    """Count one answered request and how long it took (written at the next flush)."""
-    rule = req.url_rule.rule if req.url_rule is not None else UNMATCHED
+def count(rule: str | None, method: str, status: int, elapsed: float | None) -> None:
+    """Count one answered request to Flask route `rule` (None: no route matched) and how long it
+    took (written at the next flush)."""
     pending = _PENDING
-    pending.answers.append((rule, req.method, status, elapsed))
+    pending.answers.append((rule or UNMATCHED, method, status, elapsed))
     if not pending.flusher_started:
         pending.start_flusher()
 

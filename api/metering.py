@@ -12,8 +12,6 @@ import re
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from flask import Request
-
 from events.model import new_event_id, serialise_trusted
 from events.publisher import EventPublisher
 from timo_hub.accounts.principal import Principal
@@ -36,15 +34,16 @@ def _camel(name: str) -> str:
 
 def record_call(
     publisher: EventPublisher,
-    req: Request,
+    rule: str,
+    method: str,
     principal: Principal,
     status: int,
     started_at: float,
     elapsed: float,
     request_id: str,
 ) -> None:
-    """Publish the event of one authenticated call that started at epoch `started_at`."""
-    rule = req.url_rule.rule if req.url_rule is not None else req.path
+    """Publish the event of one authenticated call to Flask route `rule` that started at epoch
+    `started_at`."""
     # Every value is produced here (ids, a route template, a validated request id), so the event's
     # JSON is written directly rather than through a model built and validated per request.
     line = serialise_trusted(
@@ -52,7 +51,7 @@ def record_call(
         occurred_at=datetime.fromtimestamp(started_at, UTC),
         account_id=principal.account_text,
         key_id=principal.key_text,
-        method=req.method,
+        method=method,
         endpoint=route_template(rule),
         status=status,
         duration_ms=round(elapsed * 1000, 3),

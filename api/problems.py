@@ -21,10 +21,11 @@ from typing import Any, ClassVar
 
 import psycopg
 import redis
-from flask import Flask, Response, g, json, request
+from flask import Flask, Response, json, request
 from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from api.request_state import current_request
 from timo_hub import errors
 from timo_hub.quota.enforcer import QuotaExceededError
 
@@ -146,19 +147,38 @@ def problem_response(
     **extensions: Any,
 ) -> Response:
     """Build an `application/problem+json` response."""
+    body = problem_body(status, slug, title, detail, request.path, _request_id(), **extensions)
+    response = Response(body, status=status, mimetype=PROBLEM_CONTENT_TYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def problem_body(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    instance: str,
+    request_id: str | None,
+    **extensions: Any,
+) -> str:
+    """The JSON of a problem about the request at path `instance`."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + slug,
         "title": title,
         "status": status,
         "detail": detail,
-        "instance": request.path,
-        "request_id": g.get("request_id"),
+        "instance": instance,
+        "request_id": request_id,
     }
     body.update(extensions)
-    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_CONTENT_TYPE)
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
+    return json.dumps(body)
+
+
+def _request_id() -> str | None:
+    state = current_request()
+    return state.request_id if state is not None else None
 
 
 def _from_api_error(error: ApiError) -> Response:
@@ -202,7 +222,7 @@ def _from_unexpected(error: Exception) -> Response:
         "unhandled error on %s %s (request_id=%s)",
         request.method,
         request.path,
-        g.get("request_id"),
+        _request_id(),
     )
     return problem_response(
         500,
@@ -217,7 +237,7 @@ def _from_dependency_down(error: Exception) -> Response:
         "dependency unavailable on %s %s (request_id=%s): %s",
         request.method,
         request.path,
-        g.get("request_id"),
+        _request_id(),
         error,
     )
     # Fail closed: without PostgreSQL or Redis no call can be authenticated or metered.

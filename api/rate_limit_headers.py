@@ -7,20 +7,19 @@ could mistake for a limit.
 
 from __future__ import annotations
 
-from werkzeug.datastructures import Headers
-
 from timo_hub.quota.admission import Admission
 
 UNLIMITED = "unlimited"
 
 
-def add(headers: Headers, admission: Admission) -> None:
-    """Add the month's limit, what remains of it and when it resets (to headers without them:
-    appending skips the search for earlier values that setting costs)."""
+def pairs(admission: Admission) -> list[tuple[str, str]]:
+    """The month's limit, what remains of it and when it resets, as (name, value) pairs for a
+    WSGI header list."""
+    reset = ("X-RateLimit-Reset", str(admission.period.reset_epoch))
     if admission.limit is None:
-        headers.add("X-RateLimit-Limit", UNLIMITED)
-        headers.add("X-RateLimit-Remaining", UNLIMITED)
-    else:
-        headers.add("X-RateLimit-Limit", str(admission.limit))
-        headers.add("X-RateLimit-Remaining", str(admission.remaining))
-    headers.add("X-RateLimit-Reset", str(admission.period.reset_epoch))
+        return [("X-RateLimit-Limit", UNLIMITED), ("X-RateLimit-Remaining", UNLIMITED), reset]
+    return [
+        ("X-RateLimit-Limit", str(admission.limit)),
+        ("X-RateLimit-Remaining", str(admission.remaining)),
+        reset,
+    ]

@@ -1,6 +1,6 @@
 """Request ids: echo a caller's `X-Request-ID` when it is sane, otherwise make one.
 
-The gate keeps the id in `g.request_id` for logs and problem bodies, and sends it in the
+The gate keeps the id in its `RequestState` for logs and problem bodies, and sends it in the
 `X-Request-ID` header of every response, so a client can quote it and an operator can find the
 request.
 """

@@ -1,6 +1,7 @@
 """Version 1 of the public API: one blueprint under `/api/v1`, one module per resource.
 
-Every call but health and the OpenAPI document passes the gate's admission first (`api.gate`).
+Every call but health and the OpenAPI document passes the gate's admission first (`api.gate`),
+the blueprint's only hook.
 """
 
 from flask import Blueprint

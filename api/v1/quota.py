@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import current_app, g
+from flask import current_app
 from flask.typing import ResponseReturnValue
 
+from api.current import current_admission
 from api.openapi.registry import Reply, operation
 from api.v1 import blueprint
 from api.v1.schemas import QuotaOut
@@ -22,7 +23,7 @@ from timo_hub.quota.period import Period
 )
 def get_quota() -> ResponseReturnValue:
     """Limit, used, remaining and the reset time; agrees with this response's headers."""
-    admission: Admission = g.admission
+    admission = current_admission()
     return current_app.response_class(quota_json(admission), mimetype="application/json")
 
 

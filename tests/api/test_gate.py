@@ -103,7 +103,12 @@ def test_a_step_failing_after_the_event_does_not_record_the_call_twice(
     monkeypatch.setattr(http_metrics, "count", count_failing_once)
     response = served.test_client().get("/api/v1/account", headers=customer.auth)
     assert response.status_code == 500
+    assert response.content_type == "application/problem+json"
+    # The 500 replaced the answer before any of it was sent: one of each of the gate's headers.
+    assert len(response.headers.getlist("X-Request-ID")) == 1
+    assert len(response.headers.getlist("X-RateLimit-Remaining")) == 1
     request_id = response.headers["X-Request-ID"]
+    assert response.get_json()["request_id"] == request_id
     events = [
         e
         for e in spooled_events(served.extensions["timo"].settings.home)

@@ -4,7 +4,8 @@ Each record carries the `request_id`, `account_id` and `key_id` of the request i
 (empty outside one): the ids of the caller, never the key itself. `TIMO_LOG_FORMAT` (`json` or
 `plain`) overrides the default, which is JSON when `TIMO_ENV=production`.
 
-Platform code: imports only the settings. Flask is looked up lazily, for the request ids.
+Platform code: imports only the settings. The web gate tells it the request in flight
+(`current_request`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import os
 import sys
 import threading
 import time
+from contextvars import ContextVar
 from json.encoder import encode_basestring_ascii
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -36,24 +38,27 @@ ACCESS_BUFFER_SECONDS = 0.2
 HELD_LINES = 256
 
 
+class LoggedRequest(Protocol):
+    """A request in flight, as log records see it."""
+
+    @property
+    def log_ids(self) -> tuple[str, str, str]:
+        """(request id, account id, key id), each empty where unknown."""
+        ...
+
+
+# Set by the web gate for the duration of each request (per thread: a context variable).
+current_request: ContextVar[LoggedRequest | None] = ContextVar("timo_logged_request", default=None)
+
+
 class RequestContextFilter(logging.Filter):
-    """Adds the current request's ids (from Flask's `g`) to every record."""
+    """Adds the current request's ids (from `current_request`) to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Never drops a record; only annotates it."""
-        values = dict.fromkeys(REQUEST_FIELDS, "")
-        try:
-            from flask import g, has_request_context
-
-            if has_request_context():
-                values["request_id"] = g.get("request_id") or ""
-                principal = g.get("principal")
-                if principal is not None:
-                    values["account_id"] = str(principal.account_id)
-                    values["key_id"] = str(principal.key_id)
-        except ImportError:  # pragma: no cover - Flask is always installed with this package
-            pass
-        for name, value in values.items():
+        request = current_request.get()
+        values = request.log_ids if request is not None else ("", "", "")
+        for name, value in zip(REQUEST_FIELDS, values, strict=True):
             if not getattr(record, name, ""):
                 setattr(record, name, value)
         return True
