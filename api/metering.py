@@ -12,7 +12,7 @@ import re
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from events.model import new_event_id, serialise_trusted
+from events.model import new_event_id_text, serialise_trusted
 from events.publisher import EventPublisher
 from timo_hub.accounts.principal import Principal
 from timo_hub.platform.runtime import Runtime
@@ -47,7 +47,7 @@ def record_call(
     # Every value is produced here (ids, a route template, a validated request id), so the event's
     # JSON is written directly rather than through a model built and validated per request.
     line = serialise_trusted(
-        event_id=new_event_id(),
+        event_id=new_event_id_text(),
         occurred_at=datetime.fromtimestamp(started_at, UTC),
         account_id=principal.account_text,
         key_id=principal.key_text,

@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
+import uuid_utils as uuid_utils_native
 import uuid_utils.compat as uuid_utils
 from pydantic import (
     AfterValidator,
@@ -90,7 +91,7 @@ _FAST_TEMPLATE = (
 
 
 def serialise_trusted(
-    event_id: uuid.UUID,
+    event_id: uuid.UUID | str,
     occurred_at: datetime,
     account_id: uuid.UUID | str,
     key_id: uuid.UUID | str,
@@ -121,3 +122,9 @@ def serialise_trusted(
 def new_event_id() -> uuid.UUID:
     """A UUIDv7: unique, and sorting by time."""
     return uuid_utils.uuid7()
+
+
+def new_event_id_text() -> str:
+    """A new event id (a UUIDv7) in its canonical text, for `serialise_trusted`: made and
+    formatted by uuid-utils itself, without the standard `uuid.UUID` in between (~2 us less)."""
+    return str(uuid_utils_native.uuid7())

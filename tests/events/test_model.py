@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events.model import ApiCallRecorded, InvalidEventError, new_event_id, serialise_trusted
+from events.model import (
+    ApiCallRecorded,
+    InvalidEventError,
+    new_event_id,
+    new_event_id_text,
+    serialise_trusted,
+)
 from tests.support.events import make_event
 
 
@@ -54,6 +60,16 @@ def test_event_ids_are_uuid7_and_sort_by_time() -> None:
     ids = [new_event_id() for _ in range(1000)]
     assert all(i.version == 7 for i in ids)
     assert ids == sorted(ids)
+
+
+def test_event_ids_as_text_are_canonical_uuid7_and_sort_by_time() -> None:
+    # The request path writes ids it never held as `uuid.UUID`: they must read back as the same
+    # canonical text the model writes.
+    texts = [new_event_id_text() for _ in range(1000)]
+    parsed = [uuid.UUID(text) for text in texts]
+    assert [str(i) for i in parsed] == texts
+    assert all(i.version == 7 for i in parsed)
+    assert parsed == sorted(parsed)
 
 
 @given(
