@@ -13,7 +13,12 @@ Flask answers with an error; `/api/v1` calls other than health and the OpenAPI d
 3. On the way out, once Flask has started its answer and before any byte of it is sent, the gate
    reads the clock once and hands the same interval to the usage event's `duration_ms`, the
    latency histogram and the access log line; it adds the rate-limit headers to every answer of an
-   authenticated caller (errors included) and the `X-Request-ID` header to every answer.
+   authenticated caller (errors included) and the `X-Request-ID` header to every answer. If the
+   caller's event cannot be written, the answer becomes a 500 problem (none of it was sent); the
+   histogram and the access line are bookkeeping, and their failure fails no call.
+
+Anything run while the body is sent (nothing streams today) runs after the request's state is
+closed: it sees no current request, and the duration does not include it.
 
 A middleware rather than Flask's `before_request`/`after_request` hooks: the hooks' dispatch, the
 hops through Flask's context proxies and the headers added to a `Response` (each validated, then
@@ -92,66 +97,85 @@ class Gate:
 
             body: Iterable[bytes] = self.app(environ, start)
             status_line, headers = started[-1]
-            try:
-                # Before the server sends a byte: the event is durable before the answer leaves.
-                self._close(state, int(status_line[:3]))
-            except Exception:
+            answered = _Answered(state, environ, int(status_line[:3]))
+            # Before the server sends a byte: the event is durable before the answer leaves.
+            if not self._meter(state, answered):
                 _close_body(body)
-                status_line, headers, body = self._failed_close_answer(environ, state)
+                status_line, headers, body = self._unmetered_answer(state, answered)
+                answered.status = 500
+            self._count_and_log(state, answered)
             # Appended to the app's list: a new answer has none of these to replace, and every
             # value is already a valid header value (ids, integers).
             headers.append((request_ids.HEADER, state.request_id))
             if state.admission is not None:
                 headers.extend(rate_limit_headers.pairs(state.admission))
-            start_response(status_line, headers)
+            try:
+                start_response(status_line, headers)
+            except BaseException:
+                _close_body(body)  # the server will not iterate it, so would not close it
+                raise
             if state.touch is not None:
                 return ClosingIterator(body, state.touch)
             return body
         finally:
             request_state.leave(entered)
 
-    def _close(self, state: RequestState, status: int) -> None:
-        """Meter, refund, count and log the call answered `status`."""
-        elapsed = state.clock.elapsed()
-        req = state.request
-        rule = req.url_rule.rule if req is not None and req.url_rule is not None else None
-        method = req.method if req is not None else "GET"
+    def _meter(self, state: RequestState, answered: _Answered) -> bool:
+        """Publish the caller's event and refund a call that does not count; False if the event
+        could not be written (logged)."""
         principal = state.principal
-        if principal is not None:
+        if principal is None:
+            return True
+        try:
             metering.record_call(
                 self.publisher,
-                rule if rule is not None else (req.path if req is not None else ""),
-                method,
+                answered.rule if answered.rule is not None else answered.path,
+                answered.method,
                 principal,
-                status,
+                answered.status,
                 state.clock.started_at,
-                elapsed,
+                answered.elapsed,
                 state.request_id,
             )
-            admission = state.admission
-            if admission is not None and admission.admitted and not counts(status):
-                # Admitted, then answered 503 by the handler (a store it needed was down): the
-                # event says the call does not count, so neither may the quota.
-                self.quota.refund(principal, admission)
-        http_metrics.count(rule, method, status, elapsed)
-        path = req.path if req is not None else ""
-        access_log.log_request(method, path, rule, status, elapsed, state)
+        except Exception:
+            logger.exception("could not record the call (request_id=%s)", state.request_id)
+            return False
+        admission = state.admission
+        if admission is not None and admission.admitted and not counts(answered.status):
+            # Admitted, then answered 503 by the handler (a store it needed was down): the
+            # event says the call does not count, so neither may the quota.
+            self.quota.refund(principal, admission)
+        return True
 
-    def _failed_close_answer(
-        self, environ: WSGIEnvironment, state: RequestState
+    def _count_and_log(self, state: RequestState, answered: _Answered) -> None:
+        """The latency histogram and the access line: bookkeeping, which never fails a call."""
+        try:
+            http_metrics.count(answered.rule, answered.method, answered.status, answered.elapsed)
+        except Exception:
+            logger.exception("could not count the request (request_id=%s)", state.request_id)
+        try:
+            access_log.log_request(
+                answered.method,
+                answered.path,
+                answered.rule,
+                answered.status,
+                answered.elapsed,
+                state,
+            )
+        except Exception:
+            logger.exception("could not log the request (request_id=%s)", state.request_id)
+
+    def _unmetered_answer(
+        self, state: RequestState, answered: _Answered
     ) -> tuple[str, list[tuple[str, str]], list[bytes]]:
-        """A 500 for an answer whose closing failed (its event not written, or a step after it).
-
-        Nothing of the first answer has been sent; the event, if written, stays the only one.
-        """
-        logger.exception("could not finish request (request_id=%s)", state.request_id)
-        req = state.request
+        """A 500 in place of an answer whose event could not be written: nothing of that answer
+        has been sent."""
         document = problems.problem_body(
             500,
             problems.ApiError.slug,
             problems.ApiError.title,
             "The server failed to handle this request; quote the request_id to support.",
-            req.path if req is not None else environ.get("PATH_INFO", ""),
+            answered.path,
             state.request_id,
         ).encode()
         headers = [
@@ -159,6 +183,25 @@ class Gate:
             ("Content-Length", str(len(document))),
         ]
         return "500 INTERNAL SERVER ERROR", headers, [document]
+
+
+class _Answered:
+    """What the gate records of an answered request: its route, method, path, status, duration."""
+
+    __slots__ = ("elapsed", "method", "path", "rule", "status")
+
+    def __init__(self, state: RequestState, environ: WSGIEnvironment, status: int) -> None:
+        self.elapsed = state.clock.elapsed()
+        self.status = status
+        req = state.request
+        if req is not None:
+            self.rule: str | None = req.url_rule.rule if req.url_rule is not None else None
+            self.method: str = req.method
+            self.path: str = req.path
+        else:  # Flask made no request of ours (its request_class was replaced): the environ's
+            self.rule = None
+            self.method = environ.get("REQUEST_METHOD", "GET")
+            self.path = environ.get("PATH_INFO", "")
 
 
 def _no_write(data: bytes) -> object:

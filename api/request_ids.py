@@ -13,12 +13,12 @@ import re
 HEADER = "X-Request-ID"
 ENVIRON_KEY = "HTTP_X_REQUEST_ID"
 # Anything else (too long, control characters, spaces) is replaced, never reflected.
-_ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_ACCEPTABLE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def accept_or_make(supplied: str | None) -> str:
     """The caller's id if it is a sane token, else a new one."""
-    if supplied and _ACCEPTABLE.match(supplied):
+    if supplied and _ACCEPTABLE.fullmatch(supplied):
         return supplied
     # 128 random bits as hex, like a UUID4 without the UUID object. An id names a request, it
     # guards nothing, so it comes from the process's Mersenne Twister (seeded from the OS, and

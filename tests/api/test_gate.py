@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api import close_app, create_app, http_metrics
+from api import close_app, create_app, http_metrics, metering
 from events.spool import written_lines
 from tests.support.accounts import Customer
 from tests.support.log_capture import captured
@@ -90,7 +90,8 @@ def test_a_step_failing_after_the_event_does_not_record_the_call_twice(
     served: Flask, customer: Customer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Guards the defect where a step failing after the event was spooled (here the metrics)
-    # made Flask answer 500 and run the closing hook again: a second event, a phantom call.
+    # made Flask answer 500 and run the closing hook again: a second event, a phantom call. The
+    # event says 200, and so does the answer: bookkeeping after it does not fail the call.
     real_count = http_metrics.count
     failures = []
 
@@ -102,16 +103,40 @@ def test_a_step_failing_after_the_event_does_not_record_the_call_twice(
 
     monkeypatch.setattr(http_metrics, "count", count_failing_once)
     response = served.test_client().get("/api/v1/account", headers=customer.auth)
-    assert response.status_code == 500
-    assert response.content_type == "application/problem+json"
-    # The 500 replaced the answer before any of it was sent: one of each of the gate's headers.
-    assert len(response.headers.getlist("X-Request-ID")) == 1
-    assert len(response.headers.getlist("X-RateLimit-Remaining")) == 1
+    assert failures and response.status_code == 200
     request_id = response.headers["X-Request-ID"]
-    assert response.get_json()["request_id"] == request_id
     events = [
         e
         for e in spooled_events(served.extensions["timo"].settings.home)
         if e["request_id"] == request_id
     ]
     assert [e["status"] for e in events] == [200]
+
+
+def test_an_event_that_cannot_be_written_is_a_500_counted_and_logged_once(
+    served: Flask, customer: Customer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Guards the middleware's replacement answer: the 500 must carry the gate's headers once
+    # (they are appended after the replacement), a problem body quoting the request id, and
+    # reach the request metrics and the access log, as every answer sent does.
+    publisher = served.extensions[metering.EXTENSION]
+
+    def spool_full(line: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(publisher, "publish_line", spool_full)
+    errors = http_metrics.REQUESTS.labels("/api/v1/account", "GET", "500")
+    errors_before = errors._value.get()
+    with captured("api.access", "json") as lines:
+        response = served.test_client().get("/api/v1/account", headers=customer.auth)
+    http_metrics.flush()
+    assert response.status_code == 500
+    assert response.content_type == "application/problem+json"
+    assert len(response.headers.getlist("X-Request-ID")) == 1
+    assert len(response.headers.getlist("X-RateLimit-Remaining")) == 1
+    request_id = response.headers["X-Request-ID"]
+    assert response.get_json()["request_id"] == request_id
+    assert int(response.headers["Content-Length"]) == len(response.data)
+    assert errors._value.get() - errors_before == 1
+    (line,) = [json.loads(x) for x in lines.getvalue().splitlines()]
+    assert (line["status"], line["request_id"]) == (500, request_id)
