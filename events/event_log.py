@@ -58,7 +58,9 @@ SELECT_RECEIPTS = "SELECT batch_id FROM event_batch_receipts WHERE batch_id = AN
 DELETE_OLD_RECEIPTS = """
 DELETE FROM event_batch_receipts WHERE received_at < now() - make_interval(days => %(days)s)
 """
-INSERT_DEAD_LETTER = "INSERT INTO dead_letters (source, payload, error) VALUES (%s, %s, %s)"
+INSERT_DEAD_LETTER = """
+INSERT INTO dead_letters (source, payload, payload_bytes, error) VALUES (%s, %s, %s, %s)
+"""
 
 REBUILD_USAGE_FOR_DAY = """
 INSERT INTO usage_daily (account_id, day, key_id, endpoint, status, calls, duration_ms_sum)
@@ -122,8 +124,28 @@ def forget_receipts(conn: psycopg.Connection, older_than_days: int) -> int:
 
 
 def record_dead_letter(conn: psycopg.Connection, source: str, payload: str, error: str) -> None:
-    """Keep an unreadable message with the reason it was refused."""
-    conn.execute(INSERT_DEAD_LETTER, (source, payload, error))
+    """Keep an unreadable message with the reason it was refused.
+
+    Whatever the payload holds, the row can be stored: a NUL character (which a `text` column
+    refuses) or a lone surrogate (which has no UTF-8) is kept exactly in `payload_bytes`, and
+    `payload` holds a readable copy. A dead letter that could not be written would take its
+    whole batch down with it.
+    """
+    text, exact = storable_text(payload)
+    conn.execute(INSERT_DEAD_LETTER, (source, text, exact, storable_text(error)[0]))
+
+
+def storable_text(text: str) -> tuple[str, bytes | None]:
+    """`text` as PostgreSQL's `text` can hold it, and its exact bytes when that differs."""
+    try:
+        if "\0" not in text:
+            text.encode("utf-8")
+            return text, None
+    except UnicodeEncodeError:
+        pass
+    exact = text.encode("utf-8", errors="surrogatepass")
+    readable = exact.decode("utf-8", errors="replace").replace("\0", "\ufffd")
+    return readable, exact
 
 
 def event_days_since(conn: psycopg.Connection, since: date) -> list[date]:

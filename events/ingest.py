@@ -7,6 +7,7 @@ dead letters commit together or not at all, and the worker acknowledges the mess
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -19,6 +20,8 @@ from events.partitions import PartitionRegistry
 from events.retention import retention_floor
 from timo_hub.platform.db import Database
 from timo_hub.platform.months import month_start
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,17 @@ def ingest(
     # One connection for the floor check and the append: no second checkout per batch.
     with database.connection() as conn:
         events = _after_retention_floor(retention_floor(conn), events, rejected)
-        result = _append(conn, partitions, events, rejected, source, batch_id)
+        # End the read's transaction, so that a partition made for this batch is committed on
+        # its own (and remembered) before the batch's transaction starts.
+        conn.commit()
+        try:
+            result = _append_or_look_again(conn, partitions, events, rejected, source, batch_id)
+        except _REFUSED_BY_THE_DATABASE as exc:
+            # Something in the batch the model let through, the database refuses: find it, line
+            # by line, rather than drop the batch (the broker would not redeliver it and the
+            # web process would ship it again forever).
+            logger.warning("batch refused whole (%s); appending it event by event", exc)
+            result = _append_one_by_one(conn, partitions, events, rejected, source, batch_id)
     pipeline_metrics.EVENTS_INGESTED.inc(result.appended)
     pipeline_metrics.EVENTS_DUPLICATE.inc(result.duplicates)
     pipeline_metrics.EVENTS_DEAD_LETTERED.inc(len(rejected))
@@ -109,6 +122,56 @@ def ingest(
         dead_lettered=len(rejected),
         rejections=tuple(reason for _, reason in rejected),
     )
+
+
+# What is wrong with a batch's content rather than with the database (unlike OperationalError,
+# which the task retries): a value it cannot store, a constraint the event breaks, or a month no
+# partition can be made for (the year 9999's December ends past the last date Python has).
+_REFUSED_BY_THE_DATABASE = (psycopg.DataError, psycopg.IntegrityError, ValueError)
+
+
+def _append_or_look_again(
+    conn: psycopg.Connection,
+    partitions: PartitionRegistry,
+    events: list[ApiCallRecorded],
+    rejected: list[tuple[str, str]],
+    source: str,
+    batch_id: str | None,
+) -> event_log.AppendResult:
+    try:
+        return _append(conn, partitions, events, rejected, source, batch_id)
+    except psycopg.errors.CheckViolation:
+        # No partition for a month the cache knew: another process dropped it (retention).
+        # Look again, once; a second refusal is the batch's own.
+        partitions.forget()
+        return _append(conn, partitions, events, rejected, source, batch_id)
+
+
+def _append_one_by_one(
+    conn: psycopg.Connection,
+    partitions: PartitionRegistry,
+    events: list[ApiCallRecorded],
+    rejected: list[tuple[str, str]],
+    source: str,
+    batch_id: str | None,
+) -> event_log.AppendResult:
+    """Append each event in its own transaction, dead-lettering those the database refuses;
+    then the dead letters and the receipt. Exactly once still: the log ignores what it has."""
+    appended = duplicates = 0
+    for event in events:
+        try:
+            one = _append(conn, partitions, [event], (), source)
+        except _REFUSED_BY_THE_DATABASE as exc:
+            rejected.append((event.to_json(), f"refused by the database: {exc}"))
+            continue
+        appended += one.appended
+        duplicates += one.duplicates
+    with conn.transaction():
+        for payload, reason in rejected:
+            event_log.record_dead_letter(conn, source, payload, reason)
+        if batch_id is not None:
+            event_log.record_receipt(conn, batch_id)
+    return event_log.AppendResult(appended=appended, duplicates=duplicates)
 
 
 def _after_retention_floor(

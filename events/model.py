@@ -39,6 +39,14 @@ def _utc_iso(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _no_nul(text: str) -> str:
+    # PostgreSQL's `text` cannot hold NUL: such an event could never be stored, and must be
+    # refused here (a dead letter), not by the insert of its whole batch.
+    if "\0" in text:
+        raise ValueError("contains a NUL character")
+    return text
+
+
 UtcMoment = Annotated[
     datetime, AfterValidator(_require_utc), PlainSerializer(_utc_iso, return_type=str)
 ]
@@ -53,11 +61,13 @@ class ApiCallRecorded(BaseModel):
     occurred_at: UtcMoment
     account_id: uuid.UUID
     key_id: uuid.UUID
-    method: str = Field(min_length=1, max_length=16)
-    endpoint: str = Field(min_length=1, max_length=200, description="The route template.")
+    method: Annotated[str, AfterValidator(_no_nul)] = Field(min_length=1, max_length=16)
+    endpoint: Annotated[str, AfterValidator(_no_nul)] = Field(
+        min_length=1, max_length=200, description="The route template."
+    )
     status: int = Field(ge=100, le=599)
     duration_ms: float = Field(ge=0)
-    request_id: str = Field(min_length=1, max_length=128)
+    request_id: Annotated[str, AfterValidator(_no_nul)] = Field(min_length=1, max_length=128)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

@@ -14,6 +14,7 @@ from datetime import date
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from timo_hub.platform.months import next_month
 
@@ -63,7 +64,11 @@ class PartitionRegistry:
             return []
         created = []
         # DDL in its own transaction, under an advisory lock, so that concurrent workers do not
-        # race each other's CREATE and a batch's transaction holds no DDL locks.
+        # race each other's CREATE and a batch's transaction holds no DDL locks. Only a
+        # transaction of its own commits here: inside the caller's (a savepoint) the partition
+        # exists only once the caller commits, so it is not remembered, lest a rollback leave the
+        # cache believing in a partition that is not there.
+        own_transaction = conn.info.transaction_status == TransactionStatus.IDLE
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK_KEY,))
             existing = {row[0] for row in conn.execute(EXISTING_PARTITIONS)}
@@ -78,8 +83,9 @@ class PartitionRegistry:
                     )
                     created.append(name)
             existing.update(missing)
-        with self._lock:
-            self._known.update(existing)
+        if own_transaction:
+            with self._lock:
+                self._known.update(existing)
         return created
 
     def forget(self) -> None:

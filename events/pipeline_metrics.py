@@ -15,6 +15,10 @@ PUBLISH_FAILURES = Counter("timo_event_publish_failures", "Failed attempts to pu
 EVENTS_INGESTED = Counter("timo_events_ingested", "Events appended to the log by workers")
 EVENTS_DUPLICATE = Counter("timo_events_duplicate", "Events ignored because already in the log")
 EVENTS_DEAD_LETTERED = Counter("timo_events_dead_lettered", "Unreadable event payloads")
+SPOOL_TORN_LINES = Counter(
+    "timo_spool_torn_lines",
+    "Unfinished last lines cut from a dead process's spool segment when it was adopted",
+)
 INGEST_LAG = Histogram(
     "timo_ingest_lag_seconds",
     "From the oldest event of a batch happening to the batch being committed",

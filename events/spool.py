@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import mmap
 import os
 import threading
@@ -31,6 +32,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from events import pipeline_metrics
+
+logger = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".jsonl"
 OFFSET_SUFFIX = ".offset"
@@ -209,8 +214,15 @@ class Spool:
                 os.close(fd)  # its writer is alive
                 continue
             # Cut what its writer never finished: the unwritten (zero) tail of the mapping and
-            # the line it was killed while copying.
-            os.ftruncate(fd, _complete_end(fd))
+            # the line it was killed while copying, which could never be shipped (only complete
+            # lines are), so the segment could never be retired.
+            complete, written = _complete_end(fd)
+            os.ftruncate(fd, complete)
+            if written > complete:
+                pipeline_metrics.SPOOL_TORN_LINES.inc()
+                logger.warning(
+                    "spool: cut %d bytes of an unfinished line from %s", written - complete, path
+                )
             verified = _read_offset(path)
             segment = Segment(path=path, fd=fd, sealed=True, shipped=verified, verified=verified)
             with self._lock:
@@ -270,9 +282,10 @@ def written_lines(path: Path) -> list[str]:
     return [line.decode("utf-8", errors="replace") for line in data.split(b"\n")[:-1] if line]
 
 
-def _complete_end(fd: int) -> int:
-    """Where a dead writer's complete lines end: before the first zero byte (the unwritten tail,
-    or a hole in the line it was copying), back to the newline ending the line before."""
+def _complete_end(fd: int) -> tuple[int, int]:
+    """Where a dead writer's complete lines end, and where its data ends: the data ends before
+    the first zero byte (the unwritten tail, or a hole in the line it was copying), the complete
+    lines at the newline before that."""
     end = size = os.fstat(fd).st_size
     position = 0
     while position < size:
@@ -289,8 +302,8 @@ def _complete_end(fd: int) -> int:
         start = max(start - _SCAN_BYTES, 0)
         newline = os.pread(fd, end - start, start).rfind(b"\n")
         if newline >= 0:
-            return start + newline + 1
-    return 0
+            return start + newline + 1, end
+    return 0, end
 
 
 def _read_offset(segment_path: Path) -> int:

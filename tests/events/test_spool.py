@@ -9,7 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from events.spool import Spool
+from events import pipeline_metrics
+from events.spool import SEGMENT_SUFFIX, Spool
 
 
 def test_lines_are_read_back_in_order_and_offsets_persist(tmp_path: Path) -> None:
@@ -79,6 +80,30 @@ def test_a_killed_processs_segment_is_adopted_without_its_torn_line(tmp_path: Pa
     # so once they are verified the segment is retired.
     assert orphan.size() == consumed == sum(len(line) + 1 for line in lines)
     assert spool.adopt_orphans() == 0  # already ours
+    spool.close()
+
+
+def test_an_unterminated_last_line_is_cut_counted_and_the_segment_can_retire(
+    tmp_path: Path,
+) -> None:
+    # Guards the defect where a dead writer's unterminated last line (torn by a crash mid-write,
+    # no zeros after it) was never shipped, being incomplete, so the adopted segment's verified
+    # offset never reached its size: never retired, and adopted again on every restart.
+    orphan_path = tmp_path / f"1-999999-dead{SEGMENT_SUFFIX}"
+    orphan_path.write_bytes(b'{"n": 0}\n{"n": 1}\n{"n": 2')
+    torn_before = pipeline_metrics.SPOOL_TORN_LINES._value.get()
+    spool = Spool(tmp_path)
+    assert spool.adopt_orphans() == 1
+    (orphan,) = spool.segments_to_ship()
+    lines, consumed = orphan.read_lines(1000, 1 << 20)
+    assert lines == ['{"n": 0}', '{"n": 1}']
+    assert orphan.size() == consumed  # everything left can be shipped, then verified
+    assert pipeline_metrics.SPOOL_TORN_LINES._value.get() - torn_before == 1
+    orphan.mark_shipped(consumed)
+    orphan.mark_verified(consumed)
+    spool.retire(orphan)
+    assert not orphan_path.exists()
+    assert spool.adopt_orphans() == 0
     spool.close()
 
 
