@@ -109,6 +109,7 @@ class Gate:
             headers.append((request_ids.HEADER, state.request_id))
             if state.admission is not None:
                 headers.extend(rate_limit_headers.pairs(state.admission))
+            _add_safety_headers(headers, answered)
             try:
                 start_response(status_line, headers)
             except BaseException:
@@ -202,6 +203,24 @@ class _Answered:
             self.rule = None
             self.method = environ.get("REQUEST_METHOD", "GET")
             self.path = environ.get("PATH_INFO", "")
+
+
+API_PREFIX = "/api/"
+NOSNIFF = ("X-Content-Type-Options", "nosniff")
+NO_STORE = ("Cache-Control", "no-store")
+
+
+def _add_safety_headers(headers: list[tuple[str, str]], answered: _Answered) -> None:
+    """`nosniff` on every answer; `no-store` on API answers that say nothing of caching (they
+    are per caller: usage, keys, errors; the OpenAPI document says it may be cached); and a 204
+    has no body, so no `Content-Type` either (Flask gives every answer one)."""
+    names = {name.lower() for name, _ in headers}
+    if "x-content-type-options" not in names:
+        headers.append(NOSNIFF)
+    if "cache-control" not in names and answered.path.startswith(API_PREFIX):
+        headers.append(NO_STORE)
+    if answered.status == 204:
+        headers[:] = [h for h in headers if h[0].lower() not in ("content-type", "content-length")]
 
 
 def _no_write(data: bytes) -> object:
