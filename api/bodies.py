@@ -11,11 +11,17 @@ import json
 from typing import Any, TypeVar
 
 from flask import request
+from gunicorn.http.errors import ParseException
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
 
 from api.problems import BadRequestError, UnsupportedMediaTypeError, ValidationFailedError
 
 Model = TypeVar("Model", bound=BaseModel)
+
+# gunicorn's body reader raises its `ParseException`s (bad chunk sizes, missing terminators) and
+# `NoMoreData` (an `OSError`) for bodies it cannot read.
+_UNREADABLE_BODY: tuple[type[Exception], ...] = (OSError, ValueError, ParseException)
 
 
 def parse_body(model: type[Model]) -> Model:
@@ -24,7 +30,14 @@ def parse_body(model: type[Model]) -> Model:
         raise UnsupportedMediaTypeError(
             "Send the body as JSON with 'Content-Type: application/json'."
         )
-    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    except HTTPException:
+        raise  # 413, or the client gone: Werkzeug's own answers
+    except _UNREADABLE_BODY as exc:
+        # The server's reader refused the bytes (a malformed chunk, a body shorter than its
+        # Content-Length): the caller's mistake, not our failure.
+        raise BadRequestError(f"The body could not be read: {type(exc).__name__}.") from None
     try:
         document = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
