@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+from timo_hub.accounts import key_format
 from timo_hub.platform.logs import LoggedRequest, RequestContextFilter, ServiceLogHandler
 
 logger = logging.getLogger("api.access")
@@ -31,7 +32,7 @@ def log_request(
     if not logger.isEnabledFor(logging.INFO):
         return
     duration_ms = round(elapsed * 1000, 3) if elapsed is not None else None
-    message = f"{method} {path} {status} {duration_ms}ms"
+    message = f"{method} {key_format.redact(path)} {status} {duration_ms}ms"
     fields: dict[str, object] = {
         "method": method,
         "route": rule,

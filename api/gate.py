@@ -55,6 +55,7 @@ from api.authentication import Authenticator
 from api.problems import ForbiddenError
 from api.request_state import RequestState
 from events.publisher import EventPublisher
+from timo_hub.accounts import key_format
 from timo_hub.platform.runtime import Runtime
 from timo_hub.quota.counting import counts
 from timo_hub.quota.enforcer import QuotaEnforcer, quota_exceeded
@@ -176,7 +177,7 @@ class Gate:
             problems.ApiError.slug,
             problems.ApiError.title,
             "The server failed to handle this request; quote the request_id to support.",
-            answered.path,
+            key_format.redact(answered.path),
             state.request_id,
         ).encode()
         headers = [

@@ -27,6 +27,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.request_state import current_request
 from timo_hub import errors
+from timo_hub.accounts import key_format
 from timo_hub.quota.enforcer import QuotaExceededError
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,11 @@ def problem_response(
     **extensions: Any,
 ) -> Response:
     """Build an `application/problem+json` response."""
-    body = problem_body(status, slug, title, detail, request.path, _request_id(), **extensions)
+    # Redacted whole: a detail may quote what the caller sent (an id, a path), and a caller that
+    # sent an API key there must not get it echoed, nor have it shown to whoever sees the answer.
+    body = key_format.redact(
+        problem_body(status, slug, title, detail, request.path, _request_id(), **extensions)
+    )
     response = Response(body, status=status, mimetype=PROBLEM_CONTENT_TYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -211,9 +216,9 @@ def _from_http_exception(error: HTTPException) -> Response:
     headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
     detail = error.description or title
     if status == 404:
-        detail = f"No resource at {request.path}."
+        detail = f"No resource at {key_format.redact(request.path)}."
     elif status == 405:
-        detail = f"{request.method} is not allowed on {request.path}."
+        detail = f"{request.method} is not allowed on {key_format.redact(request.path)}."
     return problem_response(status, slug, title, detail, headers=headers)
 
 
@@ -221,7 +226,7 @@ def _from_unexpected(error: Exception) -> Response:
     logger.exception(
         "unhandled error on %s %s (request_id=%s)",
         request.method,
-        request.path,
+        key_format.redact(request.path),
         _request_id(),
     )
     return problem_response(
@@ -236,7 +241,7 @@ def _from_dependency_down(error: Exception) -> Response:
     logger.warning(
         "dependency unavailable on %s %s (request_id=%s): %s",
         request.method,
-        request.path,
+        key_format.redact(request.path),
         _request_id(),
         error,
     )

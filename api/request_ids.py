@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 import re
 
+from timo_hub.accounts import key_format
+
 HEADER = "X-Request-ID"
 ENVIRON_KEY = "HTTP_X_REQUEST_ID"
 # Anything else (too long, control characters, spaces) is replaced, never reflected.
@@ -18,7 +20,9 @@ _ACCEPTABLE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 def accept_or_make(supplied: str | None) -> str:
     """The caller's id if it is a sane token, else a new one."""
-    if supplied and _ACCEPTABLE.fullmatch(supplied):
+    # Not an API key either: a client that puts one here (by mistake, or to see it echoed)
+    # must not find it in our answers, logs and events.
+    if supplied and _ACCEPTABLE.fullmatch(supplied) and not key_format.contains_key_like(supplied):
         return supplied
     # 128 random bits as hex, like a UUID4 without the UUID object. An id names a request, it
     # guards nothing, so it comes from the process's Mersenne Twister (seeded from the OS, and

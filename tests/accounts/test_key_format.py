@@ -44,7 +44,25 @@ def test_truncated_or_extended_keys_are_refused(secret: str) -> None:
 
 @given(st.text(max_size=200))
 def test_arbitrary_text_is_judged_without_error(candidate: str) -> None:
-    assert key_format.is_well_formed(candidate) in (True, False)
+    # Random text is never a key (its checksum would have to match by chance), and redaction
+    # leaves text that holds nothing key-shaped exactly as it was.
+    assert key_format.is_well_formed(candidate) is False
+    if "timo_live_" not in candidate:
+        assert key_format.redact(candidate) == candidate
+
+
+@given(generated, st.text(max_size=40), st.text(max_size=40), st.integers(8, 38))
+def test_a_key_whole_or_cut_is_redacted_wherever_it_sits(
+    secret: str, before: str, after: str, kept: int
+) -> None:
+    # Guards the key reaching logs and echoed paths; `after` is not a key character, so the
+    # key-shaped run ends where the key does.
+    after = "/" + after
+    for shown in (secret, secret[: len("timo_live_") + kept]):
+        text = key_format.redact(before + shown + after)
+        assert shown[len("timo_live_") :] not in text
+        assert text.endswith(key_format.display_prefix(shown) + "[redacted]" + after)
+        assert key_format.contains_key_like(before + shown + after)
 
 
 @given(generated, st.text(min_size=1, max_size=64), st.text(min_size=1, max_size=64))

@@ -21,6 +21,8 @@ CHECKSUM_LENGTH = 6
 DISPLAY_LENGTH = len(PREFIX) + 4  # 'timo_live_abc1', as the key list shows it
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 PATTERN = re.compile(rf"^{PREFIX}[0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}}$")
+# Anything key-shaped inside a text, a mistyped or cut one included: what `redact` hides.
+_KEY_LIKE = re.compile(rf"{PREFIX}[0-9A-Za-z]{{8,}}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,19 @@ class KeyHasher:
         mac = self._keyed.copy()
         mac.update(secret.encode())
         return mac.digest()
+
+
+def redact(text: str) -> str:
+    """`text` with every key-shaped part cut to its display prefix (for logs, echoed paths and
+    anything else a key must never reach whole)."""
+    if PREFIX not in text:  # the common case, without the regex
+        return text
+    return _KEY_LIKE.sub(lambda found: f"{display_prefix(found[0])}[redacted]", text)
+
+
+def contains_key_like(text: str) -> bool:
+    """Whether `text` holds something key-shaped."""
+    return PREFIX in text and _KEY_LIKE.search(text) is not None
 
 
 def display_prefix(secret: str) -> str:

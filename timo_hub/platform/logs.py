@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from json.encoder import encode_basestring_ascii
 from typing import Protocol, TextIO
@@ -49,6 +50,23 @@ class LoggedRequest(Protocol):
 
 # Set by the web gate for the duration of each request (per thread: a context variable).
 current_request: ContextVar[LoggedRequest | None] = ContextVar("timo_logged_request", default=None)
+
+
+_redactors: list[Callable[[str], str]] = []
+
+
+def redact_with(redactor: Callable[[str], str]) -> None:
+    """Pass every line our handlers write through `redactor` (idempotent); the web app hides
+    API keys this way, which platform code knows nothing of."""
+    if redactor not in _redactors:
+        _redactors.append(redactor)
+
+
+def redacted(text: str) -> str:
+    """`text` through every registered redactor."""
+    for redactor in _redactors:
+        text = redactor(text)
+    return text
 
 
 class RequestContextFilter(logging.Filter):
@@ -108,6 +126,10 @@ class ServiceLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._held: list[str] = []
         self._held_since = 0.0
         self._flusher_pid = 0
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record's line, redacted (a secret in a message or a traceback stays out)."""
+        return redacted(super().format(record))
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write held access lines first, so that the stream keeps the order of events."""
