@@ -1,6 +1,7 @@
 """`GET /api/v1/health`: is this process able to serve? No authentication, never counted.
 
-Each dependency is probed with a short timeout. The answer is `200 ok` when PostgreSQL, Redis and
+Each dependency is probed with a short timeout, all at once, and the answer comes within
+`ANSWER_WITHIN_SECONDS` whatever they do. The answer is `200 ok` when PostgreSQL, Redis and
 the broker all answer, otherwise `503 degraded`, naming the one that failed. Error details go to the
 log, not to this public endpoint.
 """
@@ -8,8 +9,12 @@ log, not to this public endpoint.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +34,12 @@ logger = logging.getLogger(__name__)
 PROBE_TIMEOUT_SECONDS = 1.5
 
 
+# The whole answer, whatever a dependency does: a server that accepts connections and never
+# answers (stopped, or its host's network buffers full) must make health say "down", not hang
+# until gunicorn kills the worker.
+ANSWER_WITHIN_SECONDS = 2.5
+
+
 def _probe(name: str, check: Callable[[], object]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
@@ -37,6 +48,46 @@ def _probe(name: str, check: Callable[[], object]) -> dict[str, Any]:
         logger.warning("health: %s is down: %s", name, exc)
         return {"status": "down", "error": type(exc).__name__}
     return {"status": "up", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+class _Probes:
+    """Each dependency's probe in a thread of its own, all under one deadline; a probe still
+    running from an earlier call is not started again (a stalled server holds one thread per
+    dependency, not one per health call)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._running: dict[str, Future[dict[str, Any]]] = {}
+
+    def run(
+        self, checks: dict[str, Callable[[], dict[str, Any]]]
+    ) -> dict[str, dict[str, Any] | None]:
+        """Each check's result, or None for those that did not finish in time."""
+        with self._lock:
+            if self._pid != os.getpid() or self._pool is None:  # a forked worker starts afresh
+                self._pool = ThreadPoolExecutor(len(checks), thread_name_prefix="health")
+                self._pid, self._running = os.getpid(), {}
+            futures = {}
+            for name, check in checks.items():
+                earlier = self._running.get(name)
+                if earlier is not None and not earlier.done():
+                    futures[name] = earlier
+                else:
+                    futures[name] = self._running[name] = self._pool.submit(check)
+        deadline = time.monotonic() + ANSWER_WITHIN_SECONDS
+        results: dict[str, dict[str, Any] | None] = {}
+        for name, future in futures.items():
+            try:
+                results[name] = future.result(timeout=max(deadline - time.monotonic(), 0))
+            except FuturesTimeout:
+                logger.warning("health: no answer from %s in %.1fs", name, ANSWER_WITHIN_SECONDS)
+                results[name] = None
+        return results
+
+
+_PROBES = _Probes()
 
 
 def _check_postgres(runtime: Runtime) -> None:
@@ -70,17 +121,25 @@ def _workers(runtime: Runtime) -> dict[str, Any]:
 def health() -> ResponseReturnValue:
     """Report the state of each dependency; 503 when any is down."""
     runtime = current_runtime()
-    checks = {
-        "postgresql": _probe("postgresql", lambda: _check_postgres(runtime)),
-        "redis": _probe("redis", runtime.redis.ping),
-        "broker": _probe("broker", lambda: check_broker(runtime.broker_url, PROBE_TIMEOUT_SECONDS)),
-    }
+    probed = _PROBES.run(
+        {
+            "postgresql": lambda: _probe("postgresql", lambda: _check_postgres(runtime)),
+            "redis": lambda: _probe("redis", runtime.redis.ping),
+            "broker": lambda: _probe(
+                "broker", lambda: check_broker(runtime.broker_url, PROBE_TIMEOUT_SECONDS)
+            ),
+            "workers": lambda: _workers(runtime),
+        }
+    )
+    timed_out = {"status": "down", "error": "Timeout"}
+    checks = {name: probed[name] or timed_out for name in ("postgresql", "redis", "broker")}
+    workers = probed["workers"] or {"last_heartbeat": None, "heartbeat_age_seconds": None}
     healthy = all(check["status"] == "up" for check in checks.values())
     body = {
         "status": "ok" if healthy else "degraded",
         "version": API_VERSION,
         "checks": checks,
-        "workers": _workers(runtime),
+        "workers": workers,
     }
     response = jsonify(HealthOut.model_validate(body).model_dump(mode="json"))
     response.status_code = 200 if healthy else 503

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import psycopg
+import pytest
 from flask.testing import FlaskClient
 
 from api import close_app, create_app
+from tests.support.redis_server import RedisServer
 from timo_hub.platform.settings import Settings
 
 # Nothing listens on port 1: connecting is refused at once, a real "server down".
@@ -75,3 +80,36 @@ def test_pool_heals_after_the_server_drops_every_connection(
     for _ in range(3):
         response = client.get("/api/v1/health")
         assert response.status_code == 200, response.get_json()
+
+
+@pytest.mark.slow
+def test_a_stalled_redis_is_reported_within_3_seconds(
+    runtime: object, settings: Settings, tmp_path: Path
+) -> None:
+    # Guards the defect where a Redis that accepts connections and never answers (SIGSTOP, a
+    # full network buffer) made /health wait 30 s on the broker check, which had no read
+    # timeout, until gunicorn killed the worker: the one endpoint meant to say "degraded" hung.
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    app = create_app(
+        {
+            "SETTINGS": settings.model_copy(
+                update={"redis_url": server.url, "broker_url": server.url, "home": tmp_path}
+            )
+        }
+    )
+    try:
+        assert app.test_client().get("/api/v1/health").status_code == 200
+        server.pause()
+        for _ in range(2):  # and again while the first probes may still be waiting
+            started = time.monotonic()
+            response = app.test_client().get("/api/v1/health")
+            assert time.monotonic() - started < 3.0
+            assert response.status_code == 503
+            checks = response.get_json()["checks"]
+            assert checks["redis"]["status"] == checks["broker"]["status"] == "down"
+            assert checks["postgresql"]["status"] == "up"
+        server.resume()
+    finally:
+        server.kill()
+        close_app(app)

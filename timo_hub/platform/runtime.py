@@ -58,5 +58,10 @@ def build_runtime(settings: Settings) -> Runtime:
 
 def check_broker(url: str, timeout: float = 2.0) -> None:
     """Open and close a connection to the broker; raise if it cannot be reached in `timeout`."""
-    with Connection(url, connect_timeout=timeout, transport_options={"max_retries": 0}) as conn:
+    options: dict[str, object] = {"max_retries": 0}
+    if url.startswith(("redis://", "rediss://", "redis+socket://")):
+        # A read timeout too: a Redis that accepts the connection and never answers would
+        # otherwise hold the check forever.
+        options.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+    with Connection(url, connect_timeout=timeout, transport_options=options) as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
