@@ -10,7 +10,12 @@ import pytest
 import redis
 
 from tests.support.waiting import eventually
-from timo_hub.accounts.cache import PrincipalCache, publish_invalidation
+from timo_hub.accounts.cache import (
+    EPOCH_CHECK_SECONDS,
+    EPOCH_KEY,
+    PrincipalCache,
+    publish_invalidation,
+)
 from timo_hub.accounts.principal import Principal
 from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
@@ -134,3 +139,34 @@ def test_a_lost_channel_drops_entries_and_recovers(cache: PrincipalCache, runtim
     assert cache.wait_until_subscribed()
     cache.lookup(b"h", load)
     assert load.calls == 2
+
+
+def test_a_lost_invalidation_message_is_caught_by_the_epoch(
+    cache: PrincipalCache, runtime: Runtime
+) -> None:
+    # Guards the defect where revocation reached other processes only by one pub/sub message:
+    # one that never arrived (the publisher's PUBLISH failed after the commit, or this listener
+    # missed it) left the revoked key accepted for the whole TTL (30 s). The epoch moves with
+    # every invalidation, message or not.
+    load = CountingLoader(_principal())
+    cache.lookup(b"h", load)
+    time.sleep(EPOCH_CHECK_SECONDS * 2)  # the listener has read the epoch as it is
+    runtime.redis.incr(EPOCH_KEY)  # an invalidation whose message was lost
+    started = time.monotonic()
+
+    def reloaded() -> bool:
+        cache.lookup(b"h", load)
+        return load.calls > 1
+
+    eventually(reloaded, timeout=3)
+    assert time.monotonic() - started < 1.5
+
+
+def test_an_invalidation_redis_cannot_take_says_so(runtime: Runtime, settings: Settings) -> None:
+    # Guards the revoke that committed and then raised from its PUBLISH (a traceback, though the
+    # key was revoked): the announcement is retried, and its failure is reported, not raised.
+    closed = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    started = time.monotonic()
+    assert publish_invalidation(closed, key_id=uuid.uuid4()) is False
+    assert time.monotonic() - started < 3
+    assert publish_invalidation(runtime.redis, key_id=uuid.uuid4()) is True

@@ -9,6 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.support.waiting import eventually
+from timo_hub.accounts import cache, service
 from timo_hub.accounts import key_format as key_format
 
 
@@ -87,6 +88,24 @@ def test_keys_create_and_revoke(run, client: FlaskClient) -> None:  # type: igno
     assert issued["api_key"] not in revoked.output
     eventually(lambda: client.get("/api/v1/account", headers=auth).status_code == 401)
     assert run("keys", "revoke", issued["key_id"]).exit_code == 0  # idempotent
+
+
+def test_a_revoke_redis_cannot_announce_is_reported_truthfully(  # type: ignore[no-untyped-def]
+    run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Guards the CLI printing a traceback (and failing) for a revoke that had committed, when
+    # only the announcement to the web processes failed.
+    created = _create(run)
+    made = run("keys", "create", created["account_id"], "--name", "spare", "--json")
+    issued = json.loads(made.output)
+    monkeypatch.setattr(cache, "publish_invalidation", lambda *args, **kwargs: False)
+    monkeypatch.setattr(service, "publish_invalidation", lambda *args, **kwargs: False)
+    revoked = run("keys", "revoke", issued["key_id"])
+    assert revoked.exit_code == 0, revoked.output
+    assert f"Revoked key {issued['key_id']}" in revoked.output
+    assert "could not be told" in revoked.output and "Traceback" not in revoked.output
+    suspended = run("accounts", "suspend", created["account_id"])
+    assert suspended.exit_code == 0 and "could not be told" in suspended.output
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@ Authenticating from PostgreSQL on every request would put a database round trip 
 so each web process keeps `key hash -> Principal` in memory. Correctness rests on three rules:
 
 * A revoke, suspension or plan change commits in PostgreSQL, then publishes the key or account id
-  on `CHANNEL` before its response goes out; every process's listener evicts what it names.
+  on `CHANNEL` before its response goes out; every process's listener evicts what it names. The
+  same step bumps `EPOCH_KEY`, which each listener reads twice a second: a process that missed
+  the message drops its whole cache.
 * The cache is used only while this process's subscription is up. Every (re)subscription starts a
   new generation; an entry from an older generation is a miss, so messages missed while
   disconnected cannot leave stale entries behind.
@@ -33,6 +35,12 @@ from timo_hub.accounts.principal import Principal
 logger = logging.getLogger(__name__)
 
 CHANNEL = "timo:auth:invalidate"
+# Bumped with every invalidation; each listener reads it every `EPOCH_CHECK_SECONDS` and drops
+# its whole cache when it moved (the one path that does not depend on a pub/sub message).
+EPOCH_KEY = "timo:auth:epoch"
+EPOCH_CHECK_SECONDS = 0.5
+PUBLISH_RETRY_DELAYS = (0.0, 0.1, 0.3)
+_UNREAD = object()
 TTL_SECONDS = 30.0
 MAX_ENTRIES = 100_000
 _RETRY_SECONDS = 0.5
@@ -48,12 +56,28 @@ class _Entry:
 
 def publish_invalidation(
     client: redis.Redis, *, key_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None
-) -> None:
-    """Tell every web process to forget a key or all of an account's keys."""
-    if key_id is not None:
-        client.publish(CHANNEL, f"key:{key_id}")
-    if account_id is not None:
-        client.publish(CHANNEL, f"account:{account_id}")
+) -> bool:
+    """Tell every web process to forget a key or all of an account's keys; False if Redis could
+    not be told, after a few tries (the change is committed: processes then forget it within
+    `TTL_SECONDS`).
+
+    The message and a bump of `EPOCH_KEY` go together (MULTI): a listener that misses the
+    message still sees the epoch move within `EPOCH_CHECK_SECONDS` and drops everything.
+    """
+    for delay in PUBLISH_RETRY_DELAYS:
+        time.sleep(delay)
+        try:
+            with client.pipeline(transaction=True) as pipe:
+                pipe.incr(EPOCH_KEY)
+                if key_id is not None:
+                    pipe.publish(CHANNEL, f"key:{key_id}")
+                if account_id is not None:
+                    pipe.publish(CHANNEL, f"account:{account_id}")
+                pipe.execute()
+            return True
+        except redis.RedisError as exc:
+            logger.warning("auth cache: could not announce an invalidation (%s)", exc)
+    return False
 
 
 class PrincipalCache:
@@ -153,10 +177,21 @@ class PrincipalCache:
             pubsub = self._client.pubsub(ignore_subscribe_messages=False)
             try:
                 pubsub.subscribe(CHANNEL)
+                seen_epoch: object = _UNREAD  # the key may not exist yet: None is a value
+                next_check = 0.0
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=_POLL_SECONDS)
                     if message is not None:
                         self._handle(message)
+                    if time.monotonic() >= next_check and self._generation is not None:
+                        epoch = self._client.get(EPOCH_KEY)
+                        if seen_epoch is not _UNREAD and epoch != seen_epoch:
+                            # An invalidation whose message did not reach us: forget all.
+                            with self._lock:
+                                self._invalidations += 1
+                                self._entries.clear()
+                        seen_epoch = epoch
+                        next_check = time.monotonic() + EPOCH_CHECK_SECONDS
             except Exception as exc:  # the listener must outlive any failure; it only disables
                 if not self._stop.is_set():
                     logger.warning("auth cache: invalidation channel lost (%s); cache off", exc)

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
 import psycopg
 
 from timo_hub.accounts import store
-from timo_hub.accounts.cache import publish_invalidation
-from timo_hub.errors import ConflictError, InvalidError, LimitReachedError, NotFoundError
+from timo_hub.accounts.cache import TTL_SECONDS, publish_invalidation
+from timo_hub.errors import (
+    ConflictError,
+    DomainError,
+    InvalidError,
+    LimitReachedError,
+    NotFoundError,
+)
 from timo_hub.platform.runtime import Runtime
 
 MAX_ACTIVE_KEYS = 25
@@ -24,6 +31,18 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 class AccountNotFoundError(NotFoundError):
     """No account with that id."""
+
+
+class ChangeNotAnnouncedError(DomainError):
+    """The change is committed, but Redis could not be told: running web processes may act on
+    what they cached before it for up to the cache's TTL. `committed` is the changed record."""
+
+    def __init__(self, done: str, *, committed: Any) -> None:
+        super().__init__(
+            f"{done}, but the running web processes could not be told (Redis did not answer): "
+            f"they may go on accepting it for up to {TTL_SECONDS:.0f} s."
+        )
+        self.committed = committed
 
 
 class KeyNotFoundError(NotFoundError):
@@ -111,7 +130,8 @@ def revoke_key(
         key = store.revoke_key(conn, key_id, account_id)
     if key is None:
         raise KeyNotFoundError(f"No API key with id {key_id}.")
-    publish_invalidation(runtime.redis, key_id=key.id)
+    if not publish_invalidation(runtime.redis, key_id=key.id):
+        raise ChangeNotAnnouncedError(f"Key {key.id} is revoked", committed=key)
     return key
 
 
@@ -121,8 +141,7 @@ def set_plan(runtime: Runtime, account_id: uuid.UUID, plan: str) -> store.Accoun
         _check_plan(conn, plan)
         if not store.set_plan(conn, account_id, plan):
             raise AccountNotFoundError(f"No account with id {account_id}.")
-    publish_invalidation(runtime.redis, account_id=account_id)
-    return get_account(runtime, account_id)
+    return _announced(runtime, account_id, f"Account {account_id} is on plan {plan!r}")
 
 
 def set_status(runtime: Runtime, account_id: uuid.UUID, status: str) -> store.Account:
@@ -130,8 +149,16 @@ def set_status(runtime: Runtime, account_id: uuid.UUID, status: str) -> store.Ac
     with runtime.database.connection() as conn:
         if not store.set_status(conn, account_id, status):
             raise AccountNotFoundError(f"No account with id {account_id}.")
-    publish_invalidation(runtime.redis, account_id=account_id)
-    return get_account(runtime, account_id)
+    return _announced(runtime, account_id, f"Account {account_id} is {status}")
+
+
+def _announced(runtime: Runtime, account_id: uuid.UUID, done: str) -> store.Account:
+    """Tell the web processes of a committed change to an account; the account as it is now."""
+    announced = publish_invalidation(runtime.redis, account_id=account_id)
+    account = get_account(runtime, account_id)
+    if not announced:
+        raise ChangeNotAnnouncedError(done, committed=account)
+    return account
 
 
 def _check_plan(conn: psycopg.Connection, plan: str) -> None:

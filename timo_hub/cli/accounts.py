@@ -118,7 +118,11 @@ def _change(
 ) -> None:
     parsed = _account_id(account_id)
     with operator_errors():
-        account = action(ctx.runtime, parsed, value)
+        try:
+            account = action(ctx.runtime, parsed, value)
+        except service.ChangeNotAnnouncedError as exc:
+            account = exc.committed  # done; only the web processes' caches lag
+            click.echo(f"warning: {exc}", err=True)
     click.echo(_describe(account))
 
 
@@ -187,5 +191,9 @@ def revoke_key(ctx: CliContext, key_id: str) -> None:
     """Revoke an API key; every web process refuses it within a second."""
     with operator_errors():
         parsed = service.parse_id(key_id, service.KeyNotFoundError, "API key")
-        key = service.revoke_key(ctx.runtime, parsed)
+        try:
+            key = service.revoke_key(ctx.runtime, parsed)
+        except service.ChangeNotAnnouncedError as exc:
+            key = exc.committed
+            click.echo(f"warning: {exc}", err=True)
     click.echo(f"Revoked key {key.id} ({key.prefix}…, {key.name!r}) of account {key.account_id}.")
