@@ -67,6 +67,7 @@ def main() -> None:
     try:
         _measure(settings, args)
     finally:
+        logging.shutdown()  # writes the access lines still held, while their file is open
         sys.stderr = real_stderr
         log.close()
         release_services(home)
