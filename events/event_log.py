@@ -53,6 +53,7 @@ SELECT (SELECT count(*) FROM appended)
 
 INSERT_RECEIPT = """
 INSERT INTO event_batch_receipts (batch_id) VALUES (%(batch)s) ON CONFLICT (batch_id) DO NOTHING
+RETURNING batch_id
 """
 SELECT_RECEIPTS = "SELECT batch_id FROM event_batch_receipts WHERE batch_id = ANY(%(batches)s)"
 DELETE_OLD_RECEIPTS = """
@@ -105,9 +106,10 @@ def append(conn: psycopg.Connection, events: Sequence[ApiCallRecorded]) -> Appen
     return AppendResult(appended=appended, duplicates=len(events) - appended)
 
 
-def record_receipt(conn: psycopg.Connection, batch_id: str) -> None:
-    """Record, in the caller's transaction, that a shipped batch has been ingested."""
-    conn.execute(INSERT_RECEIPT, {"batch": batch_id})
+def record_receipt(conn: psycopg.Connection, batch_id: str) -> bool:
+    """Record, in the caller's transaction, that a shipped batch has been ingested; False if it
+    already had a receipt (it was ingested before)."""
+    return conn.execute(INSERT_RECEIPT, {"batch": batch_id}).fetchone() is not None
 
 
 def received_batches(conn: psycopg.Connection, batch_ids: Sequence[str]) -> set[str]:

@@ -16,7 +16,7 @@ import psycopg
 
 from events import event_log, pipeline_metrics
 from events.model import ApiCallRecorded, InvalidEventError
-from events.partitions import PartitionRegistry
+from events.partitions import PartitionRegistry, UnpartitionableMonthError
 from events.retention import retention_floor
 from timo_hub.platform.db import Database
 from timo_hub.platform.months import month_start
@@ -60,26 +60,7 @@ def append_batch(
 ) -> event_log.AppendResult:
     """One transaction: append `events` (exactly once) and record `dead_letters`."""
     with database.connection() as conn:
-        return _append(conn, partitions, events, dead_letters, source)
-
-
-def _append(
-    conn: psycopg.Connection,
-    partitions: PartitionRegistry,
-    events: list[ApiCallRecorded],
-    dead_letters: Iterable[tuple[str, str]],
-    source: str,
-    batch_id: str | None = None,
-) -> event_log.AppendResult:
-    partitions.ensure(conn, {month_start(e.occurred_at) for e in events})
-    with conn.transaction():
-        result = event_log.append(conn, events)
-        for payload, reason in dead_letters:
-            event_log.record_dead_letter(conn, source, payload, reason)
-        if batch_id is not None:
-            # In the same transaction: a receipt exists exactly when the batch is in the log.
-            event_log.record_receipt(conn, batch_id)
-    return result
+        return _Batch(conn, partitions, source, None, events, list(dead_letters)).append_whole()
 
 
 def ingest(
@@ -96,82 +77,104 @@ def ingest(
     events, rejected = parse_lines(lines)
     # One connection for the floor check and the append: no second checkout per batch.
     with database.connection() as conn:
-        events = _after_retention_floor(retention_floor(conn), events, rejected)
-        # End the read's transaction, so that a partition made for this batch is committed on
-        # its own (and remembered) before the batch's transaction starts.
-        conn.commit()
+        batch = _Batch(conn, partitions, source, batch_id, events, rejected)
+        batch.drop_below_floor()
         try:
-            result = _append_or_look_again(conn, partitions, events, rejected, source, batch_id)
-        except _REFUSED_BY_THE_DATABASE as exc:
+            result = batch.append_or_look_again()
+        except _REFUSED as exc:
             # Something in the batch the model let through, the database refuses: find it, line
             # by line, rather than drop the batch (the broker would not redeliver it and the
             # web process would ship it again forever).
             logger.warning("batch refused whole (%s); appending it event by event", exc)
-            result = _append_one_by_one(conn, partitions, events, rejected, source, batch_id)
+            result = batch.append_one_by_one()
     pipeline_metrics.EVENTS_INGESTED.inc(result.appended)
     pipeline_metrics.EVENTS_DUPLICATE.inc(result.duplicates)
-    pipeline_metrics.EVENTS_DEAD_LETTERED.inc(len(rejected))
+    pipeline_metrics.EVENTS_DEAD_LETTERED.inc(batch.letters_written)
     pipeline_metrics.INGEST_BATCH_SIZE.observe(len(lines))
-    if events and result.appended:
-        oldest = min(event.occurred_at for event in events)
+    if batch.events and result.appended:
+        oldest = min(event.occurred_at for event in batch.events)
         pipeline_metrics.INGEST_LAG.observe(max((datetime.now(UTC) - oldest).total_seconds(), 0.0))
     return IngestResult(
         received=len(lines),
         appended=result.appended,
         duplicates=result.duplicates,
-        dead_lettered=len(rejected),
-        rejections=tuple(reason for _, reason in rejected),
+        dead_lettered=len(batch.rejected),
+        rejections=tuple(reason for _, reason in batch.rejected),
     )
 
 
 # What is wrong with a batch's content rather than with the database (unlike OperationalError,
-# which the task retries): a value it cannot store, a constraint the event breaks, or a month no
-# partition can be made for (the year 9999's December ends past the last date Python has).
-_REFUSED_BY_THE_DATABASE = (psycopg.DataError, psycopg.IntegrityError, ValueError)
+# which the task retries): a value it cannot store, a constraint an event breaks, or a month no
+# partition can be made for.
+_REFUSED = (psycopg.DataError, psycopg.IntegrityError, UnpartitionableMonthError)
 
 
-def _append_or_look_again(
-    conn: psycopg.Connection,
-    partitions: PartitionRegistry,
-    events: list[ApiCallRecorded],
-    rejected: list[tuple[str, str]],
-    source: str,
-    batch_id: str | None,
-) -> event_log.AppendResult:
-    try:
-        return _append(conn, partitions, events, rejected, source, batch_id)
-    except psycopg.errors.CheckViolation:
-        # No partition for a month the cache knew: another process dropped it (retention).
-        # Look again, once; a second refusal is the batch's own.
-        partitions.forget()
-        return _append(conn, partitions, events, rejected, source, batch_id)
+@dataclass
+class _Batch:
+    """One batch on its way into the log: its events, its dead letters, and its receipt."""
 
+    conn: psycopg.Connection
+    partitions: PartitionRegistry
+    source: str
+    batch_id: str | None
+    events: list[ApiCallRecorded]
+    rejected: list[tuple[str, str]]
+    letters_written: int = 0
 
-def _append_one_by_one(
-    conn: psycopg.Connection,
-    partitions: PartitionRegistry,
-    events: list[ApiCallRecorded],
-    rejected: list[tuple[str, str]],
-    source: str,
-    batch_id: str | None,
-) -> event_log.AppendResult:
-    """Append each event in its own transaction, dead-lettering those the database refuses;
-    then the dead letters and the receipt. Exactly once still: the log ignores what it has."""
-    appended = duplicates = 0
-    for event in events:
+    def drop_below_floor(self) -> None:
+        """Refuse the events older than the retention floor, then end the read's transaction,
+        so that a partition made for this batch is committed on its own (and remembered)."""
+        floor = retention_floor(self.conn)
+        self.events = _after_retention_floor(floor, self.events, self.rejected)
+        self.conn.commit()
+
+    def append_whole(self) -> event_log.AppendResult:
+        """The events, the dead letters and the receipt in one transaction."""
+        self.partitions.ensure(self.conn, {month_start(e.occurred_at) for e in self.events})
+        with self.conn.transaction():
+            result = event_log.append(self.conn, self.events)
+            self._close()
+        return result
+
+    def append_or_look_again(self) -> event_log.AppendResult:
+        """`append_whole`, once more if a partition the cache knew is gone."""
         try:
-            one = _append(conn, partitions, [event], (), source)
-        except _REFUSED_BY_THE_DATABASE as exc:
-            rejected.append((event.to_json(), f"refused by the database: {exc}"))
-            continue
-        appended += one.appended
-        duplicates += one.duplicates
-    with conn.transaction():
-        for payload, reason in rejected:
-            event_log.record_dead_letter(conn, source, payload, reason)
-        if batch_id is not None:
-            event_log.record_receipt(conn, batch_id)
-    return event_log.AppendResult(appended=appended, duplicates=duplicates)
+            return self.append_whole()
+        except psycopg.errors.CheckViolation:
+            # Another process dropped a partition (retention) since the cache saw it: forget
+            # the cache, and apply the floor again, which moved with the drop, so that an event
+            # below it does not bring its month back. A second refusal is the batch's own.
+            self.partitions.forget()
+            self.drop_below_floor()
+            return self.append_whole()
+
+    def append_one_by_one(self) -> event_log.AppendResult:
+        """Each event in its own transaction, dead-lettering those the database refuses; then
+        the dead letters and the receipt. Exactly once still: the log ignores what it has."""
+        appended = duplicates = 0
+        for event in self.events:
+            try:
+                self.partitions.ensure(self.conn, {month_start(event.occurred_at)})
+                with self.conn.transaction():
+                    one = event_log.append(self.conn, [event])
+            except _REFUSED as exc:
+                self.rejected.append((event.to_json(), f"refused by the database: {exc}"))
+                continue
+            appended += one.appended
+            duplicates += one.duplicates
+        with self.conn.transaction():
+            self._close()
+        return event_log.AppendResult(appended=appended, duplicates=duplicates)
+
+    def _close(self) -> None:
+        # In the batch's transaction. The receipt exists exactly when the batch is in the log;
+        # a batch that already has one was delivered before (a redelivery, or a re-shipping
+        # that raced the first), and its dead letters were written then.
+        fresh = self.batch_id is None or event_log.record_receipt(self.conn, self.batch_id)
+        if fresh:
+            for payload, reason in self.rejected:
+                event_log.record_dead_letter(self.conn, self.source, payload, reason)
+            self.letters_written = len(self.rejected)
 
 
 def _after_retention_floor(

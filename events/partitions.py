@@ -30,6 +30,10 @@ CREATE_PARTITION = (
 _NAME = re.compile(r"^events_y(\d{4})m(\d{2})$")
 
 
+class UnpartitionableMonthError(ValueError):
+    """No partition can hold this month (the year 9999's December ends past the last date)."""
+
+
 def partition_name(month: date) -> str:
     """`events_yYYYYmMM`, the partition of `month`'s events."""
     return f"events_y{month.year:04d}m{month.month:02d}"
@@ -74,11 +78,15 @@ class PartitionRegistry:
             existing = {row[0] for row in conn.execute(EXISTING_PARTITIONS)}
             for name, month in sorted(missing.items()):
                 if name not in existing:
+                    try:
+                        end = next_month(month)
+                    except ValueError:
+                        raise UnpartitionableMonthError(f"no partition can hold {month}") from None
                     conn.execute(
                         sql.SQL(CREATE_PARTITION).format(
                             name=sql.Identifier(name),
                             start=sql.Literal(f"{month.isoformat()} 00:00:00+00"),
-                            end=sql.Literal(f"{next_month(month).isoformat()} 00:00:00+00"),
+                            end=sql.Literal(f"{end.isoformat()} 00:00:00+00"),
                         )
                     )
                     created.append(name)

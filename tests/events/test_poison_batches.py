@@ -6,10 +6,14 @@ Each test names the defect it guards against (issue 14, items 1 and 2).
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
+import pytest
+
+from events import ingest as ingest_module
 from events.ingest import ingest
 from events.partitions import PartitionRegistry, existing_partitions, partition_name
+from events.retention import maintain
 from tests.support.events import log_counts, make_event
 from timo_hub.platform.months import month_start
 from timo_hub.platform.runtime import Runtime
@@ -76,6 +80,8 @@ def test_an_event_the_database_cannot_take_is_dead_lettered_and_its_batch_append
     assert payload == far.to_json() and "refused" in error
     again = ingest(runtime.database, PartitionRegistry(), lines, batch_id="segment-b:0-400")
     assert (again.appended, again.duplicates) == (0, 3)  # a re-sent batch adds nothing
+    # ...and no second dead letter: a redelivered batch's letters were written the first time.
+    assert len(_dead_letters(runtime)) == 1
     with runtime.database.connection() as conn:
         (receipts,) = conn.execute("SELECT count(*) FROM event_batch_receipts").fetchone()
     assert receipts == 1
@@ -101,3 +107,31 @@ def test_a_batch_that_fails_after_creating_a_partition_does_not_poison_the_cache
     assert result.appended == 1
     with runtime.database.connection() as conn:
         assert name in existing_partitions(conn)
+
+
+def test_a_partition_dropped_during_ingest_does_not_come_back_for_an_event_below_the_floor(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Guards the retry after a CheckViolation: the batch read the retention floor, retention
+    # then raised it and dropped the month; the retry recreated the partition for an event that
+    # is now below the floor. The first floor read is made to return the floor as it was before
+    # that concurrent retention run.
+    partitions = PartitionRegistry()
+    old_month = datetime(2025, 3, 10, 12, tzinfo=UTC)
+    assert ingest(runtime.database, partitions, [make_event(occurred_at=old_month).to_json()])
+    with runtime.database.connection() as conn:
+        maintain(conn, PartitionRegistry(), date(2025, 9, 15), retention_months=3)
+        assert partition_name(month_start(old_month)) not in existing_partitions(conn)
+    reads = []
+
+    def floor_as_it_was_first(conn: object) -> date | None:
+        reads.append(True)
+        return None if len(reads) == 1 else real_floor(conn)  # type: ignore[arg-type]
+
+    real_floor = ingest_module.retention_floor
+    monkeypatch.setattr(ingest_module, "retention_floor", floor_as_it_was_first)
+    late = make_event(occurred_at=old_month + timedelta(hours=1))
+    result = ingest(runtime.database, partitions, [late.to_json()])  # the cache still knows M
+    assert (result.appended, result.dead_lettered) == (0, 1)
+    with runtime.database.connection() as conn:
+        assert partition_name(month_start(old_month)) not in existing_partitions(conn)

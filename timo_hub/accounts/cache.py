@@ -39,8 +39,8 @@ CHANNEL = "timo:auth:invalidate"
 # its whole cache when it moved (the one path that does not depend on a pub/sub message).
 EPOCH_KEY = "timo:auth:epoch"
 EPOCH_CHECK_SECONDS = 0.5
-PUBLISH_RETRY_DELAYS = (0.0, 0.1, 0.3)
-_UNREAD = object()
+PUBLISH_RETRY_DELAYS = (0.0, 0.2)
+ANNOUNCE_TIMEOUT_SECONDS = 0.5
 TTL_SECONDS = 30.0
 MAX_ENTRIES = 100_000
 _RETRY_SECONDS = 0.5
@@ -54,30 +54,59 @@ class _Entry:
     expires_at: float
 
 
+# Bump the epoch and publish each message prefixed with it, atomically: a listener then knows
+# which epochs it has heard of, and drops its whole cache only for one it has not.
+_ANNOUNCE = """
+local epoch = redis.call('INCR', KEYS[1])
+for i = 2, #ARGV do
+    redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. ARGV[i])
+end
+return epoch
+"""
+
+
 def publish_invalidation(
     client: redis.Redis, *, key_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None
 ) -> bool:
     """Tell every web process to forget a key or all of an account's keys; False if Redis could
-    not be told, after a few tries (the change is committed: processes then forget it within
+    not be told within about a second (the change is committed: processes then forget it within
     `TTL_SECONDS`).
 
-    The message and a bump of `EPOCH_KEY` go together (MULTI): a listener that misses the
-    message still sees the epoch move within `EPOCH_CHECK_SECONDS` and drops everything.
+    The messages carry the new value of `EPOCH_KEY`, bumped in the same step: a listener that
+    misses a message sees the epoch pass what it heard within `EPOCH_CHECK_SECONDS` and drops
+    everything.
     """
-    for delay in PUBLISH_RETRY_DELAYS:
-        time.sleep(delay)
-        try:
-            with client.pipeline(transaction=True) as pipe:
-                pipe.incr(EPOCH_KEY)
-                if key_id is not None:
-                    pipe.publish(CHANNEL, f"key:{key_id}")
-                if account_id is not None:
-                    pipe.publish(CHANNEL, f"account:{account_id}")
-                pipe.execute()
-            return True
-        except redis.RedisError as exc:
-            logger.warning("auth cache: could not announce an invalidation (%s)", exc)
-    return False
+    messages = [f"key:{key_id}"] if key_id is not None else []
+    if account_id is not None:
+        messages.append(f"account:{account_id}")
+    # A client of its own, with short timeouts and no retries: the caller (a revoke request, the
+    # CLI) waits on this, and the shared client's 2 s timeout with its retries took ~24 s
+    # against a Redis that accepts connections and never answers.
+    pool = client.connection_pool
+    announcer = redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class,
+            **{
+                **pool.connection_kwargs,
+                "socket_timeout": ANNOUNCE_TIMEOUT_SECONDS,
+                "socket_connect_timeout": ANNOUNCE_TIMEOUT_SECONDS,
+                "retry": None,
+                "retry_on_timeout": False,
+            },
+        )
+    )
+    try:
+        for delay in PUBLISH_RETRY_DELAYS:
+            time.sleep(delay)
+            try:
+                announcer.eval(_ANNOUNCE, 1, EPOCH_KEY, CHANNEL, *messages)
+                return True
+            except redis.RedisError as exc:
+                logger.warning("auth cache: could not announce an invalidation (%s)", exc)
+        return False
+    finally:
+        announcer.close()
+        announcer.connection_pool.disconnect()
 
 
 class PrincipalCache:
@@ -95,6 +124,8 @@ class PrincipalCache:
         self._stop = threading.Event()
         self._subscribed = threading.Event()
         self._thread: threading.Thread | None = None
+        # The highest invalidation epoch this listener knows of (None until first read).
+        self._heard_epoch: int | None = None
 
     def peek(self, key_hash: bytes) -> Principal | None:
         """The cached principal for `key_hash` if it may be trusted right now, else None."""
@@ -177,20 +208,14 @@ class PrincipalCache:
             pubsub = self._client.pubsub(ignore_subscribe_messages=False)
             try:
                 pubsub.subscribe(CHANNEL)
-                seen_epoch: object = _UNREAD  # the key may not exist yet: None is a value
+                self._heard_epoch = None  # this subscription's baseline: its first read
                 next_check = 0.0
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=_POLL_SECONDS)
                     if message is not None:
                         self._handle(message)
                     if time.monotonic() >= next_check and self._generation is not None:
-                        epoch = self._client.get(EPOCH_KEY)
-                        if seen_epoch is not _UNREAD and epoch != seen_epoch:
-                            # An invalidation whose message did not reach us: forget all.
-                            with self._lock:
-                                self._invalidations += 1
-                                self._entries.clear()
-                        seen_epoch = epoch
+                        self._check_epoch(int(self._client.get(EPOCH_KEY) or 0))
                         next_check = time.monotonic() + EPOCH_CHECK_SECONDS
             except Exception as exc:  # the listener must outlive any failure; it only disables
                 if not self._stop.is_set():
@@ -201,6 +226,15 @@ class PrincipalCache:
                     pubsub.close()
             self._stop.wait(_RETRY_SECONDS)
 
+    def _check_epoch(self, epoch: int) -> None:
+        heard = self._heard_epoch
+        self._heard_epoch = max(epoch, heard or 0)
+        if heard is not None and epoch > heard:
+            # An invalidation whose message did not reach us: forget everything.
+            with self._lock:
+                self._invalidations += 1
+                self._entries.clear()
+
     def _handle(self, message: dict[str, Any]) -> None:
         if message["type"] == "subscribe":
             with self._lock:
@@ -210,7 +244,10 @@ class PrincipalCache:
             return
         if message["type"] != "message":
             return
-        kind, _, ident = message["data"].decode().partition(":")
+        epoch, _, invalidation = message["data"].decode().rpartition(" ")
+        if epoch.isdigit() and self._heard_epoch is not None:
+            self._heard_epoch = max(self._heard_epoch, int(epoch))
+        kind, _, ident = invalidation.partition(":")
         with self._lock:
             self._invalidations += 1
             if kind == "key":
