@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
 from datetime import UTC, datetime
 from typing import Any
@@ -53,11 +53,15 @@ def _probe(name: str, check: Callable[[], object]) -> dict[str, Any]:
 class _Probes:
     """Each dependency's probe in a thread of its own, all under one deadline; a probe still
     running from an earlier call is not started again (a stalled server holds one thread per
-    dependency, not one per health call)."""
+    dependency, not one per health call).
+
+    Daemon threads, not an executor's: Python waits for an executor's threads at exit, so a
+    probe stuck on a stalled server would hold a worker's shutdown (and its last event
+    shipping) until gunicorn killed it.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
         self._pid = 0
         self._running: dict[str, Future[dict[str, Any]]] = {}
 
@@ -66,8 +70,7 @@ class _Probes:
     ) -> dict[str, dict[str, Any] | None]:
         """Each check's result, or None for those that did not finish in time."""
         with self._lock:
-            if self._pid != os.getpid() or self._pool is None:  # a forked worker starts afresh
-                self._pool = ThreadPoolExecutor(len(checks), thread_name_prefix="health")
+            if self._pid != os.getpid():  # a forked worker has none of its parent's threads
                 self._pid, self._running = os.getpid(), {}
             futures = {}
             for name, check in checks.items():
@@ -75,7 +78,7 @@ class _Probes:
                 if earlier is not None and not earlier.done():
                     futures[name] = earlier
                 else:
-                    futures[name] = self._running[name] = self._pool.submit(check)
+                    futures[name] = self._running[name] = _start(name, check)
         deadline = time.monotonic() + ANSWER_WITHIN_SECONDS
         results: dict[str, dict[str, Any] | None] = {}
         for name, future in futures.items():
@@ -85,6 +88,19 @@ class _Probes:
                 logger.warning("health: no answer from %s in %.1fs", name, ANSWER_WITHIN_SECONDS)
                 results[name] = None
         return results
+
+
+def _start(name: str, check: Callable[[], dict[str, Any]]) -> Future[dict[str, Any]]:
+    future: Future[dict[str, Any]] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(check())
+        except BaseException as exc:  # the checks catch their own; this is the last resort
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"health-{name}", daemon=True).start()
+    return future
 
 
 _PROBES = _Probes()
