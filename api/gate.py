@@ -52,7 +52,7 @@ from api import (
     request_state,
 )
 from api.authentication import Authenticator
-from api.problems import ForbiddenError
+from api.problems import ForbiddenError, ServiceUnavailableError
 from api.request_state import RequestState
 from events.publisher import EventPublisher
 from timo_hub.accounts import key_format
@@ -253,6 +253,15 @@ def admit_request() -> None:
     extensions = ctx.app.extensions
     authenticator: Authenticator = extensions[authentication.EXTENSION]
     quota: QuotaEnforcer = extensions[QUOTA_EXTENSION]
+    try:
+        # Before anything is counted (or authenticated, which would make the refusal a call
+        # with an event of its own): a call whose event could not be written is not served.
+        extensions[metering.EXTENSION].ensure_room()
+    except OSError as exc:
+        logger.error("the event spool cannot take events (%s): refusing calls", exc)
+        raise ServiceUnavailableError(
+            "Usage cannot be recorded right now; retry shortly.", headers={"Retry-After": "1"}
+        ) from None
     now = state.clock.started_at
     principal = authenticator.authenticate(req.environ.get("HTTP_AUTHORIZATION"), req.remote_addr)
     state.principal = principal

@@ -135,6 +135,11 @@ class EventPublisher:
         """Record an event; it reaches the log shortly, whatever happens to this process."""
         self.publish_line(event.to_json())
 
+    def ensure_room(self) -> None:
+        """Raise `OSError` now if the spool could not take the next events (see
+        `Spool.ensure_room`)."""
+        self.spool.ensure_room()
+
     def publish_line(self, line: str) -> None:
         """Record an event already serialised by `ApiCallRecorded.to_json` (or its equal)."""
         self.spool.append(line)

@@ -44,6 +44,9 @@ DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 # much more, so that appends while the shipper is busy rarely need a new segment.
 SEGMENT_SLACK_BYTES = 1024 * 1024
 _SCAN_BYTES = 1024 * 1024
+# What `ensure_room` keeps reserved ahead of the appends: far more than the lines of the calls
+# in flight between a check and its append (an event line is ~400 bytes).
+ROOM_AHEAD_BYTES = 64 * 1024
 
 
 @dataclass
@@ -173,6 +176,32 @@ class Spool:
                 self._writable(len(data)).append(data)
         if not self.appended_since_ship.is_set():  # set() takes a lock and notifies: once
             self.appended_since_ship.set()
+
+    def ensure_room(self, room: int = ROOM_AHEAD_BYTES) -> None:
+        """Make sure the next appends have `room` bytes reserved in a mapped segment, opening a
+        new segment if needed; raises `OSError` (a full disk, no descriptor left) if it cannot.
+
+        Called before a call is counted, so that a spool that cannot take its event refuses the
+        call while nothing has happened yet, rather than failing it after the quota counted it.
+        """
+        current = self._current
+        if (
+            current is not None
+            and current._map is not None
+            and self._pid == os.getpid()
+            and len(current._map) - current.written >= room
+        ):
+            return  # the common case: no lock
+        with self._lock:
+            self._ensure_process()
+            current = self._current
+            if current is not None and (
+                current._map is None or len(current._map) - current.written < room
+            ):
+                current.seal()
+                self._pending.append(current)
+                self._current = None
+            self._writable(room)
 
     def segments_to_ship(self) -> list[Segment]:
         """Segments with data to ship, oldest first (pending ones, then the current one)."""

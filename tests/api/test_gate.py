@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -140,3 +142,26 @@ def test_an_event_that_cannot_be_written_is_a_500_counted_and_logged_once(
     assert errors._value.get() - errors_before == 1
     (line,) = [json.loads(x) for x in lines.getvalue().splitlines()]
     assert (line["status"], line["request_id"]) == (500, request_id)
+
+
+def test_a_spool_that_cannot_take_events_refuses_calls_before_counting_them(
+    served: Flask, customer: Customer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Guards the defect where a spool that could not open a segment (a full disk; no descriptor
+    # left) failed the call with a 500 after the quota had counted it: a call billed and never
+    # served, with no event. Disk full is injected where the spool reserves a segment's blocks.
+    def disk_full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    client = served.test_client()
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "posix_fallocate", disk_full)
+        refused = client.get("/api/v1/account", headers=customer.auth)
+    assert refused.status_code == 503
+    assert refused.content_type == "application/problem+json"
+    assert refused.headers["Retry-After"] == "1"
+    quota = client.get("/api/v1/account/quota", headers=customer.auth)
+    assert quota.status_code == 200
+    assert quota.get_json()["used"] == 1  # this call only: the refused one was never counted
+    events = spooled_events(served.extensions["timo"].settings.home)
+    assert [e["request_id"] for e in events] == [quota.headers["X-Request-ID"]]
