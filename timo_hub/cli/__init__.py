@@ -18,6 +18,7 @@ from timo_hub.cli.events import events, projections_group
 from timo_hub.cli.forecast import forecast
 from timo_hub.cli.migrate import migrate
 from timo_hub.cli.quota import quota
+from timo_hub.cli.spool import spool
 from timo_hub.platform.settings import Settings, SettingsError
 
 
@@ -42,6 +43,7 @@ cli.add_command(events)
 cli.add_command(projections_group, name="projections")
 cli.add_command(quota)
 cli.add_command(forecast)
+cli.add_command(spool)
 
 
 def main() -> None:
