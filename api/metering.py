@@ -63,5 +63,8 @@ def record_call(
 def build_publisher(runtime: Runtime) -> EventPublisher:
     """This process's event publisher (spool under `TIMO_HOME/spool/events`)."""
     return EventPublisher(
-        runtime.settings.home / "spool" / "events", runtime.broker_url, runtime.database
+        runtime.settings.home / "spool" / "events",
+        runtime.broker_url,
+        runtime.database,
+        sync_seconds=runtime.settings.spool_sync_seconds,
     )

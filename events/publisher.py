@@ -117,8 +117,11 @@ class EventPublisher:
         database: Database,
         *,
         reship_after: float = RESHIP_AFTER_SECONDS,
+        sync_seconds: float = 0.0,
     ) -> None:
         self.spool = Spool(spool_dir)
+        # How often the shipper forces spooled events to disk (0: never; the OS does, in time).
+        self._sync_seconds = sync_seconds
         self._app = producer_app(broker_url)
         self._database = database
         self._reship_after = reship_after
@@ -290,13 +293,21 @@ class EventPublisher:
 
     def _run(self) -> None:
         backoff = 0.0
-        next_adoption = next_verify = 0.0
+        next_adoption = next_verify = next_sync = 0.0
         while not self._stop.is_set():
             if backoff:
                 self._stop.wait(backoff)
             elif self.spool.appended_since_ship.wait(IDLE_WAIT_SECONDS):
                 self._stop.wait(LINGER_SECONDS)
             self.spool.appended_since_ship.clear()
+            if self._sync_seconds and time.monotonic() >= next_sync:
+                # First, and whatever shipping does: a broker outage must not leave events in
+                # memory only, where an OS crash would take them.
+                try:
+                    self.spool.sync()
+                except OSError as exc:
+                    logger.warning("spooled events could not be synced to disk: %s", exc)
+                next_sync = time.monotonic() + self._sync_seconds
             try:
                 now = time.monotonic()
                 if now >= next_adoption:

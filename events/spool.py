@@ -65,6 +65,8 @@ class Segment:
     sealed: bool = False  # no more writes will come: delete once fully verified
     written: int = 0
     """Bytes copied in, while the segment is mapped for writing (else the file's size counts)."""
+    synced: int = 0
+    """Bytes known to be on the disk (`Spool.sync`)."""
     _map: mmap.mmap | None = field(default=None, repr=False)
     _reader: int | None = field(default=None, repr=False)
 
@@ -202,6 +204,23 @@ class Spool:
                 self._pending.append(current)
                 self._current = None
             self._writable(room)
+
+    def sync(self) -> None:
+        """Force what was appended since the last sync onto the disk: `fsync` of each segment
+        with unsynced bytes (it writes back the mapping's dirty pages, and lets go of the GIL).
+
+        Called by the shipper's thread, which alone retires segments, so none is closed under
+        it; outside the lock, so appends never wait for the disk.
+        """
+        with self._lock:
+            if self._pid != os.getpid():
+                return
+            segments = [*self._pending, *([self._current] if self._current else [])]
+        for segment in segments:
+            size = segment.size()
+            if size > segment.synced:
+                os.fsync(segment.fd)
+                segment.synced = size
 
     def segments_to_ship(self) -> list[Segment]:
         """Segments with data to ship, oldest first (pending ones, then the current one)."""

@@ -69,6 +69,10 @@ class Settings(BaseModel):
     # Reverse proxies in front of the web process whose `X-Forwarded-For`/`-Proto` to believe
     # (werkzeug's ProxyFix). 0 believes none: the client address is the socket's peer.
     trusted_proxies: int = Field(default=0, ge=0, le=10)
+    # How often each web process forces its spooled events to disk (fsync): an OS crash or power
+    # loss can lose at most this much of answered calls' events. 0: never (the OS writes them
+    # back within ~30 s by itself); a process crash loses none either way.
+    spool_sync_seconds: float = Field(default=1.0, ge=0, le=60)
 
     @field_validator("home")
     @classmethod
@@ -180,6 +184,7 @@ _VARIABLES = {
     "log_format": "TIMO_LOG_FORMAT",
     "log_level": "TIMO_LOG_LEVEL",
     "trusted_proxies": "TIMO_TRUSTED_PROXIES",
+    "spool_sync_seconds": "TIMO_SPOOL_SYNC_SECONDS",
 }
 
 
