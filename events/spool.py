@@ -23,10 +23,12 @@ answer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import mmap
 import os
+import resource
 import threading
 import time
 import uuid
@@ -156,9 +158,18 @@ class Segment:
 class Spool:
     """This process's segments: the one being written, and sealed or adopted ones to ship."""
 
-    def __init__(self, directory: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        max_pending: int | None = None,
+    ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
+        # Sealed and adopted segments held at once (each keeps up to two descriptors until its
+        # events are confirmed): past this, the spool takes no new calls (`ensure_room` raises)
+        # rather than run out of descriptors with calls already counted.
+        self.max_pending = max_pending if max_pending is not None else _pending_allowed()
         self._lock = threading.Lock()
         self._current: Segment | None = None
         self._pending: list[Segment] = []  # sealed own segments and adopted orphans
@@ -197,9 +208,21 @@ class Spool:
         with self._lock:
             self._ensure_process()
             current = self._current
-            if current is not None and (
-                current._map is None or len(current._map) - current.written < room
+            if (
+                current is not None
+                and current._map is not None
+                and len(current._map) - current.written >= room
             ):
+                return
+            if len(self._pending) >= self.max_pending:
+                # Checked before sealing: the current segment keeps what room it has for the
+                # calls already counted, and no new one is counted.
+                raise OSError(
+                    errno.EMFILE,
+                    f"event spool backlog full: {len(self._pending)} segments not yet confirmed "
+                    "(is the broker down, or are workers behind?)",
+                )
+            if current is not None:
                 current.seal()
                 self._pending.append(current)
                 self._current = None
@@ -247,6 +270,8 @@ class Spool:
         adopted = 0
         for path in sorted(self.directory.glob(f"*{SEGMENT_SUFFIX}")):
             with self._lock:
+                if len(self._pending) >= self.max_pending // 2:
+                    break  # the rest at a later adoption, once these are shipped and retired
                 owned = {s.path for s in self._pending}
                 if self._current is not None:
                     owned.add(self._current.path)
@@ -321,6 +346,15 @@ class Spool:
                 raise
             self._current = Segment(path=path, fd=fd, _map=mapping)
         return self._current
+
+
+def _pending_allowed() -> int:
+    """How many pending segments this process's descriptor limit leaves room for: two each,
+    beside ~512 for everything else a web process holds (sockets, pools, files)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 100_000
+    return max(8, (soft - 512) // 2)
 
 
 def written_lines(path: Path) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
 import sys
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,14 @@ gc.freeze()
 # ledger's writer, the metrics flusher) runs Python code waits up to this long before the holder
 # is asked to let go: at the default 5 ms, those waits were the metered request's p99.
 sys.setswitchinterval(0.0005)
+
+# Descriptors: the soft limit is often 1,024, and each event spool segment not yet confirmed
+# holds up to two (a long broker outage piles them up; the spool refuses new calls before it
+# runs out). Raise it towards the hard limit, as nginx's `worker_rlimit_nofile` or Go's runtime.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+_wanted = 65_536 if _hard == resource.RLIM_INFINITY else min(_hard, 65_536)
+if _soft != resource.RLIM_INFINITY and _soft < _wanted:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_wanted, _hard))
 
 # gunicorn's maximum: query strings up to 8 KiB reach the app (and get its problem responses).
 limit_request_line = 8190

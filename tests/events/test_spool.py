@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from events import pipeline_metrics
 from events.spool import SEGMENT_SUFFIX, Spool
@@ -144,3 +147,30 @@ def test_a_live_writers_segment_is_not_adopted(tmp_path: Path) -> None:
     ).stdout
     assert out.strip() == "0"
     writer.close()
+
+
+def test_a_backlog_at_its_limit_refuses_new_calls_not_the_ones_counted(tmp_path: Path) -> None:
+    # Guards the descriptor leak (item 4): each sealed segment keeps its descriptors until its
+    # events are confirmed, so during a long broker outage they grew until opening a segment
+    # failed, with every call by then already counted. Now the spool says no before counting,
+    # while the segment being written keeps room for the calls already in flight.
+    spool = Spool(tmp_path, segment_bytes=200, max_pending=2)
+    line = '{"n": 0, "padding": "' + "x" * 180 + '"}'
+    sealed = 0
+    while sealed < 2:
+        spool.ensure_room(room=256)
+        spool.append(line)
+        sealed = sum(1 for s in spool.segments_to_ship() if s.sealed)
+    oldest = spool.segments_to_ship()[0]
+    with pytest.raises(OSError) as refused:  # two segments wait for the broker: no new call
+        spool.ensure_room(room=256)
+    assert refused.value.errno == errno.EMFILE
+    spool.append(line)  # a call counted before the refusal still gets its event
+    more = 2 * 1024 * 1024  # more than the segment being written has left: it must rotate
+    with pytest.raises(OSError):
+        spool.ensure_room(room=more)
+    oldest.mark_shipped(oldest.size())
+    oldest.mark_verified(oldest.size())
+    spool.retire(oldest)
+    spool.ensure_room(room=more)  # room again once the backlog shrinks
+    spool.close()
