@@ -215,10 +215,10 @@ def _add_safety_headers(headers: list[tuple[str, str]], answered: _Answered) -> 
     """`nosniff` on every answer; `no-store` on API answers that say nothing of caching (they
     are per caller: usage, keys, errors; the OpenAPI document says it may be cached); and a 204
     has no body, so no `Content-Type` either (Flask gives every answer one)."""
-    names = {name.lower() for name, _ in headers}
-    if "x-content-type-options" not in names:
-        headers.append(NOSNIFF)
-    if "cache-control" not in names and answered.path.startswith(API_PREFIX):
+    headers.append(NOSNIFF)  # no view sets it: this is the one place
+    if answered.path.startswith(API_PREFIX) and not any(
+        name.lower() == "cache-control" for name, _ in headers
+    ):
         headers.append(NO_STORE)
     if answered.status == 204:
         headers[:] = [h for h in headers if h[0].lower() not in ("content-type", "content-length")]

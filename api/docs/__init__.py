@@ -28,11 +28,4 @@ def docs_page() -> Response:
     """The API page and console."""
     response = send_from_directory(STATIC, "index.html", max_age=60)
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-@blueprint.after_request
-def _protect(response: Response) -> Response:
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
