@@ -20,8 +20,12 @@ Printed: each round, then the median over rounds of each ratio (computed per rou
 moment of the shared machine moves one round, not the verdict). Targets: c/a >= 0.7 and c/b >= 1.5
 by server CPU per request; p99 added by the gate <= 2 ms at 1 connection and <= 5 ms at 32.
 
+`--worker-class` picks gunicorn's worker: `buffering` (the product's default, which reads each
+request whole before serving it: timo_hub/serving/buffering_worker.py), `sync` or `gthread`.
 `--before PATH` compares (c) with (c) served from another checkout instead (a `git worktree` of
-the commit before a change): the two alternate in the same way and the medians are printed.
+the commit before a change); `--against-worker-class sync` compares (c) under each worker class
+with (c) under gunicorn's sync worker. The two alternate in the same way and the medians are
+printed.
 
 Run: `make bench-hot-path` (installs wrk and Flask-Limiter if needed). Uses TIMO_DATABASE_URL /
 TIMO_REDIS_URL / TIMO_BROKER_URL when set, embedded servers in a temporary TIMO_HOME otherwise.
@@ -58,6 +62,11 @@ BENCH_PEPPER = "bench-pepper-not-a-secret-0123456789abcdef"
 # A plan no round can exhaust, so every call of (c) takes the limited-plan admission path (an
 # unlimited plan would be no cheaper: the counter is counted either way).
 BENCH_PLAN = ("bench", "Bench (huge limit)", 10**12)
+WORKER_CLASSES = {
+    "buffering": "timo_hub.serving.buffering_worker.BufferingWorker",
+    "sync": "sync",
+    "gthread": "gthread",
+}
 SERVERS = {
     "a": ("a bare Flask", "bench.apps:bare_app()", "/bare"),
     "b": ("b Flask-Limiter", "bench.apps:limited_app()", "/bare"),
@@ -104,7 +113,7 @@ def _serve_and_measure(  # type: ignore[no-untyped-def]
         "--workers",
         str(args.workers),
         "--worker-class",
-        worker_class,
+        WORKER_CLASSES[worker_class],
         # gunicorn turns a sync worker with threads into gthread: sync means one thread.
         "--threads",
         str(args.threads if worker_class == "gthread" else 1),
@@ -192,8 +201,8 @@ def main() -> None:
     parser.add_argument(
         "--worker-class",
         action="append",
-        choices=["sync", "gthread"],
-        help="repeatable; default: sync, then gthread",
+        choices=list(WORKER_CLASSES),
+        help="repeatable; default: buffering (the product's), then gthread",
     )
     parser.add_argument("--threads", type=int, default=4)
     # gthread keeps connections alive and each sticks to the worker that accepted it: with few
@@ -201,6 +210,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
         "--before", type=Path, help="a checkout to compare (c) with, alternating, instead of a/b"
+    )
+    parser.add_argument(
+        "--against-worker-class",
+        choices=list(WORKER_CLASSES),
+        help="a worker class to compare (c) with, alternating, instead of a/b",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -247,9 +261,13 @@ def _run(home: str, args) -> None:  # type: ignore[no-untyped-def]
         }
     )
     with _celery_worker(env):
-        for worker_class in args.worker_class or ["sync", "gthread"]:
+        for worker_class in args.worker_class or ["buffering", "gthread"]:
             if args.before is not None:
-                _compare_with_before(env, worker_class, args)
+                contenders = {"before": (args.before.resolve(), worker_class)}
+                _compare_with_before(env, contenders | {"after": (ROOT, worker_class)}, args)
+            elif args.against_worker_class is not None:
+                contenders = {"before": (ROOT, args.against_worker_class)}
+                _compare_with_before(env, contenders | {"after": (ROOT, worker_class)}, args)
             else:
                 _compare_servers(env, worker_class, args)
 
@@ -312,17 +330,21 @@ def _compare_servers(env: dict[str, str], worker_class: str, args) -> None:  # t
         print(f"  {label:<32}{shown:>10}  target {target}   rounds: {rounds}", flush=True)
 
 
-def _compare_with_before(env: dict[str, str], worker_class: str, args) -> None:  # type: ignore[no-untyped-def]
-    """(c) from `args.before` and from this checkout, alternating; medians and their ratio."""
-    contenders = {"before": args.before.resolve(), "after": ROOT}
+def _compare_with_before(  # type: ignore[no-untyped-def]
+    env: dict[str, str], contenders: dict[str, tuple[Path, str]], args
+) -> None:
+    """(c) as `before` and as `after` (checkout, worker class), alternating; medians, ratio."""
     runs: dict[str, list[Result]] = {name: [] for name in contenders}
     for round_ in range(args.rounds):
         order = list(contenders) if round_ % 2 == 0 else list(reversed(contenders))
         for name in order:
-            runs[name].append(_serve_and_measure("c", env, worker_class, args, contenders[name]))
-    threads = f" x{args.threads} threads" if worker_class == "gthread" else ""
+            root, worker_class = contenders[name]
+            runs[name].append(_serve_and_measure("c", env, worker_class, args, root))
+    described = "; ".join(
+        f"{name} {root.name} {worker_class}" for name, (root, worker_class) in contenders.items()
+    )
     print(
-        f"\ngunicorn {args.workers} workers, {worker_class}{threads}; (c) before vs after, "
+        f"\ngunicorn {args.workers} workers; (c) before vs after ({described}), "
         f"{args.rounds} alternating rounds of {args.seconds}s; medians"
     )
     print(

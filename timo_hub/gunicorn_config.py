@@ -59,6 +59,10 @@ if _soft != resource.RLIM_INFINITY and _soft < _wanted:
 # gunicorn's maximum: query strings up to 8 KiB reach the app (and get its problem responses).
 limit_request_line = 8190
 
+# The sync worker, reading each request whole before the app sees it: a slow or stalled client
+# holds a buffer, not a worker (timo_hub/serving/buffering_worker.py). `--worker-class` overrides.
+worker_class = "timo_hub.serving.buffering_worker.BufferingWorker"
+
 
 def post_worker_init(worker: Worker) -> None:
     """gunicorn hook: the worker has built its app; freeze that too (see `gc.freeze` above)."""

@@ -34,6 +34,9 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
+PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
+
+
 @contextmanager
 def web_process(
     settings: Settings,
@@ -48,25 +51,50 @@ def web_process(
     """
     port = free_port()
     gunicorn = Path(sys.executable).parent / "gunicorn"
+    command = [
+        str(gunicorn),
+        "--config",
+        "python:timo_hub.gunicorn_config",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--no-control-socket",
+        "api:create_app()",
+    ]
+    with _serving(
+        command, port, {**settings_environment(settings), **(env or {})}, healthy
+    ) as base:
+        yield base
+
+
+@contextmanager
+def procfile_web_process(
+    settings: Settings, workers: int = 2, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Run the Procfile's `web` line as `timo-hub dev` (honcho) runs it, through a shell."""
+    line = next(entry for entry in PROCFILE.read_text().splitlines() if entry.startswith("web:"))
+    port = free_port()
+    environment = {
+        **settings_environment(settings),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "WEB_CONCURRENCY": str(workers),
+        **(env or {}),
+    }
+    # `exec` so that stopping the shell stops gunicorn's master.
+    command = ["/bin/sh", "-c", "exec " + line.removeprefix("web:").strip()]
+    with _serving(command, port, environment, healthy=True) as base:
+        yield base
+
+
+@contextmanager
+def _serving(command: list[str], port: int, env: dict[str, str], healthy: bool) -> Iterator[str]:
     # A file, not a pipe: nobody reads a pipe while the server runs, and once its buffer is full
     # every log line (one per request) would block the worker that writes it.
     with tempfile.TemporaryFile(mode="w+") as log:
-        process = subprocess.Popen(
-            [
-                str(gunicorn),
-                "--config",
-                "python:timo_hub.gunicorn_config",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(workers),
-                "--no-control-socket",
-                "api:create_app()",
-            ],
-            env={**settings_environment(settings), **(env or {})},
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_until_up(process, base, healthy, log)

@@ -73,6 +73,9 @@ class Settings(BaseModel):
     # loss can lose at most this much of answered calls' events. 0: never (the OS writes them
     # back within ~30 s by itself); a process crash loses none either way.
     spool_sync_seconds: float = Field(default=1.0, ge=0, le=60)
+    # How long a web worker waits for a whole request (line, headers, body) from the moment it
+    # accepts the connection; a client slower than this gets a 408 and never reaches the app.
+    request_read_seconds: float = Field(default=10.0, gt=0, le=300)
 
     @field_validator("home")
     @classmethod
@@ -185,6 +188,7 @@ _VARIABLES = {
     "log_level": "TIMO_LOG_LEVEL",
     "trusted_proxies": "TIMO_TRUSTED_PROXIES",
     "spool_sync_seconds": "TIMO_SPOOL_SYNC_SECONDS",
+    "request_read_seconds": "TIMO_REQUEST_READ_SECONDS",
 }
 
 

@@ -1,0 +1,1 @@
+"""How the web process meets the network: gunicorn's worker and what it reads before the app."""
