@@ -19,6 +19,7 @@ worker is the plain sync worker (the bytes it would buffer are ciphertext).
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import errno
 import os
@@ -86,6 +87,7 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             return
         for listener in self.sockets:
             listener.setblocking(False)
+            _defer_accept(listener, self._read_seconds)
         self._selector.register(self.PIPE[0], selectors.EVENT_READ, _WAKEUP)
         wait = self.timeout or 0.5
         while self.alive:
@@ -104,9 +106,11 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         self._selector.close()
 
     def _serve_ready(self, wait: float) -> None:
+        now = time.monotonic()
         if self._arriving:
-            earliest = min(a.deadline for a in self._arriving.values())
-            wait = min(wait, max(earliest - time.monotonic(), 0.0))
+            wait = min(wait, max(self._earliest().deadline - now, 0.0))
+        if self._accept_paused_until > now:
+            wait = min(wait, self._accept_paused_until - now)
         try:
             ready = self._selector.select(wait)
         except InterruptedError:
@@ -118,7 +122,12 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                 self._receive(key.data)
             elif self.alive and self._accepting:
                 self._accept(key.fileobj)  # type: ignore[arg-type]
-        self._expire(time.monotonic())
+        self._expire()
+
+    def _earliest(self) -> _Arriving:
+        # Every connection gets the same allowance from its accept, and dicts keep insertion
+        # order: the first one arriving is the first one due.
+        return next(iter(self._arriving.values()))
 
     def _accept_when_possible(self) -> None:
         room = len(self._arriving) < self.cfg.worker_connections
@@ -136,6 +145,8 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(_ACCEPTS_PER_WAKEUP):
+            if not self.alive:
+                return
             if len(self._arriving) >= self.cfg.worker_connections:
                 self._set_accepting(False)
                 return
@@ -150,36 +161,50 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                 self._accept_paused_until = time.monotonic() + _ACCEPT_PAUSE_SECONDS
                 self._set_accepting(False)
                 return
+            # (Python's sockets are close-on-exec already.)
             sock.setblocking(False)
-            util.close_on_exec(sock)
             arriving = _Arriving(sock, address, listener, time.monotonic() + self._read_seconds)
             self._arriving[sock.fileno()] = arriving
             # Most clients send the request with the connection: read it at once, no wakeup.
-            self._receive(arriving)
+            if self._receive(arriving):
+                # Back to the selector after each request served: connections that were
+                # registered earlier and have since become whole go before new ones.
+                return
 
-    def _receive(self, arriving: _Arriving) -> None:
-        try:
-            data = arriving.sock.recv(_RECEIVE_SIZE)
-        except (BlockingIOError, InterruptedError):
-            self._register(arriving)
-            return
-        except OSError:
-            self._drop(arriving)
-            return
-        if not data:
-            self._drop(arriving)  # gone before asking anything: nothing to answer
-            return
-        arriving.buffer += data
+    def _receive(self, arriving: _Arriving) -> bool:
+        """Read what the client has sent; serve, wait for more, or drop a client that left.
+
+        Whether the request was served.
+        """
+        ended = False
+        while len(arriving.buffer) <= BUFFER_LIMIT:
+            try:
+                data = arriving.sock.recv(_RECEIVE_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._drop(arriving)
+                return False
+            if not data:
+                ended = True  # the client closed its side: what it sent is all there is
+                break
+            arriving.buffer += data
+            if len(data) < _RECEIVE_SIZE:
+                break
         found = request_framing.scan(arriving.buffer, BUFFER_LIMIT)
         if found.framing is Framing.INCOMPLETE:
+            if ended:
+                self._drop(arriving)  # gone before asking anything whole: nothing to answer
+                return False
             if found.expects_continue and not arriving.continued:
                 arriving.continued = True
                 if not _send_small(arriving.sock, _CONTINUE):
                     self._drop(arriving)
-                    return
+                    return False
             self._register(arriving)
-            return
+            return False
         self._serve(arriving)
+        return True
 
     def _register(self, arriving: _Arriving) -> None:
         if not arriving.registered:
@@ -201,8 +226,14 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         prefetched = _Prefetched(sock, bytes(arriving.buffer), continued=arriving.continued)
         self.handle(arriving.listener, prefetched, arriving.address)
 
-    def _expire(self, now: float) -> None:
-        for arriving in [a for a in self._arriving.values() if a.deadline <= now]:
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self._arriving and (arriving := self._earliest()).deadline <= now:
+            # Its bytes may have come while the app served someone else: read them first.
+            descriptor = arriving.sock.fileno()
+            self._receive(arriving)
+            if self._arriving.get(descriptor) is not arriving:
+                continue  # served, or gone
             READ_TIMEOUTS.inc()
             self.log.info(
                 "Request from %s not received within %s s (%d bytes arrived): 408",
@@ -258,6 +289,21 @@ def _request_timeout(seconds: float) -> bytes:
         "Connection: close\r\n\r\n"
     ).encode()
     return head + body
+
+
+def _defer_accept(listener: socket.socket, seconds: float) -> None:
+    """Have the kernel hold a TCP connection until its first bytes (or `seconds`) arrive.
+
+    Linux's TCP_DEFER_ACCEPT (nginx's `listen … deferred`): the request is then nearly always
+    there when the connection is accepted, so it is read at once instead of through the selector,
+    and a connection that never sends anything costs the worker nothing for that long.
+    """
+    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
+    if option is None or listener.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    # An optimisation: without it the selector does the waiting.
+    with contextlib.suppress(OSError):
+        listener.setsockopt(socket.IPPROTO_TCP, option, max(1, round(seconds)))
 
 
 def _send_small(sock: socket.socket, data: bytes) -> bool:
