@@ -35,6 +35,26 @@ def cache(runtime: Runtime) -> Iterator[PrincipalCache]:
     cache.close()
 
 
+def _listener_has_read_the_epoch(cache: PrincipalCache, runtime: Runtime) -> bool:
+    """The listener has a baseline: the epoch as it is now (until then, a bump is not news)."""
+    return cache._heard_epoch == int(runtime.redis.get(EPOCH_KEY) or 0)
+
+
+class EpochChecks:
+    """Counts the listener's epoch checks as they complete; the real check still runs."""
+
+    def __init__(self, cache: PrincipalCache) -> None:
+        self.completed = 0
+        check = cache._check_epoch
+
+        def observed(epoch: int) -> None:
+            check(epoch)
+            self.completed += 1
+
+        # The listener looks the method up on every check, so the instance attribute is used.
+        cache._check_epoch = observed  # type: ignore[method-assign]
+
+
 class CountingLoader:
     def __init__(self, principal: Principal | None) -> None:
         self.principal = principal
@@ -102,9 +122,11 @@ def test_a_read_that_raced_an_invalidation_is_not_cached(
         nonlocal calls
         calls += 1
         if calls == 1:
-            # Between our database read and our store, someone revokes and publishes.
+            # Between our database read and our store, someone revokes and publishes, and the
+            # listener hears it before the store (the race: the entry must not be kept).
+            heard = cache._invalidations
             publish_invalidation(runtime.redis, key_id=principal.key_id)
-            time.sleep(0.2)
+            eventually(lambda: cache._invalidations > heard, timeout=5)
         return principal
 
     cache.lookup(b"h", load_while_revoked_elsewhere)
@@ -152,7 +174,8 @@ def test_a_lost_invalidation_message_is_caught_by_the_epoch(
     # every invalidation, message or not.
     load = CountingLoader(_principal())
     cache.lookup(b"h", load)
-    time.sleep(EPOCH_CHECK_SECONDS * 2)  # the listener has read the epoch as it is
+    # Until the listener has read the epoch as it is, a bump would only become its baseline.
+    eventually(lambda: _listener_has_read_the_epoch(cache, runtime), timeout=10)
     runtime.redis.incr(EPOCH_KEY)  # an invalidation whose message was lost
     started = time.monotonic()
 
@@ -169,18 +192,25 @@ def test_a_delivered_invalidation_evicts_only_what_it_names(
 ) -> None:
     # Guards the epoch check emptying every process's whole cache on every revoke (a burst of
     # database lookups): a message that arrived carries its epoch, so nothing was missed.
+    checks = EpochChecks(cache)
     kept, revoked = CountingLoader(_principal()), CountingLoader(_principal())
     cache.lookup(b"kept", kept)
     cache.lookup(b"revoked", revoked)
-    time.sleep(EPOCH_CHECK_SECONDS * 2)
+    # A baseline first: a listener that has not read the epoch yet would take the bumped one as
+    # its baseline and never compare, and the test would pass whatever the comparison does.
+    eventually(lambda: _listener_has_read_the_epoch(cache, runtime), timeout=10)
     assert publish_invalidation(runtime.redis, key_id=revoked.principal.key_id)  # type: ignore[union-attr]
 
     def evicted() -> bool:
         cache.lookup(b"revoked", revoked)
         return revoked.calls > 1
 
-    eventually(evicted)
-    time.sleep(EPOCH_CHECK_SECONDS * 3)
+    eventually(evicted, timeout=5)
+    # The negative half: the only thing that could still drop "kept" is an epoch check that
+    # reads the bumped epoch. Wait for two more checks to complete (so at least one started
+    # after the eviction) instead of sleeping and hoping one ran.
+    done = checks.completed
+    eventually(lambda: checks.completed >= done + 2, timeout=EPOCH_CHECK_SECONDS * 20)
     cache.lookup(b"kept", kept)
     assert kept.calls == 1
 

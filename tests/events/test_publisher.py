@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from celery.contrib.testing.worker import start_worker
 
 from events.ingest import ingest
 from events.partitions import PartitionRegistry
-from events.publisher import EventPublisher, producer_app
+from events.publisher import MAX_BACKOFF_SECONDS, EventPublisher, producer_app
 from tests.support.events import log_counts, make_event
 from tests.support.waiting import eventually
 from timo_hub.platform.runtime import Runtime
@@ -87,13 +86,17 @@ def test_a_batch_the_broker_lost_is_shipped_again(
     publisher = new_publisher(reship_after=0.5)
     _spool(publisher, 25)
     assert publisher.ship_once() == 25
+    (batch,) = publisher._in_flight
     with celery_app.connection() as conn:  # the broker loses the message
         assert celery_app.control.purge(connection=conn) >= 1
     celery_app.conf.broker_heartbeat = 0
     with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
-        time.sleep(1.0)
-        assert sum(log_counts(runtime).values()) == 0
-        assert publisher.verify_once() == 0  # not in the log, and overdue: sent again
+        # The check's own clock (`now`) rather than a sleep: just before `reship_after` the batch
+        # is not in the log and not yet due; just after, it is sent again.
+        assert publisher.verify_once(now=batch.shipped_at + 0.4) == 0
+        assert batch.reshipped == 0
+        assert publisher.verify_once(now=batch.shipped_at + 0.6) == 0  # not in the log: resent
+        assert batch.reshipped == 1
         eventually(lambda: sum(log_counts(runtime).values()) == 25, timeout=15)
         eventually(lambda: not publisher._in_flight or publisher.verify_once() == 25)
     assert publisher.spool.backlog_bytes(verified=True) == 0
@@ -136,14 +139,30 @@ def test_spooled_events_are_forced_to_disk_even_while_the_broker_is_down(
     publisher = EventPublisher(
         tmp_path, "amqp://guest:guest@127.0.0.1:1//", runtime.database, sync_seconds=0.1
     )
+    # The shipper's sync passes, counted as they begin and end (the real one runs in between).
+    passes = {"begun": 0, "ended": 0}
+    real_sync = publisher.spool.sync
+
+    def observed_sync() -> None:
+        passes["begun"] += 1
+        real_sync()
+        passes["ended"] += 1
+
+    monkeypatch.setattr(publisher.spool, "sync", observed_sync)
+    # With the broker refusing, the shipper runs a pass only between backoff waits (up to
+    # MAX_BACKOFF_SECONDS), not every `sync_seconds`: the bounds below are the backoff's.
+    bound = MAX_BACKOFF_SECONDS * 4
     try:
         publisher.publish_line(make_event().to_json())
         (segment,) = publisher.spool.segments_to_ship()
-        eventually(lambda: segment.fd in synced and segment.synced == segment.size(), timeout=5)
+        eventually(lambda: segment.fd in synced and segment.synced == segment.size(), bound)
         count = len(synced)
-        time.sleep(0.5)
-        assert len(synced) == count  # nothing new appended: no further fsync
+        # Nothing new appended: a pass that begins from here must fsync nothing. Wait until one
+        # has run to its end, rather than sleep for a while in which none may have run.
+        begun = passes["begun"]
+        eventually(lambda: passes["ended"] > begun, bound)
+        assert len(synced) == count
         publisher.publish_line(make_event().to_json())
-        eventually(lambda: segment.synced == segment.size(), timeout=5)
+        eventually(lambda: segment.synced == segment.size(), bound)
     finally:
         publisher.close()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
+
+from celery.beat import Scheduler
+from celery.schedules import crontab
 
 from tests.support.accounts import new_customer
 from tests.support.events import seed_calls
@@ -10,14 +14,70 @@ from tests.support.waiting import eventually
 from timo_hub.accounts import service
 from timo_hub.platform.runtime import Runtime
 from workers.celery_app import TimoCelery
-from workers.schedule import BEAT_SCHEDULE
-from workers.tasks import forecast_all
+from workers.tasks import (
+    forecast_account,
+    forecast_all,
+    heartbeat,
+    ingest_events,
+    maintain_partitions,
+    reconcile_quota,
+)
+
+# What beat must run, written out here rather than read from `workers.schedule`, so that an entry
+# removed, renamed, pointed at another task or given another interval there fails this test.
+# (entry name: task, when, options)
+INTENDED_SCHEDULE = {
+    # Nightly at 00:20 UTC, once the UTC day has closed; a run late by hours is dropped.
+    "analytics-forecast-all": (forecast_all.name, crontab(minute=20, hour=0), {"expires": 21600}),
+    # Partitions for the coming months, and retention's drops, hourly.
+    "events-maintain-partitions": (maintain_partitions.name, timedelta(hours=1), {}),
+    # Counters raised to what PostgreSQL proves, every minute (README: "each minute").
+    "quota-reconcile": (reconcile_quota.name, timedelta(minutes=1), {"expires": 60.0}),
+    # The liveness stamp health reports; a stale one is dropped, not queued.
+    "workers-heartbeat": (heartbeat.name, timedelta(seconds=15), {"expires": 15.0}),
+}
+# Tasks that run on demand (a shipped batch, one account of the nightly run), never from beat.
+ON_DEMAND_TASKS = {ingest_events.name, forecast_account.name}
 
 
-def test_nightly_entry_is_scheduled_in_utc() -> None:
-    entry = BEAT_SCHEDULE["analytics-forecast-all"]
-    assert entry["task"] == forecast_all.name
-    assert entry["schedule"].hour == {0}
+def test_beat_schedules_every_periodic_task_at_its_interval(celery_app: TimoCelery) -> None:
+    # The scheduler beat itself builds from the app's configuration (`beat_schedule` merged into
+    # its entries), not the module's dict: an app that lost its `beat_schedule` fails here.
+    entries = Scheduler(celery_app, lazy=True)
+    entries.setup_schedule()
+    schedule = entries.schedule
+    assert set(schedule) == set(INTENDED_SCHEDULE)
+    for name, (task, when, options) in INTENDED_SCHEDULE.items():
+        entry = schedule[name]
+        assert entry.task == task, name
+        assert entry.task in celery_app.tasks, name  # a registered task, not a typo
+        if isinstance(when, crontab):
+            assert entry.schedule == when, name
+        else:
+            assert entry.schedule.run_every == when, name
+        assert entry.options == options, name
+    periodic = {task for task, _, _ in INTENDED_SCHEDULE.values()}
+    product_tasks = {name for name in celery_app.tasks if name.startswith("timo.")}
+    # Every task the product defines is either scheduled or known to run on demand.
+    assert product_tasks - periodic == ON_DEMAND_TASKS
+
+
+def test_beat_runs_in_utc(celery_app: TimoCelery) -> None:
+    assert celery_app.conf.enable_utc is True
+    assert celery_app.conf.timezone == "UTC"
+    assert str(celery_app.timezone) == "UTC"
+    # Behaviour, not only configuration: the nightly crontab, as beat evaluates it with this
+    # app's time zone, is next due at 00:20 UTC. Under any other zone (e.g. Europe/Berlin, on the
+    # night its clocks change) it would be due at another UTC hour. A copy, so that no other test
+    # sees the fixed clock.
+    entries = Scheduler(celery_app, lazy=True)
+    entries.setup_schedule()
+    nightly = copy.copy(entries.schedule["analytics-forecast-all"].schedule)
+    last_run = datetime(2024, 3, 30, 0, 20, tzinfo=UTC)
+    nightly.nowfun = lambda: datetime(2024, 3, 31, 0, 19, tzinfo=UTC)
+    assert nightly.is_due(last_run) == (False, 60.0)
+    nightly.nowfun = lambda: datetime(2024, 3, 31, 0, 20, tzinfo=UTC)
+    assert nightly.is_due(last_run).is_due
 
 
 def test_forecast_all_stores_a_forecast_per_active_account(

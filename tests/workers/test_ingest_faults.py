@@ -6,20 +6,21 @@ workers are killed, duplicated and starved of PostgreSQL while they work.
 
 from __future__ import annotations
 
+import re
 import signal
-import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 import pytest
 
 from events.model import ApiCallRecorded
 from events.publisher import EVENTS_QUEUE, INGEST_TASK, EventPublisher, producer_app
 from tests.support.events import log_counts, make_event, projection_counts
 from tests.support.waiting import eventually
-from tests.support.worker import worker_process
+from tests.support.worker import WorkerProcess, worker_process
 from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
 
@@ -41,16 +42,19 @@ def _expected(events: list[ApiCallRecorded]) -> Counter[tuple[str, str]]:
     return Counter((str(e.account_id), e.occurred_at.date().isoformat()) for e in unique)
 
 
-def _send(settings: Settings, batches: list[list[ApiCallRecorded]]) -> None:
+def _send(settings: Settings, batches: list[list[ApiCallRecorded]]) -> set[str]:
+    """Send each batch as one task message; return the messages' task ids."""
     app = producer_app(settings.effective_broker_url)
     with app.producer_or_acquire() as producer:
-        for batch in batches:
+        return {
             app.send_task(
                 INGEST_TASK,
                 args=[[e.to_json() for e in batch]],
                 queue=EVENTS_QUEUE,
                 producer=producer,
-            )
+            ).id
+            for batch in batches
+        }
 
 
 def _purge(settings: Settings) -> None:
@@ -78,15 +82,94 @@ def _batches(events: list[ApiCallRecorded], size: int) -> list[list[ApiCallRecor
     return [events[i : i + size] for i in range(0, len(events), size)]
 
 
+# A worker's transaction that has written a batch's rows and not committed them: the batch's one
+# statement (`event_log.APPEND_AND_FOLD`) is running, or has run and awaits its COMMIT. The
+# worker's connections carry its own `application_name` (libpq's PGAPPNAME).
+OPEN_BATCH = """
+SELECT backend_xid::text::bigint, pg_snapshot_xmax(pg_current_snapshot())::text::bigint
+FROM pg_stat_activity
+WHERE application_name = %s AND backend_xid IS NOT NULL AND query LIKE '%%INSERT INTO events %%'
+"""
+
+
+def _labelled_worker_env() -> tuple[str, dict[str, str]]:
+    name = f"timo-test-worker-{uuid.uuid4().hex[:12]}"
+    return name, {"PGAPPNAME": name}
+
+
+def _open_batch(runtime: Runtime, application_name: str) -> int | None:
+    """The full (epoch-qualified) id of an open batch transaction of the worker, if any."""
+    with runtime.database.connection() as conn:
+        row = conn.execute(OPEN_BATCH, (application_name,)).fetchone()
+    if row is None:
+        return None
+    xid, xmax = row
+    epoch = xmax >> 32
+    if xid > xmax & 0xFFFFFFFF:  # the xid counter wrapped since that transaction began
+        epoch -= 1
+    return (epoch << 32) | xid
+
+
+def _freeze_mid_batch(
+    runtime: Runtime, worker: WorkerProcess, application_name: str, timeout: float
+) -> tuple[psutil.Process, int]:
+    """Stop (SIGSTOP) the pool child at an instant its batch is written and not committed.
+
+    Stopped, the child cannot send the COMMIT, so a kill that follows lands mid-batch; returns
+    the child and the batch's transaction id, whose outcome proves it (`_outcome`).
+    """
+    caught: list[tuple[psutil.Process, int]] = []
+
+    def frozen_mid_batch() -> bool:
+        for child in worker.pool_children():
+            try:
+                child.suspend()
+            except psutil.NoSuchProcess:
+                continue
+            xid = _open_batch(runtime, application_name)
+            if xid is not None:
+                caught.append((child, xid))
+                return True
+            child.resume()
+        return False
+
+    eventually(frozen_mid_batch, timeout=timeout)
+    return caught[0]
+
+
+def _outcome(runtime: Runtime, xid: int) -> str:
+    """`committed` or `aborted`, once PostgreSQL has settled transaction `xid`."""
+    status: list[str] = []
+
+    def settled() -> bool:
+        with runtime.database.connection() as conn:
+            row = conn.execute("SELECT pg_xact_status(%s::text::xid8)", (str(xid),)).fetchone()
+        status[:] = [row[0] if row else "unknown"]
+        return status[0] != "in progress"
+
+    eventually(settled, timeout=60)  # the server notices its client is gone
+    return status[0]
+
+
+def _succeeded(logs: list[Path]) -> set[str]:
+    """Task ids the workers logged as succeeded (Celery: `Task <name>[<id>] succeeded in …`)."""
+    pattern = re.compile(r"Task " + re.escape(INGEST_TASK) + r"\[([0-9a-f-]+)\] succeeded")
+    return {m for log in logs if log.exists() for m in pattern.findall(log.read_text())}
+
+
 def test_killing_the_pool_child_mid_batch_loses_and_doubles_nothing(
     settings: Settings, runtime: Runtime, clean_queues: None, tmp_path: Path
 ) -> None:
     events = _events(30_000)
     _send(settings, _batches(events, 2000))
-    with worker_process(settings, tmp_path / "worker.log") as worker:
-        eventually(lambda: sum(log_counts(runtime).values()) > 0, timeout=60)
-        for child in worker.pool_children():
-            child.send_signal(signal.SIGKILL)
+    name, env = _labelled_worker_env()
+    with worker_process(settings, tmp_path / "worker.log", env=env) as worker:
+        child, batch = _freeze_mid_batch(runtime, worker, name, timeout=60)
+        child.send_signal(signal.SIGKILL)
+        # Mid-batch, proven: the batch had written its rows (its transaction had an id) and the
+        # kill ended it uncommitted. Killed before the batch, there is no such transaction;
+        # after it, the transaction is committed.
+        assert _outcome(runtime, batch) == "aborted", "the kill did not land mid-batch"
         _assert_exact(runtime, events, timeout=120)
 
 
@@ -103,14 +186,18 @@ def test_killing_the_main_process_then_restarting_recovers_everything(
     for event in events:
         publisher.publish(event)
     log = tmp_path / "worker.log"
+    name, env = _labelled_worker_env()
     try:
-        with worker_process(settings, log) as worker:
-            eventually(lambda: sum(log_counts(runtime).values()) > 0, timeout=60)
+        with worker_process(settings, log, env=env) as worker:
+            # The pool child is held still mid-batch while its consumer (the main process) dies
+            # holding the batch's message unacknowledged.
+            _, batch = _freeze_mid_batch(runtime, worker, name, timeout=60)
             children = worker.pool_children()
             worker.process.send_signal(signal.SIGKILL)
             worker.process.wait(timeout=10)
             for child in children:  # an orphaned pool child would go on working: kill it too
                 child.kill()
+        assert _outcome(runtime, batch) == "aborted", "the kill did not land mid-batch"
         assert sum(log_counts(runtime).values()) < len(events), "killed too late to matter"
         with worker_process(settings, log):
             _assert_exact(runtime, events, timeout=120)
@@ -125,11 +212,16 @@ def test_triple_delivery_to_two_workers_and_one_id_a_thousand_times(
     events = _events(6000)
     repeated = events[0]
     batches = _batches(events, 500) * 3 + [[repeated] * 10 for _ in range(100)]
-    _send(settings, batches)
+    sent = _send(settings, batches)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
     with (
-        worker_process(settings, tmp_path / "a.log", concurrency=2),
-        worker_process(settings, tmp_path / "b.log", concurrency=2),
+        worker_process(settings, logs[0], concurrency=2),
+        worker_process(settings, logs[1], concurrency=2),
     ):
         _assert_exact(runtime, events, timeout=120)
-        time.sleep(1)  # let any straggling redelivery land: it must change nothing
+        # The log is complete once the first copy of each batch is in; the other copies may still
+        # be queued or running. Wait until every message has been ingested (each worker logs its
+        # task's success), then check they changed nothing.
+        eventually(lambda: _succeeded(logs) >= sent, timeout=120)
+        assert log_counts(runtime) == _expected(events)
         assert projection_counts(runtime) == _expected(events)
