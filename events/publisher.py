@@ -293,13 +293,16 @@ class EventPublisher:
 
     def _run(self) -> None:
         backoff = 0.0
-        next_adoption = next_verify = next_sync = 0.0
+        retry_at = next_adoption = next_verify = next_sync = 0.0
         while not self._stop.is_set():
-            if backoff:
-                self._stop.wait(backoff)
+            now = time.monotonic()
+            if retry_at > now:
+                # Backing off from a failure; still up for each sync on time (item 5's promise
+                # holds during a broker outage, whose backoff reaches MAX_BACKOFF_SECONDS).
+                wake = min(retry_at, next_sync) if self._sync_seconds else retry_at
+                self._stop.wait(max(wake - now, 0.0))
             elif self.spool.appended_since_ship.wait(IDLE_WAIT_SECONDS):
                 self._stop.wait(LINGER_SECONDS)
-            self.spool.appended_since_ship.clear()
             if self._sync_seconds and time.monotonic() >= next_sync:
                 # First, and whatever shipping does: a broker outage must not leave events in
                 # memory only, where an OS crash would take them.
@@ -308,6 +311,9 @@ class EventPublisher:
                 except OSError as exc:
                     logger.warning("spooled events could not be synced to disk: %s", exc)
                 next_sync = time.monotonic() + self._sync_seconds
+            if time.monotonic() < retry_at:
+                continue
+            self.spool.appended_since_ship.clear()
             try:
                 now = time.monotonic()
                 if now >= next_adoption:
@@ -320,4 +326,5 @@ class EventPublisher:
                 backoff = 0.0
             except Exception as exc:
                 backoff = min(max(backoff * 2, 0.25), MAX_BACKOFF_SECONDS)
+                retry_at = time.monotonic() + backoff
                 logger.warning("events stay spooled (%s); retrying in %.2fs", exc, backoff)

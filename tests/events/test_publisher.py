@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -164,5 +165,34 @@ def test_spooled_events_are_forced_to_disk_even_while_the_broker_is_down(
         assert len(synced) == count
         publisher.publish_line(make_event().to_json())
         eventually(lambda: segment.synced == segment.size(), bound)
+    finally:
+        publisher.close()
+
+
+@pytest.mark.slow
+def test_the_sync_keeps_its_interval_while_the_shipper_backs_off(
+    runtime: Runtime, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Guards the defect where the shipper, backing off from a refusing broker, slept through its
+    # syncs: once the backoff reached MAX_BACKOFF_SECONDS, a call answered right after a failed
+    # send reached the disk only ~5 s later, not within `sync_seconds` as promised.
+    caplog.set_level(logging.WARNING, logger="events.publisher")
+    publisher = EventPublisher(
+        tmp_path, "amqp://guest:guest@127.0.0.1:1//", runtime.database, sync_seconds=0.1
+    )
+    longest = f"retrying in {MAX_BACKOFF_SECONDS:.2f}s"
+
+    def backoffs_at_most() -> int:
+        return sum(longest in record.getMessage() for record in caplog.records)
+
+    try:
+        publisher.publish_line(make_event().to_json())
+        eventually(lambda: backoffs_at_most() > 0, timeout=MAX_BACKOFF_SECONDS * 6)
+        seen = backoffs_at_most()
+        eventually(lambda: backoffs_at_most() > seen, timeout=MAX_BACKOFF_SECONDS * 3)
+        # Just after a failure: the shipper now waits MAX_BACKOFF_SECONDS before sending again.
+        publisher.publish_line(make_event().to_json())
+        (segment,) = publisher.spool.segments_to_ship()
+        eventually(lambda: segment.synced == segment.size(), timeout=2.0)
     finally:
         publisher.close()
