@@ -216,6 +216,12 @@ def main() -> None:
         choices=list(WORKER_CLASSES),
         help="a worker class to compare (c) with, alternating, instead of a/b",
     )
+    parser.add_argument(
+        "--server",
+        choices=list(SERVERS),
+        default="c",
+        help="the server --before and --against-worker-class measure (a: the worker's own cost)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `make bench-hot-path` installs it (apt-get)")
@@ -339,12 +345,12 @@ def _compare_with_before(  # type: ignore[no-untyped-def]
         order = list(contenders) if round_ % 2 == 0 else list(reversed(contenders))
         for name in order:
             root, worker_class = contenders[name]
-            runs[name].append(_serve_and_measure("c", env, worker_class, args, root))
+            runs[name].append(_serve_and_measure(args.server, env, worker_class, args, root))
     described = "; ".join(
         f"{name} {root.name} {worker_class}" for name, (root, worker_class) in contenders.items()
     )
     print(
-        f"\ngunicorn {args.workers} workers; (c) before vs after ({described}), "
+        f"\ngunicorn {args.workers} workers; ({args.server}) before vs after ({described}), "
         f"{args.rounds} alternating rounds of {args.seconds}s; medians"
     )
     print(
