@@ -166,9 +166,10 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             arriving = _Arriving(sock, address, listener, time.monotonic() + self._read_seconds)
             self._arriving[sock.fileno()] = arriving
             # Most clients send the request with the connection: read it at once, no wakeup.
-            if self._receive(arriving):
-                # Back to the selector after each request served: connections that were
-                # registered earlier and have since become whole go before new ones.
+            if self._receive(arriving) and self._arriving:
+                # Back to the selector after a request served while others are arriving: those
+                # registered earlier that have since become whole go before new ones. With
+                # none, accept on, as the sync worker does (no wakeup per request).
                 return
 
     def _receive(self, arriving: _Arriving) -> bool:
