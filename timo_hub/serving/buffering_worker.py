@@ -272,7 +272,11 @@ class _Prefetched:
         return self._sock.send(data, flags)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
+        # Everything else is the socket's; kept on the wrapper once looked up, so each of the
+        # server's calls after the first costs what a plain attribute does.
+        value = getattr(self._sock, name)
+        setattr(self, name, value)
+        return value
 
 
 def _request_timeout(seconds: float) -> bytes:
