@@ -11,7 +11,11 @@ from urllib.parse import parse_qs
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """`/sleep?seconds=N` sleeps; anything else reads the whole body and describes it."""
+    """`/sleep?seconds=N` sleeps; `/big?bytes=N` answers N bytes; else the body's digest."""
+    if environ["PATH_INFO"] == "/big":
+        size = int(parse_qs(environ["QUERY_STRING"])["bytes"][0])
+        start_response("200 OK", [("Content-Length", str(size))])
+        return [b"x" * size]
     if environ["PATH_INFO"] == "/sleep":
         time.sleep(float(parse_qs(environ["QUERY_STRING"])["seconds"][0]))
     body = environ["wsgi.input"].read()

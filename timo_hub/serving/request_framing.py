@@ -3,8 +3,13 @@
 The web worker reads a request into memory before it spends itself on it; this says when the
 request line, the header section and the whole body are there. It is not a parser: anything it
 does not positively recognise (a malformed header line, conflicting lengths, an unknown transfer
-coding, a request past the buffer's limit) is "unbufferable" and goes to gunicorn's own parser,
-which answers it (usually with a 400) or reads the rest itself.
+coding) is "unbufferable" and goes, with its header section whole, to gunicorn's own parser,
+which refuses it at once. A request larger than the buffer may hold is "too large": the worker
+answers it (431 or 413) without waiting for the rest.
+
+`FramingScanner` keeps what it learnt between reads (where the headers end, how the body is
+framed, how far the chunks are checked), so a request trickled in small pieces is examined once
+in all, not once per piece.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from dataclasses import dataclass
 _HEX_DIGITS = frozenset(string.hexdigits.encode())
 # RFC 9110 section 5.6.2: the characters of a field name.
 _TOKEN = frozenset((string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~").encode())
+# Longer lengths are not ours to read (and Python refuses int() of 4,300 digits and more).
+_MAX_LENGTH_DIGITS = 18
 
 
 class Framing(enum.Enum):
@@ -23,12 +30,14 @@ class Framing(enum.Enum):
 
     INCOMPLETE = "incomplete"  # more bytes are needed
     COMPLETE = "complete"  # request line, headers and the whole body are in the buffer
-    UNBUFFERABLE = "unbufferable"  # malformed or too large: the server's parser decides
+    UNBUFFERABLE = "unbufferable"  # headers whole, framing malformed: the server's parser refuses
+    HEADERS_TOO_LARGE = "headers_too_large"  # no end of the header section within the limit
+    BODY_TOO_LARGE = "body_too_large"  # the body would take the request past the limit
 
 
 @dataclass(frozen=True, slots=True)
 class Scan:
-    """What `scan` found: where the request stands, and whether the client awaits `100 Continue`."""
+    """What a scan found: where the request stands, and whether the client awaits `100 Continue`."""
 
     framing: Framing
     expects_continue: bool = False
@@ -41,33 +50,115 @@ _UNBUFFERABLE = Scan(Framing.UNBUFFERABLE)
 
 def scan(buffer: bytes | bytearray, limit: int) -> Scan:
     """Where the request at the start of `buffer` stands, when at most `limit` bytes are held."""
-    header_end = buffer.find(b"\r\n\r\n")
-    if header_end == -1:
-        # A bare-LF header section is not ours to accept or refuse; neither is an endless one.
-        if b"\n\n" in buffer or len(buffer) > limit:
-            return _UNBUFFERABLE
-        return _INCOMPLETE
-    body_start = header_end + 4
-    fields = _header_fields(bytes(buffer[:header_end]))
-    if fields is None:
-        return _UNBUFFERABLE
-    lengths, codings, expects_continue = fields
-    if codings:
-        if lengths or codings[-1] != b"chunked":
-            return _UNBUFFERABLE
-        framing = _chunked_body(buffer, body_start, limit)
-    elif lengths:
-        if len(set(lengths)) != 1 or not lengths[0].isdigit():
-            return _UNBUFFERABLE
-        body_end = body_start + int(lengths[0])
-        if body_end > limit:
-            return _UNBUFFERABLE
-        framing = Framing.COMPLETE if len(buffer) >= body_end else Framing.INCOMPLETE
-    else:
-        return _COMPLETE
-    if framing is Framing.INCOMPLETE:
-        return Scan(framing, expects_continue=expects_continue and len(buffer) == body_start)
-    return Scan(framing)
+    return FramingScanner(limit).scan(buffer)
+
+
+class FramingScanner:
+    """Scans one connection's growing buffer; each call sees the buffer with more bytes appended."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._searched = 0  # the header section's end is not before this offset
+        self._body_start: int | None = None
+        self._length: int | None = None  # Content-Length framing
+        self._chunked = False
+        self._chunk_position = 0  # chunked framing: the next chunk-size line starts here
+        self._expects_continue = False
+        self._settled: Scan | None = None
+
+    def scan(self, buffer: bytes | bytearray) -> Scan:
+        """Where the request stands now that `buffer` holds these bytes."""
+        if self._settled is not None:
+            return self._settled
+        if self._body_start is None:
+            found = self._scan_headers(buffer)
+            if found is not None:
+                return found
+        assert self._body_start is not None
+        if self._chunked:
+            framing = self._scan_chunks(buffer)
+        elif self._length is not None:
+            framing = (
+                Framing.COMPLETE
+                if len(buffer) >= self._body_start + self._length
+                else Framing.INCOMPLETE
+            )
+        else:
+            framing = Framing.COMPLETE
+        if framing is Framing.INCOMPLETE:
+            waiting = self._expects_continue and len(buffer) == self._body_start
+            return Scan(framing, expects_continue=waiting)
+        return self._settle(Scan(framing))
+
+    def _settle(self, found: Scan) -> Scan:
+        self._settled = found
+        return found
+
+    def _scan_headers(self, buffer: bytes | bytearray) -> Scan | None:
+        """Learn the framing once the header section is whole; a scan result until then."""
+        # RFC 9112 section 2.2: one empty line before the request line is to be ignored.
+        start = 2 if buffer.startswith(b"\r\n") else 0
+        header_end = buffer.find(b"\r\n\r\n", max(self._searched, start))
+        if header_end == -1:
+            if len(buffer) > self._limit:
+                return self._settle(Scan(Framing.HEADERS_TOO_LARGE))
+            # A bare-LF header section is not ours to accept or refuse: gunicorn's.
+            if b"\n\n" in buffer:
+                return self._settle(_UNBUFFERABLE)
+            self._searched = max(len(buffer) - 3, 0)
+            return _INCOMPLETE
+        self._body_start = header_end + 4
+        head = bytes(buffer[start:header_end])
+        fields = _header_fields(head)
+        if fields is None:
+            return self._settle(_UNBUFFERABLE)
+        lengths, codings, expects_continue = fields
+        # An HTTP/1.0 client is sent no 1xx (RFC 9110 section 15.2), so it does not wait for one.
+        request_line = head.split(b"\r\n", 1)[0]
+        self._expects_continue = expects_continue and request_line.endswith(b" HTTP/1.1")
+        if codings:
+            if lengths or codings[-1] != b"chunked":
+                return self._settle(_UNBUFFERABLE)
+            self._chunked = True
+            self._chunk_position = self._body_start
+        elif lengths:
+            length = lengths[0]
+            if len(set(lengths)) != 1 or not length.isdigit():
+                return self._settle(_UNBUFFERABLE)
+            if len(length) > _MAX_LENGTH_DIGITS or self._body_start + int(length) > self._limit:
+                return self._settle(Scan(Framing.BODY_TOO_LARGE))
+            self._length = int(length)
+        return None
+
+    def _scan_chunks(self, buffer: bytes | bytearray) -> Framing:
+        """Check the chunks that arrived since the last scan; whether the last one is here."""
+        position = self._chunk_position
+        while True:
+            line_end = buffer.find(b"\r\n", position)
+            if line_end == -1:
+                return self._incomplete_within_limit(buffer)
+            size_text = buffer[position:line_end].split(b";", 1)[0].strip()
+            if not size_text or not _HEX_DIGITS.issuperset(size_text):
+                return Framing.UNBUFFERABLE
+            if len(size_text) > _MAX_LENGTH_DIGITS:
+                return Framing.BODY_TOO_LARGE
+            size = int(size_text, 16)
+            if size == 0:
+                # The last chunk; the trailer section ends with an empty line.
+                if buffer.find(b"\r\n\r\n", line_end) != -1:
+                    return Framing.COMPLETE
+                return self._incomplete_within_limit(buffer)
+            data_end = line_end + 2 + size
+            if data_end + 2 > self._limit:
+                return Framing.BODY_TOO_LARGE
+            if len(buffer) < data_end + 2:
+                return Framing.INCOMPLETE
+            if buffer[data_end : data_end + 2] != b"\r\n":
+                return Framing.UNBUFFERABLE
+            position = self._chunk_position = data_end + 2
+
+    def _incomplete_within_limit(self, buffer: bytes | bytearray) -> Framing:
+        return Framing.BODY_TOO_LARGE if len(buffer) > self._limit else Framing.INCOMPLETE
 
 
 def _header_fields(head: bytes) -> tuple[list[bytes], list[bytes], bool] | None:
@@ -87,29 +178,3 @@ def _header_fields(head: bytes) -> tuple[list[bytes], list[bytes], bool] | None:
         elif name == b"expect":
             expects_continue = value.strip().lower() == b"100-continue"
     return lengths, codings, expects_continue
-
-
-def _chunked_body(buffer: bytes | bytearray, start: int, limit: int) -> Framing:
-    """Whether the chunked body from `start` is whole: every chunk, the last one and trailers."""
-    position = start
-    while True:
-        line_end = buffer.find(b"\r\n", position)
-        if line_end == -1:
-            return Framing.UNBUFFERABLE if len(buffer) > limit else Framing.INCOMPLETE
-        size_text = buffer[position:line_end].split(b";", 1)[0].strip()
-        if not size_text or not _HEX_DIGITS.issuperset(size_text):
-            return Framing.UNBUFFERABLE
-        size = int(size_text, 16)
-        if size == 0:
-            # The last chunk; the trailer section ends with an empty line.
-            if buffer.find(b"\r\n\r\n", line_end) != -1:
-                return Framing.COMPLETE
-            return Framing.UNBUFFERABLE if len(buffer) > limit else Framing.INCOMPLETE
-        data_end = line_end + 2 + size
-        if data_end + 2 > limit:
-            return Framing.UNBUFFERABLE
-        if len(buffer) < data_end + 2:
-            return Framing.INCOMPLETE
-        if buffer[data_end : data_end + 2] != b"\r\n":
-            return Framing.UNBUFFERABLE
-        position = data_end + 2
