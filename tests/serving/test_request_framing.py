@@ -83,10 +83,18 @@ def test_nothing_is_held_past_the_limit() -> None:
 def test_a_length_python_cannot_read_is_too_large_not_an_error() -> None:
     # Guards the defect where a Content-Length of 4,400 digits made int() raise in the worker's
     # loop: the worker process died, and every connection it held with it.
-    request = HEAD + b"Content-Length: " + b"0" * 4400 + b"5\r\n\r\nhello"
-    assert scan(request, LIMIT).framing is Framing.BODY_TOO_LARGE
-    chunk = HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"0" * 4400 + b"5\r\nhello"
+    request = HEAD + b"Content-Length: " + b"9" * 4400 + b"\r\n\r\nhello"
+    assert scan(request, 10 * LIMIT).framing is Framing.BODY_TOO_LARGE
+    chunk = HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 4400 + b"\r\nhello"
     assert scan(chunk, 10 * LIMIT).framing is Framing.BODY_TOO_LARGE
+
+
+def test_leading_zeros_are_only_zeros() -> None:
+    zeros = b"0" * 4400
+    request = HEAD + b"Content-Length: " + zeros + b"5\r\n\r\nhello"
+    assert scan(request, 10 * LIMIT).framing is Framing.COMPLETE
+    chunked = HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + zeros + b"5\r\nhello\r\n0\r\n\r\n"
+    assert scan(chunked, 10 * LIMIT).framing is Framing.COMPLETE
 
 
 def test_one_empty_line_before_the_request_line_is_ignored_as_gunicorn_does() -> None:
@@ -129,3 +137,5 @@ def test_a_client_awaiting_100_continue_is_told_so_until_its_body_starts() -> No
     # HTTP/1.0 clients are sent no 1xx (RFC 9110 section 15.2).
     old = b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"
     assert not scan(old, LIMIT).expects_continue
+    later = b"POST / HTTP/1.2\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"
+    assert scan(later, LIMIT).expects_continue

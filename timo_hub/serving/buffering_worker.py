@@ -26,6 +26,7 @@ import json
 import os
 import selectors
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -50,6 +51,8 @@ _ACCEPT_PAUSE_SECONDS = 0.1
 # graceful close), so that our close does not reset the answer out of its receive buffer.
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 64 * 1024
+# A stopping worker waits this long for requests still arriving.
+_STOP_ARRIVING_SECONDS = 1.0
 # accept(2): errors of the new connection, to be treated like EAGAIN.
 _ACCEPT_RETRY_ERRORS = frozenset(
     {
@@ -64,7 +67,6 @@ _ACCEPT_RETRY_ERRORS = frozenset(
         errno.ECONNABORTED,
     }
 )
-_ACCEPT_PAUSE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 READ_TIMEOUTS = Counter(
     "timo_http_request_read_timeouts",
@@ -97,6 +99,7 @@ class _Arriving:
     buffer: bytearray = field(default_factory=bytearray)
     continued: bool = False
     registered: bool = False
+    stopping: bool = False  # the worker is stopping: past its deadline, a 503, not a 408
 
 
 @dataclass(eq=False, slots=True)
@@ -126,7 +129,10 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
 
     def run(self) -> None:
         """Serve until told to stop, then finish the connections in hand (bounded)."""
-        if self.cfg.is_ssl:
+        if self.cfg.is_ssl or self.cfg.proxy_protocol != "off":
+            # TLS: the bytes it would buffer are ciphertext. PROXY protocol: a line before the
+            # request that the framing does not know. The plain sync worker then.
+            self.log.warning("TLS or PROXY protocol in gunicorn: requests are not buffered")
             super().run()
             return
         for listener in self.sockets:
@@ -141,8 +147,14 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             if not self.is_parent_alive():
                 break
         self._set_accepting(False)
-        # No request is started in the last second of the grace: the arbiter kills at its end.
-        stop_by = time.monotonic() + max(self.cfg.graceful_timeout - 1.0, 0.0)
+        # Requests still arriving get a moment to finish, then a 503 (they never reached the
+        # app: safe to retry): a trickling client must not hold a restart (max_requests) or a
+        # deploy for its whole allowance. No request is started in the grace's last second.
+        stopping = time.monotonic()
+        stop_by = stopping + max(self.cfg.graceful_timeout - 1.0, 0.0)
+        for arriving in self._arriving.values():
+            arriving.deadline = min(arriving.deadline, stopping + _STOP_ARRIVING_SECONDS)
+            arriving.stopping = True
         while (self._arriving or self._leaving) and time.monotonic() < stop_by:
             self.notify()
             self._serve_ready(min(wait, max(stop_by - time.monotonic(), 0.0)))
@@ -222,8 +234,8 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             except OSError as exc:
                 if exc.errno in _ACCEPT_RETRY_ERRORS:
                     continue
-                if exc.errno not in _ACCEPT_PAUSE_ERRORS:
-                    raise
+                # Out of descriptors or memory, or anything else: pause accepting rather than
+                # end the worker and every connection it holds.
                 if self._accept_paused_until == 0.0:  # once per episode, not every pause
                     self.log.warning("Cannot accept connections for now: %s", exc)
                 self._accept_paused_until = time.monotonic() + _ACCEPT_PAUSE_SECONDS
@@ -287,7 +299,9 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         refusal = _REFUSALS.get(found.framing)
         if refusal is not None:
             self._forget(arriving)
-            self._leave(arriving.sock, _problem(*refusal))
+            status, detail = refusal
+            answer = _problem(status, detail, arriving.buffer.startswith(b"HEAD "))
+            self._leave(arriving.sock, answer)
             return False
         self._serve(arriving)
         return True
@@ -336,6 +350,8 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                     self._close_leaving(leaving)  # the client is gone
                     return
                 leaving.outgoing = leaving.outgoing[sent:]
+                # The allowance is for a client that takes nothing, not for a long answer.
+                leaving.deadline = time.monotonic() + self._read_seconds
             try:
                 sock.shutdown(socket.SHUT_WR)
             except OSError:
@@ -375,6 +391,13 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             self._guarded(self._receive, arriving)
             if self._arriving.get(descriptor) is not arriving:
                 continue  # served, refused or gone
+            self._forget(arriving)
+            head_only = arriving.buffer.startswith(b"HEAD ")
+            if arriving.stopping:
+                detail = "The server is restarting; send the request again."
+                answer = _problem(HTTPStatus.SERVICE_UNAVAILABLE, detail, head_only)
+                self._leave(arriving.sock, answer)
+                continue
             READ_TIMEOUTS.inc()
             self.log.info(
                 "Request from %s not received within %s s (%d bytes arrived): 408",
@@ -382,11 +405,21 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                 _seconds(self._read_seconds),
                 len(arriving.buffer),
             )
-            self._forget(arriving)
             detail = f"The request did not arrive within {_seconds(self._read_seconds)} s."
-            self._leave(arriving.sock, _problem(HTTPStatus.REQUEST_TIMEOUT, detail))
+            self._leave(arriving.sock, _problem(HTTPStatus.REQUEST_TIMEOUT, detail, head_only))
         for leaving in [c for c in self._leaving.values() if c.deadline <= now]:
-            self._close_leaving(leaving)  # an answer not taken, or a linger over
+            # The client may have taken more of the answer since the last wakeup.
+            self._guarded(self._progress, leaving)
+            if self._leaving.get(leaving.sock.fileno()) is not leaving:
+                continue
+            if not leaving.lingering:
+                # An answer not taken for the whole allowance: reset, so that the client sees
+                # an error rather than an end of stream that may look like a whole answer.
+                with contextlib.suppress(OSError):
+                    leaving.sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+            self._close_leaving(leaving)
 
     def _close_arriving(self, arriving: _Arriving) -> None:
         self._forget(arriving)
@@ -483,8 +516,8 @@ class _Exchange:
             del self.outgoing[:sent]
 
 
-def _problem(status: HTTPStatus, detail: str) -> bytes:
-    """A complete `Connection: close` answer with an RFC 9457 problem body."""
+def _problem(status: HTTPStatus, detail: str, head_only: bool = False) -> bytes:
+    """A complete `Connection: close` answer with an RFC 9457 problem body (none to a HEAD)."""
     body = json.dumps(
         {"type": "about:blank", "title": status.phrase, "status": status.value, "detail": detail}
     ).encode()
@@ -497,7 +530,7 @@ def _problem(status: HTTPStatus, detail: str) -> bytes:
         "X-Content-Type-Options: nosniff\r\n"
         "Connection: close\r\n\r\n"
     ).encode()
-    return head + body
+    return head if head_only else head + body
 
 
 def _defer_accept(listener: socket.socket, seconds: float) -> None:

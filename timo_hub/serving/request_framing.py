@@ -15,6 +15,7 @@ in all, not once per piece.
 from __future__ import annotations
 
 import enum
+import re
 import string
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ _HEX_DIGITS = frozenset(string.hexdigits.encode())
 _TOKEN = frozenset((string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~").encode())
 # Longer lengths are not ours to read (and Python refuses int() of 4,300 digits and more).
 _MAX_LENGTH_DIGITS = 18
+_AT_LEAST_1_1 = re.compile(rb" HTTP/1\.[1-9]$")
 
 
 class Framing(enum.Enum):
@@ -115,7 +117,7 @@ class FramingScanner:
         lengths, codings, expects_continue = fields
         # An HTTP/1.0 client is sent no 1xx (RFC 9110 section 15.2), so it does not wait for one.
         request_line = head.split(b"\r\n", 1)[0]
-        self._expects_continue = expects_continue and request_line.endswith(b" HTTP/1.1")
+        self._expects_continue = expects_continue and _AT_LEAST_1_1.search(request_line) is not None
         if codings:
             if lengths or codings[-1] != b"chunked":
                 return self._settle(_UNBUFFERABLE)
@@ -125,9 +127,12 @@ class FramingScanner:
             length = lengths[0]
             if len(set(lengths)) != 1 or not length.isdigit():
                 return self._settle(_UNBUFFERABLE)
-            if len(length) > _MAX_LENGTH_DIGITS or self._body_start + int(length) > self._limit:
+            significant = length.lstrip(b"0") or b"0"
+            if len(significant) > _MAX_LENGTH_DIGITS:
                 return self._settle(Scan(Framing.BODY_TOO_LARGE))
-            self._length = int(length)
+            self._length = int(significant)
+            if self._body_start + self._length > self._limit:
+                return self._settle(Scan(Framing.BODY_TOO_LARGE))
         return None
 
     def _scan_chunks(self, buffer: bytes | bytearray) -> Framing:
@@ -140,6 +145,7 @@ class FramingScanner:
             size_text = buffer[position:line_end].split(b";", 1)[0].strip()
             if not size_text or not _HEX_DIGITS.issuperset(size_text):
                 return Framing.UNBUFFERABLE
+            size_text = size_text.lstrip(b"0") or b"0"
             if len(size_text) > _MAX_LENGTH_DIGITS:
                 return Framing.BODY_TOO_LARGE
             size = int(size_text, 16)
