@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -279,3 +279,15 @@ def test_a_restart_is_not_held_by_a_request_still_arriving(tmp_path: Path) -> No
     assert max(waits) < 4, waits
     assert status == 503  # never reached the app: safe to send again
     assert json.loads(body)["status"] == 503
+
+
+def test_a_flood_of_trickling_connections_cannot_lock_whole_requests_out(tmp_path: Path) -> None:
+    # Guards the defect where every connection slot (--worker-connections) held by a client that
+    # sent one byte stopped the worker accepting until those expired: a whole request waited in
+    # the backlog for the allowance. Now the oldest arriving connection makes room.
+    server = _serving(tmp_path, "--worker-connections", "20", read_seconds=8)
+    with server as url, ExitStack() as flood:
+        for _ in range(40):
+            flood.enter_context(_connect(url)).sendall(b"G")
+        time.sleep(0.5)
+        assert _victim_seconds(url) < 2

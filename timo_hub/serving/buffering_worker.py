@@ -73,6 +73,11 @@ READ_TIMEOUTS = Counter(
     "Connections answered 408 because their request did not arrive in time",
 )
 
+EVICTIONS = Counter(
+    "timo_http_arriving_evictions",
+    "Connections let go (503) to make room while every slot held a request still arriving",
+)
+
 _WAKEUP = "wakeup"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REFUSALS = {
@@ -207,7 +212,9 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         return next(iter(self._arriving.values()))
 
     def _accept_when_possible(self) -> None:
-        room = len(self._arriving) + len(self._leaving) < self.cfg.worker_connections
+        # Full of connections still arriving, it accepts on and lets the oldest go (`_accept`).
+        full = len(self._arriving) + len(self._leaving) >= self.cfg.worker_connections
+        room = not full or bool(self._arriving)
         self._set_accepting(room and time.monotonic() >= self._accept_paused_until)
 
     def _set_accepting(self, accepting: bool) -> None:
@@ -225,8 +232,10 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             if not self.alive:
                 return
             if len(self._arriving) + len(self._leaving) >= self.cfg.worker_connections:
-                self._set_accepting(False)
-                return
+                if not self._arriving:
+                    self._set_accepting(False)
+                    return
+                self._evict_oldest()
             try:
                 sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -264,6 +273,20 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                 # that have since become ready go before new ones. With none, accept on, as the
                 # sync worker does (no wakeup per request).
                 return
+
+    def _evict_oldest(self) -> None:
+        """Make room: let go of the connection that has been arriving longest.
+
+        Whole requests are served as they are accepted and never wait here, so a flood of
+        connections that each send a byte cannot lock them out; it can only push its own out.
+        """
+        oldest = self._earliest()
+        EVICTIONS.inc()
+        self._forget(oldest)
+        detail = "Too many requests are arriving at once; send the request again."
+        with contextlib.suppress(OSError):  # a best effort, then close: no linger for these
+            oldest.sock.send(_problem(HTTPStatus.SERVICE_UNAVAILABLE, detail))
+        util.close(oldest.sock)
 
     def _receive(self, arriving: _Arriving) -> bool:
         """Read what the client has sent; serve, refuse, wait for more, or close if it left.
