@@ -51,17 +51,20 @@ def _serving(home: Path, *options: str, read_seconds: float = READ_SECONDS) -> I
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(url, timeout=2)
-                break
-            except requests.ConnectionError:
-                assert server.poll() is None and time.monotonic() < deadline, "no server"
-                time.sleep(0.1)
-        yield url
-        server.terminate()
-        assert server.wait(timeout=30) == 0
+        try:  # a failing test (or start) must not leave the server behind
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    requests.get(url, timeout=2)
+                    break
+                except requests.ConnectionError:
+                    assert server.poll() is None and time.monotonic() < deadline, "no server"
+                    time.sleep(0.1)
+            yield url
+        finally:
+            server.terminate()
+            exit_status = server.wait(timeout=30)
+        assert exit_status == 0
         log.seek(0)
         output = log.read().decode()
         # One worker booted, never replaced (a crash or a timeout kill boots another), unless
