@@ -195,16 +195,18 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                 self._accept(key.fileobj)  # type: ignore[arg-type]
         self._expire()
 
-    def _guarded(self, step: Any, connection: _Arriving | _Leaving) -> None:
-        """Run `step` on one connection; whatever it raises ends that connection, not the worker."""
+    def _guarded(self, step: Any, connection: _Arriving | _Leaving) -> bool:
+        """Run `step` on one connection and return what it says (false if it raised): whatever
+        it raises ends that connection, not the worker."""
         try:
-            step(connection)
+            return bool(step(connection))
         except Exception:
             self.log.exception("Error on a connection; closing it")
             if isinstance(connection, _Arriving):
                 self._close_arriving(connection)
             else:
                 self._close_leaving(connection)
+            return False
 
     def _earliest(self) -> _Arriving:
         # Every connection gets the same allowance from its accept, and dicts keep insertion
@@ -262,12 +264,7 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             )
             self._arriving[sock.fileno()] = arriving
             # Most clients send the request with the connection: read it at once, no wakeup.
-            served = False
-            try:
-                served = self._receive(arriving)
-            except Exception:
-                self.log.exception("Error on a connection; closing it")
-                self._close_arriving(arriving)
+            served = self._guarded(self._receive, arriving)
             if served and (self._arriving or self._leaving):
                 # Back to the selector after a request served while others are in hand: those
                 # that have since become ready go before new ones. With none, accept on, as the

@@ -46,7 +46,6 @@ class Scan:
 
 
 _INCOMPLETE = Scan(Framing.INCOMPLETE)
-_COMPLETE = Scan(Framing.COMPLETE)
 _UNBUFFERABLE = Scan(Framing.UNBUFFERABLE)
 
 
