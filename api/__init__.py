@@ -53,11 +53,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     http_metrics.init_app(app)
     problems.init_app(app)
 
-    from api import docs
+    from api import dashboard, docs
     from api.v1 import blueprint
 
     app.register_blueprint(blueprint)
     app.register_blueprint(docs.blueprint)
+    dashboard.init_app(app, runtime)
     if settings.trusted_proxies:
         # Behind a proxy every caller would share its address (and the failed-authentication
         # throttle would lump them together); believe exactly as many hops as are ours.

@@ -125,6 +125,7 @@ def run(settings: Settings, runtime: Runtime) -> Callable[..., Result]:
         "TIMO_REDIS_URL": settings.redis_url,
         "TIMO_BROKER_URL": settings.broker_url,
         "TIMO_KEY_PEPPER": settings.key_pepper,
+        "TIMO_SECRET_KEY": settings.secret_key,
     }
 
     def invoke(*args: str, input: str | None = None) -> Result:

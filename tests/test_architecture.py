@@ -16,7 +16,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("api", "workers", "events", "analytics", "timo_hub", "timo_hub_client")
 
-DOMAIN = ("timo_hub.accounts", "timo_hub.quota", "timo_hub.usage", "timo_hub.errors")
+DOMAIN = (
+    "timo_hub.accounts",
+    "timo_hub.people",
+    "timo_hub.quota",
+    "timo_hub.usage",
+    "timo_hub.errors",
+)
 ABOVE_PLATFORM = ("api", "workers", "events", "analytics", "timo_hub.cli", *DOMAIN)
 
 # layer -> packages it must not import
@@ -29,11 +35,27 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "api",
         "workers",
         "timo_hub.cli",
+        "timo_hub.people",
         "timo_hub.quota",
         "timo_hub.usage",
         "timo_hub_client",
     ),
-    "timo_hub.quota": ("api", "workers", "timo_hub.cli", "timo_hub.usage", "timo_hub_client"),
+    "timo_hub.people": (
+        "api",
+        "workers",
+        "timo_hub.cli",
+        "timo_hub.quota",
+        "timo_hub.usage",
+        "timo_hub_client",
+    ),
+    "timo_hub.quota": (
+        "api",
+        "workers",
+        "timo_hub.cli",
+        "timo_hub.people",
+        "timo_hub.usage",
+        "timo_hub_client",
+    ),
     "timo_hub.usage": ("api", "workers", "timo_hub.cli", "timo_hub_client"),
     "timo_hub.cli": ("api", "workers", "timo_hub_client"),
     "timo_hub.gunicorn_config": ("api", "workers", "timo_hub.cli", *DOMAIN, "timo_hub_client"),
@@ -125,6 +147,8 @@ def test_imports_point_one_way() -> None:
         ("timo_hub.platform.db", "from events import event_log"),
         ("timo_hub.accounts.store", "from timo_hub.usage import alerts"),
         ("timo_hub.quota.ledger", "from ..usage import alerts"),
+        ("timo_hub.accounts.service", "from timo_hub.people import store"),
+        ("timo_hub.people.service", "from api.dashboard import sessions"),
     ],
 )
 def test_an_upward_import_is_caught(module: str, source: str) -> None:

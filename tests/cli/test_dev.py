@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -114,12 +115,30 @@ def _wait_for_heartbeat(dev: DevProcess, timeout: float = 45.0) -> None:
     raise AssertionError(f"beat and worker never produced a heartbeat:\n{dev.output}")
 
 
+def _signs_in(port: int, email: str, password: str) -> bool:
+    """Sign in on the dashboard's form as a browser would; True if the dashboard then opens."""
+    base = f"http://127.0.0.1:{port}"
+    with requests.Session() as browser:
+        form = browser.get(f"{base}/login", timeout=10).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert token, form
+        answer = browser.post(
+            f"{base}/login",
+            data={"email": email, "password": password, "csrf_token": token.group(1)},
+            timeout=30,
+        )
+        return answer.status_code == 200 and answer.url == f"{base}/dashboard"
+
+
 def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
     home = tmp_path / "home"
     dev = DevProcess(home, free_port())
     try:
         dev.wait_healthy()
         _wait_for_heartbeat(dev)  # web, worker and beat are all up and talking
+        password = (home / "demo-password").read_text().strip()
+        assert f"sign in as demo@timo-hub.local with password {password}" in dev.output
+        assert _signs_in(dev.port, "demo@timo-hub.local", password)
     finally:
         rc = dev.interrupt()
     assert rc in (0, 130), dev.output
@@ -142,4 +161,8 @@ def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
     assert key_file.read_text().strip() == key
     assert key not in again.output
     assert "its API key is in" in again.output
+    # The demo password is kept too, and still printed (it is how a newcomer signs in).
+    assert (home / "demo-password").read_text().strip() == password
+    assert stat.S_IMODE((home / "demo-password").stat().st_mode) == 0o600
+    assert password in again.output
     assert _survivors(home) == [], again.output

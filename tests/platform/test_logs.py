@@ -168,6 +168,7 @@ def test_plain_format_outside_production() -> None:
         "TIMO_DATABASE_URL": "postgresql://db/timo",
         "TIMO_REDIS_URL": "redis://cache:6379/0",
         "TIMO_KEY_PEPPER": "p" * 40,
+        "TIMO_SECRET_KEY": "s" * 40,
     }
     assert logs.log_format(Settings.from_env(production)) == "json"
     assert logs.log_format(Settings.from_env({"TIMO_LOG_FORMAT": "json"})) == "json"

@@ -69,6 +69,29 @@ def test_production_refuses_every_dev_default() -> None:
     assert "TIMO_DATABASE_URL is required" in message
     assert "TIMO_REDIS_URL is required" in message
     assert "TIMO_KEY_PEPPER must be set" in message
+    assert "TIMO_SECRET_KEY must be set" in message
+
+
+def test_production_refuses_a_short_secret_key() -> None:
+    with pytest.raises(SettingsError, match="TIMO_SECRET_KEY must be at least 32 characters"):
+        Settings.from_env(
+            {
+                "TIMO_ENV": "production",
+                "TIMO_DATABASE_URL": "postgresql://db/timo",
+                "TIMO_REDIS_URL": "redis://cache/0",
+                "TIMO_KEY_PEPPER": "p" * 40,
+                "TIMO_SECRET_KEY": "short",
+            }
+        )
+
+
+def test_public_url_must_be_http_and_loses_its_trailing_slash() -> None:
+    assert Settings.from_env({"TIMO_PUBLIC_URL": "https://hub.example/"}).base_url == (
+        "https://hub.example"
+    )
+    assert Settings.from_env({}).base_url == "http://127.0.0.1:8000"
+    with pytest.raises(SettingsError, match="TIMO_PUBLIC_URL must start with"):
+        Settings.from_env({"TIMO_PUBLIC_URL": "ftp://hub.example"})
 
 
 def test_production_refuses_a_short_pepper() -> None:
@@ -91,6 +114,7 @@ def test_production_starts_with_real_settings() -> None:
             "TIMO_REDIS_URL": "redis://cache/0",
             "TIMO_BROKER_URL": "amqp://guest:guest@mq//",
             "TIMO_KEY_PEPPER": "p" * 40,
+            "TIMO_SECRET_KEY": "s" * 40,
         }
     )
     assert settings.effective_broker_url == "amqp://guest:guest@mq//"

@@ -29,6 +29,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
             "TIMO_REDIS_URL": settings.redis_url or "",
             "TIMO_BROKER_URL": settings.effective_broker_url,
             "TIMO_KEY_PEPPER": settings.key_pepper,
+            "TIMO_SECRET_KEY": settings.secret_key,
         }
     )
     return env

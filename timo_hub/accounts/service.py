@@ -73,13 +73,19 @@ def parse_id(raw: str, error: type[NotFoundError], noun: str) -> uuid.UUID:
         raise error(f"No {noun} with id {raw!r}.") from None
 
 
+def checked_email(email: str) -> str:
+    """`email` without surrounding blanks, or InvalidEmailError if it is not an address."""
+    email = email.strip()
+    if len(email) > 320 or not _EMAIL.match(email):
+        raise InvalidEmailError(f"{email!r} is not an email address.", field="email")
+    return email
+
+
 def create_account(
     runtime: Runtime, email: str, plan: str
 ) -> tuple[store.Account, store.IssuedKey]:
     """Open an account on `plan` with its first key."""
-    email = email.strip()
-    if len(email) > 320 or not _EMAIL.match(email):
-        raise InvalidEmailError(f"{email!r} is not an email address.", field="email")
+    email = checked_email(email)
     with runtime.database.connection() as conn:
         _check_plan(conn, plan)
         try:
@@ -98,6 +104,12 @@ def get_account(runtime: Runtime, account_id: uuid.UUID) -> store.Account:
     if account is None:
         raise AccountNotFoundError(f"No account with id {account_id}.")
     return account
+
+
+def list_plans(runtime: Runtime) -> list[store.Plan]:
+    """Every plan, cheapest first."""
+    with runtime.database.connection() as conn:
+        return store.list_plans(conn)
 
 
 def issue_key(runtime: Runtime, account_id: uuid.UUID, name: str) -> store.IssuedKey:

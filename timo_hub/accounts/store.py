@@ -37,7 +37,9 @@ UPDATE_ACCOUNT_PLAN = "UPDATE accounts SET plan = %(plan)s WHERE id = %(id)s RET
 UPDATE_ACCOUNT_STATUS = "UPDATE accounts SET status = %(status)s WHERE id = %(id)s RETURNING id"
 LOCK_ACCOUNT = "SELECT id FROM accounts WHERE id = %(id)s FOR UPDATE"
 SELECT_PLAN_NAMES = "SELECT name FROM plans ORDER BY sort_order"
-SELECT_PLANS = "SELECT name, monthly_limit, price_usd FROM plans ORDER BY sort_order"
+SELECT_PLANS = """
+SELECT name, display_name, monthly_limit, price_usd FROM plans ORDER BY sort_order
+"""
 SELECT_ACTIVE_ACCOUNT_IDS = """
 SELECT id FROM accounts WHERE status = 'active' ORDER BY created_at, id
 """
@@ -92,6 +94,7 @@ class Plan:
     """A plan: its monthly limit (None: unlimited) and price (None: custom)."""
 
     name: str
+    display_name: str
     monthly_limit: int | None
     price_usd: Decimal | None
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC
 from collections.abc import Callable
 
 import click
 
 from timo_hub.accounts import service, store
+from timo_hub.people import service as people
 from timo_hub.cli.context import CliContext, pass_cli
 from timo_hub.cli.error_messages import operator_errors
 from timo_hub.platform.runtime import Runtime
@@ -44,25 +46,56 @@ def accounts() -> None:
 @accounts.command("create")
 @click.option("--email", required=True, help="The account's email (unique, any letter case).")
 @click.option("--plan", required=True, help="free, starter, developer, business or enterprise.")
+@click.option(
+    "--invite",
+    is_flag=True,
+    help="Also print a one-time link for the owner to set a password and sign in.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @pass_cli
-def create_account(ctx: CliContext, email: str, plan: str, as_json: bool) -> None:
+def create_account(ctx: CliContext, email: str, plan: str, invite: bool, as_json: bool) -> None:
     """Open an account and print its first API key (shown only now)."""
     with operator_errors():
         account, issued = service.create_account(ctx.runtime, email, plan)
+        invitation = people.invite_owner(ctx.runtime, account.id) if invite else None
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "account_id": str(account.id),
-                    "api_key": issued.secret,
-                    "key_id": str(issued.key.id),
-                }
-            )
-        )
+        document = {
+            "account_id": str(account.id),
+            "api_key": issued.secret,
+            "key_id": str(issued.key.id),
+        }
+        if invitation is not None:
+            document["invitation_url"] = invitation.url(ctx.resolved)
+            document["invitation_expires_at"] = invitation.expires_at.isoformat()
+        click.echo(json.dumps(document))
         return
     click.echo(_describe(account))
     click.echo(f"API key {issued.key.id} (shown once, store it now):\n  {issued.secret}")
+    if invitation is not None:
+        _print_invitation(ctx, invitation)
+
+
+@accounts.command("invite")
+@click.argument("account_id")
+@pass_cli
+def invite_owner(ctx: CliContext, account_id: str) -> None:
+    """Print a one-time link for the account's owner to set a password (and sign in).
+
+    A new link voids the owner's earlier ones; using it ends the owner's sessions, so it also
+    resets a forgotten password.
+    """
+    parsed = _account_id(account_id)
+    with operator_errors():
+        invitation = people.invite_owner(ctx.runtime, parsed)
+    _print_invitation(ctx, invitation)
+
+
+def _print_invitation(ctx: CliContext, invitation: people.Invitation) -> None:
+    expires = f"{invitation.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    click.echo(
+        f"Sign-in link for {invitation.user.email} (works once, until {expires}; shown only now):"
+        f"\n  {invitation.url(ctx.resolved)}"
+    )
 
 
 @accounts.command("list")

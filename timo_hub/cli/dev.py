@@ -10,6 +10,7 @@ process exits (unless another `timo-hub` process still holds them).
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from honcho.manager import Manager
 
 from timo_hub.accounts import store
 from timo_hub.cli.context import CliContext, pass_cli
+from timo_hub.people import service as people
 from timo_hub.platform import migrate as migrations
 from timo_hub.platform.settings import Settings
 
@@ -26,6 +28,7 @@ DEV_PROCESSES = ("web", "worker", "beat")
 DEMO_EMAIL = "demo@timo-hub.local"
 DEMO_PLAN = "developer"
 DEMO_KEY_FILE = "demo-key"
+DEMO_PASSWORD_FILE = "demo-password"
 PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
 
 
@@ -57,6 +60,7 @@ def dev(ctx: CliContext, port: int, host: str) -> None:
     for migration in migrations.migrate(settings.database_url):
         click.echo(f"Applied migration {migration.version:04d}_{migration.name}")
     _announce_demo_key(ctx)
+    password = ensure_demo_password(ctx)
     ctx.runtime.close()  # the children open their own connections
 
     manager = Manager()
@@ -65,6 +69,10 @@ def dev(ctx: CliContext, port: int, host: str) -> None:
     for name in DEV_PROCESSES:
         manager.add_process(name, procfile[name], env=env, cwd=str(PROCFILE.parent))
     click.echo(f"API on http://{host}:{port}/api/v1/health  (Ctrl-C stops everything)")
+    click.echo(
+        f"Dashboard on http://{host}:{port}/dashboard: sign in as {DEMO_EMAIL} with password "
+        f"{password} (saved in {ctx.resolved.home / DEMO_PASSWORD_FILE}), or sign up."
+    )
     manager.loop()
     sys.exit(manager.returncode or 0)
 
@@ -84,6 +92,22 @@ def ensure_demo_key(ctx: CliContext) -> tuple[str, bool]:
         issued = store.insert_key(conn, account.id, "Demo key", pepper)
     _write_secret(key_file, issued.secret)
     return issued.secret, True
+
+
+def ensure_demo_password(ctx: CliContext) -> str:
+    """The demo account owner's dashboard password, made (and saved, 0600) on first use."""
+    password_file = ctx.resolved.home / DEMO_PASSWORD_FILE
+    with ctx.runtime.database.connection() as conn:
+        account = store.find_account_by_email(conn, DEMO_EMAIL)
+    assert account is not None, "ensure_demo_key makes the demo account first"
+    if password_file.exists():
+        saved = password_file.read_text().strip()
+        if people.owner_signs_in_with(ctx.runtime, account.id, saved):
+            return saved
+    password = secrets.token_urlsafe(12)  # 16 random characters: within the policy
+    people.set_owner_password(ctx.runtime, account.id, password)
+    _write_secret(password_file, password)
+    return password
 
 
 def _announce_demo_key(ctx: CliContext) -> None:

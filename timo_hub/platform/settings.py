@@ -33,6 +33,9 @@ Environment = Literal["development", "test", "production"]
 # refuses to start with it (see `_production_has_no_dev_defaults`).
 DEV_KEY_PEPPER = "timo-dev-pepper-not-for-production"
 MIN_PRODUCTION_PEPPER_LENGTH = 32
+# Signs the dashboard's session cookie and its CSRF tokens; like the pepper, production refuses it.
+DEV_SECRET_KEY = "timo-dev-secret-key-not-for-production"
+MIN_PRODUCTION_SECRET_KEY_LENGTH = 32
 
 _DATABASE_SCHEMES = {"postgresql", "postgres"}
 _REDIS_SCHEMES = {"redis", "rediss", "unix"}
@@ -54,6 +57,9 @@ class Settings(BaseModel):
     redis_url: str | None = None
     broker_url: str | None = None
     key_pepper: str = DEV_KEY_PEPPER
+    secret_key: str = DEV_SECRET_KEY
+    # Where people reach this server (links in invitations); None: http://127.0.0.1:8000.
+    public_url: str | None = None
     # Whole months of raw events kept (usage_daily keeps everything); None keeps them all.
     events_retention_months: int | None = 13
     # Bearer token for the web's `/metrics`; without one that endpoint does not exist.
@@ -118,6 +124,19 @@ class Settings(BaseModel):
             raise ValueError("TIMO_KEY_PEPPER must not be empty")
         return pepper
 
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_not_empty(cls, secret: str) -> str:
+        if not secret:
+            raise ValueError("TIMO_SECRET_KEY must not be empty")
+        return secret
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_scheme(cls, url: str | None) -> str | None:
+        checked = _check_scheme("TIMO_PUBLIC_URL", url, {"http", "https"})
+        return checked.rstrip("/") if checked else None
+
     @model_validator(mode="after")
     def _production_has_no_dev_defaults(self) -> Settings:
         if self.env != "production":
@@ -135,9 +154,20 @@ class Settings(BaseModel):
             problems.append(
                 f"TIMO_KEY_PEPPER must be at least {MIN_PRODUCTION_PEPPER_LENGTH} characters"
             )
+        if self.secret_key == DEV_SECRET_KEY:
+            problems.append("TIMO_SECRET_KEY must be set to a secret, not the development default")
+        elif len(self.secret_key) < MIN_PRODUCTION_SECRET_KEY_LENGTH:
+            problems.append(
+                f"TIMO_SECRET_KEY must be at least {MIN_PRODUCTION_SECRET_KEY_LENGTH} characters"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def base_url(self) -> str:
+        """Where people reach this server, without a trailing slash (for links we print)."""
+        return self.public_url or "http://127.0.0.1:8000"
 
     @property
     def uses_embedded_services(self) -> bool:
@@ -180,6 +210,8 @@ _VARIABLES = {
     "redis_url": "TIMO_REDIS_URL",
     "broker_url": "TIMO_BROKER_URL",
     "key_pepper": "TIMO_KEY_PEPPER",
+    "secret_key": "TIMO_SECRET_KEY",
+    "public_url": "TIMO_PUBLIC_URL",
     "events_retention_months": "TIMO_EVENTS_RETENTION_MONTHS",
     "metrics_token": "TIMO_METRICS_TOKEN",
     "worker_metrics_port": "TIMO_WORKER_METRICS_PORT",

@@ -67,10 +67,19 @@ class QuotaEnforcer:
         `count=False` only looks (a suspended account's call is refused but still shown its
         month's usage).
         """
+        return self._admit(principal.account_id, principal.monthly_limit, now, count)
+
+    def look(self, account_id: uuid.UUID, limit: int | None, now: float) -> Admission:
+        """The account's usage this month at epoch second `now`, counting nothing (the
+        dashboard's gauge: viewing it is not a call). `admitted` is False: nothing was."""
+        return self._admit(account_id, limit, now, count=False)
+
+    def _admit(
+        self, account_id: uuid.UUID, limit: int | None, now: float, count: bool
+    ) -> Admission:
         if self._pid != os.getpid():
             self._start()
         period = self._clock.current(now)
-        account_id, limit = principal.account_id, principal.monthly_limit
         wanted = 0
         if count:
             moment = time.monotonic()

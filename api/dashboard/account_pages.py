@@ -1,0 +1,165 @@
+"""The signed-in pages: overview, usage, keys (the Settings page), alerts and plans.
+
+Every page takes the account from the signed-in user (`viewer()`), never from the URL or a form,
+so a session can see and change only its own account: a key id of another account is simply not
+found, as in the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import unicodedata
+from datetime import UTC, datetime
+from typing import get_args
+
+from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
+
+from analytics.parameters import DEFAULT_HORIZON_DAYS, DEFAULT_MODEL, PeriodChoice
+from api.current import current_runtime
+from api.dashboard import blueprint, display
+from api.dashboard.forms import ConfirmForm, NewKeyForm
+from api.dashboard.viewer import sign_in_required, viewer
+from api.gate import QUOTA_EXTENSION
+from api.authentication import EXTENSION as AUTHENTICATION
+from timo_hub.accounts import service as accounts
+from timo_hub.errors import DomainError
+from timo_hub.quota.enforcer import QuotaEnforcer
+from timo_hub.usage import alerts, forecasts, statistics
+from timo_hub.usage.forecast_body import ForecastOut
+
+logger = logging.getLogger(__name__)
+
+MAX_ALERTS = 100
+# The secret of a key just created waits here for the page the browser is sent to, once.
+_NEW_KEY = "new_key"
+_CONTROL_CATEGORIES = {"Cc", "Cs", "Co", "Cn"}
+
+
+@blueprint.get("/dashboard")
+@sign_in_required
+def overview() -> ResponseReturnValue:
+    """Plan, quota gauge, this month's calls with the forecast to its end, and what it means."""
+    runtime = current_runtime()
+    account = accounts.get_account(runtime, viewer().account_id)
+    now = datetime.now(UTC)
+    quota: QuotaEnforcer = current_app.extensions[QUOTA_EXTENSION]
+    admission = quota.look(account.id, account.monthly_limit, time.time())
+    forecast = _forecast(account.id, now)
+    # The month so far: up to 31 days back, which the 90-day statistics cover.
+    period: PeriodChoice = "30d" if now.day <= 30 else "90d"
+    stats = statistics.account_usage_stats(runtime.database, account.id, period, now.date())
+    return render_template(
+        "overview.html",
+        account=account,
+        gauge=display.gauge(admission),
+        forecast=forecast,
+        month_days=display.month_days(stats.daily, forecast, now.date()),
+        accuracy=display.accuracy_words(forecast.accuracy if forecast else None),
+        probability=display.probability_words(
+            forecast.exhaustion_range80.probability if forecast else None
+        ),
+        today=now.date(),
+    )
+
+
+@blueprint.get("/dashboard/usage")
+@sign_in_required
+def usage() -> ResponseReturnValue:
+    """7, 30 or 90 days of calls, errors and refusals, by day, endpoint and key."""
+    period = request.args.get("period", "30d")
+    if period not in get_args(PeriodChoice):
+        return _error(400, "Unknown period", "Choose 7d, 30d or 90d.")
+    runtime = current_runtime()
+    stats = statistics.account_usage_stats(
+        runtime.database, viewer().account_id, period, datetime.now(UTC).date()  # type: ignore[arg-type]
+    )
+    return render_template("usage.html", stats=stats, period=period, periods=get_args(PeriodChoice))
+
+
+@blueprint.route("/dashboard/keys", methods=["GET", "POST"])
+@sign_in_required
+def keys() -> ResponseReturnValue:
+    """The Settings page: the account's keys, a new key (shown once), revocation."""
+    runtime = current_runtime()
+    account_id = viewer().account_id
+    form = NewKeyForm()
+    if form.validate_on_submit():
+        name = (form.name.data or "").strip()
+        if not name or any(unicodedata.category(ch) in _CONTROL_CATEGORIES for ch in name):
+            form.fail("name", "Use visible characters only.")
+        else:
+            try:
+                issued = accounts.issue_key(runtime, account_id, name)
+            except DomainError as exc:
+                form.fail("name", exc.detail)
+            else:
+                # Through the session (server-side) to the next page, then gone: a reload of
+                # that page shows the key no more, and re-posts nothing.
+                session[_NEW_KEY] = {"secret": issued.secret, "name": issued.key.name}
+                return redirect(url_for("dashboard.keys"), 303)
+    new_key = session.pop(_NEW_KEY, None)
+    listed = accounts.list_keys(runtime, account_id)
+    status = 422 if form.errors else 200
+    return render_template("keys.html", keys=listed, form=form, new_key=new_key), status
+
+
+@blueprint.route("/dashboard/keys/<key_id>/revoke", methods=["GET", "POST"])
+@sign_in_required
+def revoke(key_id: str) -> ResponseReturnValue:
+    """Confirm, then revoke one of the account's keys; calls with it are refused at once."""
+    runtime = current_runtime()
+    account_id = viewer().account_id
+    parsed = accounts.parse_id(key_id, accounts.KeyNotFoundError, "API key")
+    key = next((k for k in accounts.list_keys(runtime, account_id) if k.id == parsed), None)
+    if key is None:
+        return _error(404, "No such key", "This account has no API key with that id.")
+    if request.method == "GET":
+        return render_template("revoke.html", key=key, form=ConfirmForm())
+    try:
+        accounts.revoke_key(runtime, key.id, account_id=account_id)
+    except accounts.ChangeNotAnnouncedError as exc:
+        logger.warning("%s", exc)  # revoked; other processes drop it at their cache's expiry
+    current_app.extensions[AUTHENTICATION].cache.forget(key_id=key.id)
+    flash(f"Key “{key.name}” ({key.prefix}…) is revoked; calls with it are refused.", "info")
+    return redirect(url_for("dashboard.keys"), 303)
+
+
+@blueprint.get("/dashboard/alerts")
+@sign_in_required
+def alerts_page() -> ResponseReturnValue:
+    """The account's projected-quota alerts, newest first."""
+    stored = alerts.account_alerts(current_runtime().database, viewer().account_id, MAX_ALERTS)
+    return render_template("alerts.html", alerts=stored)
+
+
+@blueprint.get("/dashboard/plans")
+@sign_in_required
+def plans() -> ResponseReturnValue:
+    """Plans and pricing, the account's own marked."""
+    runtime = current_runtime()
+    account = accounts.get_account(runtime, viewer().account_id)
+    return render_template("plans.html", plans=accounts.list_plans(runtime), account=account)
+
+
+def _forecast(account_id: object, now: datetime) -> ForecastOut | None:
+    """The account's forecast (the nightly one when fresh), or None if it cannot be made now."""
+    try:
+        return forecasts.get_forecast(
+            current_runtime().database,
+            account_id,  # type: ignore[arg-type]
+            days=DEFAULT_HORIZON_DAYS,
+            model=DEFAULT_MODEL,
+            now=now,
+        )
+    except DomainError:
+        raise
+    except Exception:
+        # The page still shows the quota and usage; the forecast says it is unavailable.
+        logger.exception("could not forecast account %s for its dashboard", account_id)
+        return None
+
+
+def _error(status: int, title: str, detail: str) -> ResponseReturnValue:
+    return render_template("error.html", title=title, detail=detail), status

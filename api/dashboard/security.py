@@ -1,0 +1,66 @@
+"""The dashboard's defences: CSRF tokens on every POST, and the headers every page carries.
+
+Every state-changing request here is a form POST, and every one is checked before its view runs
+(Flask-WTF's signed token, bound to the session), so no view can forget. With `SameSite=Lax`
+cookies a cross-site form cannot even carry the session; the token covers the rest (a sign-in
+form posted from another site, an old browser).
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
+from wtforms import ValidationError
+
+from api.dashboard import blueprint
+from timo_hub.platform.settings import Settings
+
+# Only this origin: scripts, styles and data; forms post back here; nothing may frame a page.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; font-src 'self'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    # Pages show a key once and per-account usage: never kept by a browser or a proxy.
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+CSRF_FIELD = "csrf_token"
+# A form left open for a working day still submits; the token is bound to the session anyway.
+CSRF_SECONDS = 12 * 3600
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """CSRF settings, and the token for templates (`{{ csrf_token() }}`)."""
+    app.config.update(WTF_CSRF_TIME_LIMIT=CSRF_SECONDS, WTF_CSRF_FIELD_NAME=CSRF_FIELD)
+    if settings.env == "production":
+        app.config["SESSION_COOKIE_SECURE"] = True
+
+
+@blueprint.app_template_global("csrf_token")
+def csrf_token() -> str:
+    """The session's CSRF token, signed, for a form's hidden field."""
+    return generate_csrf()
+
+
+@blueprint.before_request
+def check_csrf() -> None:
+    """Refuse any POST without this session's valid CSRF token (400, before the view runs)."""
+    if request.method != "POST":
+        return
+    try:
+        validate_csrf(request.form.get(CSRF_FIELD))
+    except ValidationError as exc:
+        raise CSRFError(str(exc.args[0]) if exc.args else "The CSRF token is invalid.") from None
+
+
+@blueprint.after_request
+def add_page_headers(response: Response) -> Response:
+    """The security headers of every dashboard answer (pages, redirects, errors)."""
+    for name, value in PAGE_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response

@@ -1,0 +1,120 @@
+"""`/signup`, `/login`, `/logout`, `/invitations/<token>` and `/dashboard/password`."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from api.current import current_runtime
+from api.dashboard import blueprint, sessions
+from api.dashboard.forms import ChangePasswordForm, ConfirmForm, SetPasswordForm, SignInForm
+from api.dashboard.forms import SignUpForm
+from api.dashboard.viewer import safe_next, sign_in_required, signed_in, viewer
+from timo_hub.errors import ConflictError, InvalidError
+from timo_hub.people import service as people
+
+logger = logging.getLogger(__name__)
+
+
+@blueprint.route("/signup", methods=["GET", "POST"])
+def signup() -> ResponseReturnValue:
+    """Open an account on the free plan with its owner, and sign the owner in."""
+    if signed_in() is not None:
+        return redirect(url_for("dashboard.overview"))
+    form = SignUpForm()
+    if form.validate_on_submit():
+        try:
+            user = people.sign_up(current_runtime(), form.email.data or "", form.password.data or "")
+        except (InvalidError, ConflictError) as exc:
+            form.fail(exc.details.get("field", ""), exc.detail)
+        else:
+            sessions.begin(user)
+            logger.info("account opened by signup (user %s, account %s)", user.id, user.account_id)
+            flash("Welcome! Your account is on the Free plan. Create an API key to start.", "info")
+            return redirect(url_for("dashboard.keys"), 303)
+    return render_template("signup.html", form=form), 422 if form.errors else 200
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    """Sign in with email and password."""
+    target = safe_next(request.args.get("next"))
+    if signed_in() is not None:
+        return redirect(target)
+    form = SignInForm()
+    status = 200
+    headers: dict[str, str] = {}
+    if form.validate_on_submit():
+        try:
+            user = people.sign_in(
+                current_runtime(), form.email.data or "", form.password.data or "", request.remote_addr
+            )
+        except people.SignInThrottledError as exc:
+            form.fail("", exc.detail)
+            status, headers = 429, {"Retry-After": str(exc.retry_after)}
+        except people.SignInRefusedError as exc:
+            form.fail("", exc.detail)
+            status = 401
+        else:
+            sessions.begin(user)
+            return redirect(target, 303)
+    elif form.errors:
+        status = 422
+    return render_template("login.html", form=form, next=request.args.get("next")), status, headers
+
+
+@blueprint.post("/logout")
+def logout() -> ResponseReturnValue:
+    """Sign out: the session ends on the server, not only in this browser."""
+    sessions.end()
+    flash("You are signed out.", "info")
+    return redirect(url_for("dashboard.login"), 303)
+
+
+@blueprint.route("/invitations/<token>", methods=["GET", "POST"])
+def invitation(token: str) -> ResponseReturnValue:
+    """Set a password through a one-time link an operator printed."""
+    runtime = current_runtime()
+    try:
+        invited = people.invited_user(runtime, token)
+    except people.InvitationNotFoundError as exc:
+        return render_template("error.html", title="Link not usable", detail=exc.detail), 404
+    form = SetPasswordForm()
+    if form.validate_on_submit():
+        try:
+            user = people.accept_invitation(runtime, token, form.password.data or "")
+        except people.InvitationNotFoundError as exc:
+            return render_template("error.html", title="Link not usable", detail=exc.detail), 404
+        except InvalidError as exc:
+            form.fail("password", exc.detail)
+        else:
+            sessions.begin(user)
+            flash("Your password is set; you are signed in.", "info")
+            return redirect(url_for("dashboard.overview"), 303)
+    status = 422 if form.errors else 200
+    return render_template("invitation.html", form=form, email=invited.email), status
+
+
+@blueprint.route("/dashboard/password", methods=["GET", "POST"])
+@sign_in_required
+def password() -> ResponseReturnValue:
+    """Change the password; every other session of this user ends, this one goes on."""
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        try:
+            user = people.change_password(
+                current_runtime(),
+                viewer().id,
+                form.current_password.data or "",
+                form.password.data or "",
+            )
+        except InvalidError as exc:
+            form.fail(exc.details.get("field", "password"), exc.detail)
+        else:
+            sessions.begin(user)
+            flash("Password changed. Every other session is signed out.", "info")
+            return redirect(url_for("dashboard.keys"), 303)
+    status = 422 if form.errors else 200
+    return render_template("password.html", form=form, signout=ConfirmForm()), status

@@ -1,0 +1,64 @@
+"""Who is looking: the signed-in user of the current page, and the guard every page uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+from flask import g, redirect, request, url_for
+from flask.typing import ResponseReturnValue
+
+from api.current import current_runtime
+from api.dashboard import blueprint, sessions
+from api.dashboard.forms import ConfirmForm
+from timo_hub.people.store import User
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def signed_in() -> User | None:
+    """The current page's user, if a valid session is signed in (looked up once per request)."""
+    if "viewer" not in g:
+        g.viewer = sessions.signed_in_user(current_runtime())
+    user: User | None = g.viewer
+    return user
+
+
+def viewer() -> User:
+    """The user of a page behind `sign_in_required`."""
+    user = signed_in()
+    if user is None:
+        raise RuntimeError("the page is not behind sign_in_required")
+    return user
+
+
+def sign_in_required(view: Callable[P, ResponseReturnValue]) -> Callable[P, ResponseReturnValue]:
+    """Send visitors without a valid session to the sign-in page, and back here after."""
+
+    @wraps(view)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
+        if signed_in() is None:
+            return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return guarded
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: a dashboard page of this site, never anywhere else."""
+    if (
+        target
+        and target.startswith("/dashboard")
+        and not target.startswith("//")
+        and "\\" not in target
+    ):
+        return target
+    return url_for("dashboard.overview")
+
+
+@blueprint.context_processor
+def page_context() -> dict[str, object]:
+    """What every page's frame shows: who is signed in, and the sign-out form."""
+    return {"viewer": signed_in(), "signout_form": ConfirmForm()}

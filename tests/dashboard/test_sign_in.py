@@ -1,0 +1,263 @@
+"""Accounts for people: signup, sign-in, sessions, sign-out, password changes, throttling."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api import close_app, create_app
+from tests.support import dashboard as ui
+from timo_hub.people import sign_in_throttle, store
+from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings
+
+LOGIN_FAILED = "That email and password do not match an account."
+
+
+def _page_text(answer: object) -> str:
+    text: str = answer.get_data(as_text=True)  # type: ignore[attr-defined]
+    # Every page carries a fresh CSRF token; everything else must be the same.
+    return re.sub(r'name="csrf_token" value="[^"]+"', "", text)
+
+
+def test_signup_opens_a_free_account_with_its_owner_signed_in(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    email = ui.sign_up(client)
+    overview = client.get("/dashboard")
+    assert overview.status_code == 200
+    assert "Free" in overview.get_data(as_text=True)
+    with runtime.database.connection() as conn:
+        user = store.find_user_by_email(conn, email)
+        assert user is not None and user.role == "owner"
+        assert user.password_hash is not None and user.password_hash.startswith("$argon2id$")
+        plan, keys = conn.execute(
+            "SELECT a.plan, (SELECT count(*) FROM api_keys k WHERE k.account_id = a.id) "
+            "FROM accounts a WHERE a.id = %s",
+            (user.account_id,),
+        ).fetchone()
+    # No key is made behind the owner's back: the first one is made, and shown, on the page.
+    assert (plan, keys) == ("free", 0)
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("short pass", "at least 12 characters"),
+        ("qwerty123456", "most common"),
+        ("password2024!", "most common"),
+        ("qwertyqwerty", "most common"),
+        ("aaaaaaaaaaaaaaaa", "single character"),
+    ],
+)
+def test_signup_refuses_weak_passwords(client: FlaskClient, password: str, why: str) -> None:
+    answer = ui.post_form(client, "/signup", {"email": ui.new_email(), "password": password})
+    assert answer.status_code == 422
+    assert why in answer.get_data(as_text=True)
+    assert client.get("/dashboard").status_code == 302  # nobody signed in
+
+
+def test_signup_refuses_a_password_made_of_the_email(client: FlaskClient) -> None:
+    answer = ui.post_form(
+        client, "/signup", {"email": "margaret.hamilton@example.com", "password": "margaret.hamilton99"}
+    )
+    assert answer.status_code == 422
+    assert "must not contain your email" in answer.get_data(as_text=True)
+
+
+def test_signup_with_a_taken_email_says_so_without_signing_in(
+    client: FlaskClient, app: Flask
+) -> None:
+    email = ui.sign_up(client)
+    other = app.test_client()
+    answer = ui.post_form(other, "/signup", {"email": email.upper(), "password": ui.PASSWORD})
+    assert answer.status_code == 422
+    assert "exists" in answer.get_data(as_text=True)
+    assert other.get("/dashboard").status_code == 302
+
+
+def test_unknown_email_and_wrong_password_get_the_same_answer(
+    client: FlaskClient, app: Flask
+) -> None:
+    email = ui.sign_up(client)
+    wrong_password = ui.sign_in(app.test_client(), email, "not the password at all")
+    unknown_email = ui.sign_in(app.test_client(), "nobody@example.com", "not the password at all")
+    assert wrong_password.status_code == unknown_email.status_code == 401
+    assert LOGIN_FAILED in wrong_password.get_data(as_text=True)
+    # The same page, but for the email echoed back in its field.
+    assert _page_text(wrong_password).replace(email, "EMAIL") == _page_text(unknown_email).replace(
+        "nobody@example.com", "EMAIL"
+    )
+
+
+def test_session_cookie_is_httponly_and_samesite_lax(client: FlaskClient) -> None:
+    answer = client.get("/login")
+    cookie = answer.headers["Set-Cookie"]
+    assert cookie.startswith("timo_session=")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Secure" not in cookie  # development serves plain http on 127.0.0.1
+
+
+def test_session_cookie_is_secure_in_production(runtime: Runtime, settings: Settings) -> None:
+    production = settings.model_copy(
+        update={"env": "production", "secret_key": "s" * 40, "key_pepper": settings.key_pepper}
+    )
+    app = create_app({"SETTINGS": production, "TESTING": True})
+    try:
+        cookie = app.test_client().get("/login").headers["Set-Cookie"]
+    finally:
+        close_app(app)
+    assert "Secure" in cookie and "HttpOnly" in cookie
+
+
+def test_signing_in_gives_a_new_session_id(client: FlaskClient, app: Flask) -> None:
+    """Session fixation: a session id planted before sign-in must not become a signed-in one."""
+    email = ui.sign_up(app.test_client())
+    client.get("/login")
+    planted = ui.session_cookie(client)
+    assert planted is not None
+    assert ui.sign_in(client, email).status_code == 303
+    assert ui.session_cookie(client) != planted
+    attacker = app.test_client()
+    attacker.set_cookie("timo_session", planted)
+    assert attacker.get("/dashboard").status_code == 302
+
+
+def test_sign_out_ends_the_session_on_the_server(client: FlaskClient, app: Flask) -> None:
+    ui.sign_up(client)
+    stolen = ui.session_cookie(client)
+    assert stolen is not None
+    answer = ui.post_form(client, "/logout", {}, page="/dashboard")
+    assert answer.status_code == 303 and answer.headers["Location"] == "/login"
+    assert client.get("/dashboard").status_code == 302
+    replay = app.test_client()
+    replay.set_cookie("timo_session", stolen)
+    assert replay.get("/dashboard").status_code == 302
+    assert client.get("/logout").status_code == 405  # signing out takes a form, not a link
+
+
+def test_a_password_change_ends_every_other_session(app: Flask) -> None:
+    here, elsewhere = app.test_client(), app.test_client()
+    email = ui.sign_up(here)
+    assert ui.sign_in(elsewhere, email).status_code == 303
+    new_password = "a completely different passphrase"
+    answer = ui.post_form(
+        here,
+        "/dashboard/password",
+        {"current_password": ui.PASSWORD, "password": new_password},
+    )
+    assert answer.status_code == 303
+    assert here.get("/dashboard").status_code == 200
+    assert elsewhere.get("/dashboard").status_code == 302
+    assert ui.sign_in(app.test_client(), email).status_code == 401
+    assert ui.sign_in(app.test_client(), email, new_password).status_code == 303
+
+
+def test_a_password_change_needs_the_current_password(client: FlaskClient) -> None:
+    ui.sign_up(client)
+    answer = ui.post_form(
+        client,
+        "/dashboard/password",
+        {"current_password": "not my password", "password": "another long passphrase"},
+    )
+    assert answer.status_code == 422
+    assert "current password is not right" in answer.get_data(as_text=True)
+
+
+def _client_at(app: Flask, address: str) -> FlaskClient:
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_failed_sign_ins_are_throttled_per_email_and_address_without_locking_others_out(
+    app: Flask,
+) -> None:
+    email = ui.sign_up(app.test_client())
+    other_email = ui.sign_up(app.test_client())
+    guesser = _client_at(app, "203.0.113.7")
+    for _ in range(sign_in_throttle.PAIR_LIMIT):
+        assert ui.sign_in(guesser, email, "wrong guess number x").status_code == 401
+    # Now even the right password is refused from there: guessing learns nothing more.
+    throttled = ui.sign_in(guesser, email)
+    assert throttled.status_code == 429
+    assert 0 < int(throttled.headers["Retry-After"]) <= sign_in_throttle.WINDOW_SECONDS
+    assert "Too many failed sign-ins" in throttled.get_data(as_text=True)
+    # The owner at their own address is not locked out, nor is another account from there.
+    assert ui.sign_in(_client_at(app, "198.51.100.1"), email).status_code == 303
+    assert ui.sign_in(_client_at(app, "203.0.113.7"), other_email).status_code == 303
+
+
+def test_an_address_guessing_many_accounts_is_throttled_alone(app: Flask) -> None:
+    victim = ui.sign_up(app.test_client())
+    spray = _client_at(app, "203.0.113.9")
+    for n in range(sign_in_throttle.ADDRESS_LIMIT):
+        assert ui.sign_in(spray, f"target{n}@example.com", "password guess x").status_code == 401
+    assert ui.sign_in(spray, victim).status_code == 429
+    assert ui.sign_in(_client_at(app, "198.51.100.2"), victim).status_code == 303
+
+
+def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(app: Flask) -> None:
+    email = ui.sign_up(app.test_client())
+    client = app.test_client()
+    assert client.get("/dashboard/usage?period=7d").headers["Location"] == (
+        "/login?next=/dashboard/usage?period%3D7d"
+    )
+    answer = ui.post_form(
+        client, "/login?next=/dashboard/usage", {"email": email, "password": ui.PASSWORD}
+    )
+    assert answer.headers["Location"] == "/dashboard/usage"
+    for target in ("https://evil.example/", "//evil.example/dashboard", "/\\evil.example"):
+        visitor = app.test_client()
+        answer = ui.post_form(
+            visitor, f"/login?next={target}", {"email": email, "password": ui.PASSWORD}
+        )
+        assert answer.headers["Location"] == "/dashboard", target
+
+
+@pytest.fixture
+def invited(run: object, runtime: Runtime) -> Iterator[tuple[str, str]]:
+    result = run("accounts", "create", "--email", "ops-made@example.com", "--plan", "starter", "--invite")  # type: ignore[operator]
+    assert result.exit_code == 0, result.output
+    link = re.search(r"(http://\S+/invitations/(\S+))", result.output)
+    assert link, result.output
+    yield link.group(1), link.group(2)
+
+
+def test_an_invitation_link_sets_the_password_once(
+    app: Flask, invited: tuple[str, str]
+) -> None:
+    _, token = invited
+    client = app.test_client()
+    page = client.get(f"/invitations/{token}")
+    assert page.status_code == 200 and "ops-made@example.com" in page.get_data(as_text=True)
+    answer = ui.post_form(client, f"/invitations/{token}", {"password": ui.PASSWORD})
+    assert answer.status_code == 303
+    assert client.get("/dashboard").status_code == 200
+    assert "Starter" in client.get("/dashboard").get_data(as_text=True)
+    # Once only.
+    assert app.test_client().get(f"/invitations/{token}").status_code == 404
+    assert ui.sign_in(app.test_client(), "ops-made@example.com").status_code == 303
+
+
+def test_an_expired_or_replaced_invitation_does_not_work(
+    app: Flask, invited: tuple[str, str], run: object, runtime: Runtime
+) -> None:
+    _, first = invited
+    with runtime.database.connection() as conn:
+        account_id = conn.execute(
+            "SELECT id FROM accounts WHERE email = 'ops-made@example.com'"
+        ).fetchone()[0]
+    result = run("accounts", "invite", str(account_id))  # type: ignore[operator]
+    second = re.search(r"/invitations/(\S+)", result.output)
+    assert second, result.output
+    assert app.test_client().get(f"/invitations/{first}").status_code == 404
+    assert app.test_client().get(f"/invitations/{second.group(1)}").status_code == 200
+    with runtime.database.connection() as conn:
+        conn.execute("UPDATE user_invitations SET expires_at = now() - interval '1 second'")
+    assert app.test_client().get(f"/invitations/{second.group(1)}").status_code == 404
+    assert app.test_client().get("/invitations/not-a-token").status_code == 404

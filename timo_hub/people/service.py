@@ -1,0 +1,187 @@
+"""The rules of people: sign up, sign in, change a password, invite an account's owner.
+
+Shared by the dashboard and the operator CLI. Passwords are hashed outside any transaction (a hash
+takes tens of milliseconds and 64 MiB; no row lock is held meanwhile).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from timo_hub.accounts import service as accounts
+from timo_hub.accounts import store as accounts_store
+from timo_hub.errors import DomainError, InvalidError, LimitReachedError, NotFoundError
+from timo_hub.people import passwords, store
+from timo_hub.people.sign_in_throttle import SignInThrottle
+from timo_hub.people.store import User
+from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings
+
+SIGNUP_PLAN = "free"
+INVITATION_SECONDS = 72 * 3600
+INVITATION_PATH = "/invitations/"
+
+
+class SignInRefusedError(DomainError):
+    """The email and password do not match a user; the same words whichever was wrong."""
+
+
+class SignInThrottledError(LimitReachedError):
+    """Too many failed sign-ins for this email or from this address; `retry_after` says when."""
+
+
+class WrongPasswordError(InvalidError):
+    """The current password given to change it is not the user's."""
+
+
+class InvitationNotFoundError(NotFoundError):
+    """No usable invitation with that token (never issued, used, replaced or expired)."""
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """A one-time link's token (shown once, stored only hashed) and when it stops working."""
+
+    user: User
+    token: str
+    expires_at: datetime
+
+    def url(self, settings: Settings) -> str:
+        """The link to give the invited person."""
+        return settings.base_url + INVITATION_PATH + self.token
+
+
+def sign_up(runtime: Runtime, email: str, password: str) -> User:
+    """Open an account on the free plan, with no API key yet, and its owner."""
+    email = accounts.checked_email(email)
+    passwords.check_policy(password, email)
+    password_hash = passwords.hash_password(password)
+    with runtime.database.connection() as conn:
+        try:
+            with conn.transaction():
+                account = accounts_store.create_account(conn, email, SIGNUP_PLAN)
+                return store.insert_user(conn, account.id, email, password_hash)
+        except psycopg.errors.UniqueViolation:
+            raise accounts.DuplicateEmailError(
+                "An account with this email exists; sign in instead.", field="email"
+            ) from None
+
+
+def sign_in(runtime: Runtime, email: str, password: str, address: str | None) -> User:
+    """The user these credentials belong to, or SignInRefusedError / SignInThrottledError."""
+    throttle = SignInThrottle(runtime.redis)
+    wait = throttle.wait_seconds(email, address)
+    if wait:
+        minutes = max(1, round(wait / 60))
+        raise SignInThrottledError(
+            f"Too many failed sign-ins; try again in about {minutes} minute(s).",
+            retry_after=wait,
+        )
+    with runtime.database.connection() as conn:
+        user = store.find_user_by_email(conn, email.strip())
+    # An unknown email costs a hash check too, so the answer's timing does not tell them apart.
+    if not passwords.verify(user.password_hash if user else None, password) or user is None:
+        throttle.count_failure(email, address)
+        raise SignInRefusedError("That email and password do not match an account.")
+    throttle.clear(email, address)
+    assert user.password_hash is not None
+    if passwords.needs_rehash(user.password_hash):
+        with runtime.database.connection() as conn:
+            store.replace_hash(conn, user.id, passwords.hash_password(password))
+    return user
+
+
+def get_user(runtime: Runtime, user_id: uuid.UUID) -> User | None:
+    """The user with this id, or None (deleted with their account)."""
+    with runtime.database.connection() as conn:
+        return store.get_user(conn, user_id)
+
+
+def change_password(runtime: Runtime, user_id: uuid.UUID, current: str, new: str) -> User:
+    """Replace the user's password, which ends every session begun under the old one."""
+    user = get_user(runtime, user_id)
+    if user is None or not passwords.verify(user.password_hash, current):
+        raise WrongPasswordError("Your current password is not right.", field="current_password")
+    passwords.check_policy(new, user.email)
+    return _store_password(runtime, user.id, passwords.hash_password(new))
+
+
+def invite_owner(runtime: Runtime, account_id: uuid.UUID) -> Invitation:
+    """A one-time link for the account's owner to set a password (made the owner if need be).
+
+    A new invitation voids the owner's earlier ones; setting a password through it ends the
+    owner's sessions, so it also serves as an operator's password reset.
+    """
+    account = accounts.get_account(runtime, account_id)
+    token = secrets.token_urlsafe(32)
+    with runtime.database.connection() as conn, conn.transaction():
+        user = store.account_owner(conn, account.id)
+        if user is None:
+            user = store.insert_user(conn, account.id, account.email, None)
+        expires_at = store.insert_invitation(conn, user.id, _token_hash(token), INVITATION_SECONDS)
+    return Invitation(user=user, token=token, expires_at=expires_at)
+
+
+def set_owner_password(runtime: Runtime, account_id: uuid.UUID, password: str) -> User:
+    """Give the account's owner this password (making the owner if need be), as an operator
+    would: the policy applies, and the owner's sessions end."""
+    account = accounts.get_account(runtime, account_id)
+    passwords.check_policy(password, account.email)
+    password_hash = passwords.hash_password(password)
+    with runtime.database.connection() as conn, conn.transaction():
+        user = store.account_owner(conn, account.id)
+        if user is None:
+            user = store.insert_user(conn, account.id, account.email, None)
+        changed = store.set_password(conn, user.id, password_hash)
+    assert changed is not None
+    return changed
+
+
+def owner_signs_in_with(runtime: Runtime, account_id: uuid.UUID, password: str) -> bool:
+    """True when the account's owner has this password."""
+    with runtime.database.connection() as conn:
+        user = store.account_owner(conn, account_id)
+    return user is not None and passwords.verify(user.password_hash, password)
+
+
+def invited_user(runtime: Runtime, token: str) -> User:
+    """The user a still usable invitation is for, or InvitationNotFoundError."""
+    with runtime.database.connection() as conn:
+        user_id = store.usable_invitation(conn, _token_hash(token))
+        user = store.get_user(conn, user_id) if user_id is not None else None
+    if user is None:
+        raise InvitationNotFoundError("This link was used already, replaced, or has expired.")
+    return user
+
+
+def accept_invitation(runtime: Runtime, token: str, password: str) -> User:
+    """Set the invited user's password through the link, which then stops working."""
+    user = invited_user(runtime, token)
+    passwords.check_policy(password, user.email)
+    password_hash = passwords.hash_password(password)
+    with runtime.database.connection() as conn, conn.transaction():
+        # Used and the password set in one transaction: two submissions cannot both succeed.
+        if store.use_invitation(conn, _token_hash(token)) != user.id:
+            raise InvitationNotFoundError("This link was used already, replaced, or has expired.")
+        changed = store.set_password(conn, user.id, password_hash)
+    assert changed is not None
+    return changed
+
+
+def _store_password(runtime: Runtime, user_id: uuid.UUID, password_hash: str) -> User:
+    with runtime.database.connection() as conn:
+        user = store.set_password(conn, user_id, password_hash)
+    if user is None:
+        raise accounts.AccountNotFoundError("This user no longer exists.")
+    return user
+
+
+def _token_hash(token: str) -> bytes:
+    # Tokens are 256 random bits: a plain SHA-256 is enough to make a stolen table useless.
+    return hashlib.sha256(token.encode()).digest()
