@@ -10,19 +10,20 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
+import uuid
 from datetime import UTC, datetime
-from typing import get_args
+from typing import cast, get_args
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 
 from analytics.parameters import DEFAULT_HORIZON_DAYS, DEFAULT_MODEL, PeriodChoice
+from api.authentication import EXTENSION as AUTHENTICATION
 from api.current import current_runtime
 from api.dashboard import blueprint, display
 from api.dashboard.forms import ConfirmForm, NewKeyForm
 from api.dashboard.viewer import sign_in_required, viewer
 from api.gate import QUOTA_EXTENSION
-from api.authentication import EXTENSION as AUTHENTICATION
 from timo_hub.accounts import service as accounts
 from timo_hub.errors import DomainError
 from timo_hub.quota.enforcer import QuotaEnforcer
@@ -68,12 +69,13 @@ def overview() -> ResponseReturnValue:
 @sign_in_required
 def usage() -> ResponseReturnValue:
     """7, 30 or 90 days of calls, errors and refusals, by day, endpoint and key."""
-    period = request.args.get("period", "30d")
-    if period not in get_args(PeriodChoice):
+    asked = request.args.get("period", "30d")
+    if asked not in get_args(PeriodChoice):
         return _error(400, "Unknown period", "Choose 7d, 30d or 90d.")
-    runtime = current_runtime()
+    period = cast(PeriodChoice, asked)
+    today = datetime.now(UTC).date()
     stats = statistics.account_usage_stats(
-        runtime.database, viewer().account_id, period, datetime.now(UTC).date()  # type: ignore[arg-type]
+        current_runtime().database, viewer().account_id, period, today
     )
     return render_template("usage.html", stats=stats, period=period, periods=get_args(PeriodChoice))
 
@@ -143,12 +145,12 @@ def plans() -> ResponseReturnValue:
     return render_template("plans.html", plans=accounts.list_plans(runtime), account=account)
 
 
-def _forecast(account_id: object, now: datetime) -> ForecastOut | None:
+def _forecast(account_id: uuid.UUID, now: datetime) -> ForecastOut | None:
     """The account's forecast (the nightly one when fresh), or None if it cannot be made now."""
     try:
         return forecasts.get_forecast(
             current_runtime().database,
-            account_id,  # type: ignore[arg-type]
+            account_id,
             days=DEFAULT_HORIZON_DAYS,
             model=DEFAULT_MODEL,
             now=now,

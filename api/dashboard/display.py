@@ -58,7 +58,9 @@ def gauge(admission: Admission) -> Gauge:
     )
 
 
-def month_days(daily: list[DailyUsage], forecast: ForecastOut | None, today: date) -> list[MonthDay]:
+def month_days(
+    daily: list[DailyUsage], forecast: ForecastOut | None, today: date
+) -> list[MonthDay]:
     """Every day of `today`'s month: actual calls up to today, the forecast after it."""
     first = today.replace(day=1)
     last = today.replace(day=calendar.monthrange(today.year, today.month)[1])
@@ -150,6 +152,3 @@ def _day(value: date | None) -> str:
     if isinstance(value, datetime):
         value = value.date()
     return value.strftime("%a %-d %b %Y")
-
-
-

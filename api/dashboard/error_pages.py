@@ -40,7 +40,11 @@ def domain_refused(error: DomainError) -> ResponseReturnValue:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return render_template("error.html", title=kind.title, detail=error.detail), kind.status, headers
+    return (
+        render_template("error.html", title=kind.title, detail=error.detail),
+        kind.status,
+        headers,
+    )
 
 
 @blueprint.errorhandler(redis.RedisError)

@@ -15,7 +15,6 @@ from wtforms.validators import DataRequired, Length
 
 from timo_hub.people.passwords import MAX_LENGTH, MIN_LENGTH
 
-
 _PASSWORD_LENGTH = Length(
     min=MIN_LENGTH,
     max=MAX_LENGTH,

@@ -73,7 +73,7 @@ def begin(user: User) -> None:
     interface = _interface()
     session.clear()
     session["_fresh"] = True  # regenerate() only moves a non-empty session
-    interface.regenerate(session)  # type: ignore[arg-type]
+    interface.regenerate(session)
     session.pop("_fresh")
     session[_USER_ID] = str(user.id)
     session[_EPOCH] = user.session_epoch

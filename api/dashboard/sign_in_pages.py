@@ -9,8 +9,13 @@ from flask.typing import ResponseReturnValue
 
 from api.current import current_runtime
 from api.dashboard import blueprint, sessions
-from api.dashboard.forms import ChangePasswordForm, ConfirmForm, SetPasswordForm, SignInForm
-from api.dashboard.forms import SignUpForm
+from api.dashboard.forms import (
+    ChangePasswordForm,
+    ConfirmForm,
+    SetPasswordForm,
+    SignInForm,
+    SignUpForm,
+)
 from api.dashboard.viewer import safe_next, sign_in_required, signed_in, viewer
 from timo_hub.errors import ConflictError, InvalidError
 from timo_hub.people import service as people
@@ -26,7 +31,9 @@ def signup() -> ResponseReturnValue:
     form = SignUpForm()
     if form.validate_on_submit():
         try:
-            user = people.sign_up(current_runtime(), form.email.data or "", form.password.data or "")
+            user = people.sign_up(
+                current_runtime(), form.email.data or "", form.password.data or ""
+            )
         except (InvalidError, ConflictError) as exc:
             form.fail(exc.details.get("field", ""), exc.detail)
         else:
@@ -49,7 +56,10 @@ def login() -> ResponseReturnValue:
     if form.validate_on_submit():
         try:
             user = people.sign_in(
-                current_runtime(), form.email.data or "", form.password.data or "", request.remote_addr
+                current_runtime(),
+                form.email.data or "",
+                form.password.data or "",
+                request.remote_addr,
             )
         except people.SignInThrottledError as exc:
             form.fail("", exc.detail)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -63,7 +64,9 @@ def test_signup_refuses_weak_passwords(client: FlaskClient, password: str, why: 
 
 def test_signup_refuses_a_password_made_of_the_email(client: FlaskClient) -> None:
     answer = ui.post_form(
-        client, "/signup", {"email": "margaret.hamilton@example.com", "password": "margaret.hamilton99"}
+        client,
+        "/signup",
+        {"email": "margaret.hamilton@example.com", "password": "margaret.hamilton99"},
     )
     assert answer.status_code == 422
     assert "must not contain your email" in answer.get_data(as_text=True)
@@ -221,16 +224,16 @@ def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(app: Flask) ->
 
 @pytest.fixture
 def invited(run: object, runtime: Runtime) -> Iterator[tuple[str, str]]:
-    result = run("accounts", "create", "--email", "ops-made@example.com", "--plan", "starter", "--invite")  # type: ignore[operator]
+    result = run(
+        "accounts", "create", "--email", "ops-made@example.com", "--plan", "starter", "--invite"
+    )  # type: ignore[operator]
     assert result.exit_code == 0, result.output
     link = re.search(r"(http://\S+/invitations/(\S+))", result.output)
     assert link, result.output
     yield link.group(1), link.group(2)
 
 
-def test_an_invitation_link_sets_the_password_once(
-    app: Flask, invited: tuple[str, str]
-) -> None:
+def test_an_invitation_link_sets_the_password_once(app: Flask, invited: tuple[str, str]) -> None:
     _, token = invited
     client = app.test_client()
     page = client.get(f"/invitations/{token}")
@@ -245,14 +248,14 @@ def test_an_invitation_link_sets_the_password_once(
 
 
 def test_an_expired_or_replaced_invitation_does_not_work(
-    app: Flask, invited: tuple[str, str], run: object, runtime: Runtime
+    app: Flask, invited: tuple[str, str], run: Callable[..., Result], runtime: Runtime
 ) -> None:
     _, first = invited
     with runtime.database.connection() as conn:
         account_id = conn.execute(
             "SELECT id FROM accounts WHERE email = 'ops-made@example.com'"
         ).fetchone()[0]
-    result = run("accounts", "invite", str(account_id))  # type: ignore[operator]
+    result = run("accounts", "invite", str(account_id))
     second = re.search(r"/invitations/(\S+)", result.output)
     assert second, result.output
     assert app.test_client().get(f"/invitations/{first}").status_code == 404

@@ -26,7 +26,9 @@ def csrf_token(client: FlaskClient, path: str) -> str:
     return found.group(1)
 
 
-def post_form(client: FlaskClient, path: str, data: dict[str, str], page: str | None = None) -> TestResponse:
+def post_form(
+    client: FlaskClient, path: str, data: dict[str, str], page: str | None = None
+) -> TestResponse:
     """POST `data` to `path` with the token of the form on `page` (default: `path`)."""
     token = csrf_token(client, page or path)
     return client.post(path, data={**data, "csrf_token": token})

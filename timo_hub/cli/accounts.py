@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC
 from collections.abc import Callable
+from datetime import UTC
 
 import click
 
 from timo_hub.accounts import service, store
-from timo_hub.people import service as people
 from timo_hub.cli.context import CliContext, pass_cli
 from timo_hub.cli.error_messages import operator_errors
+from timo_hub.people import service as people
 from timo_hub.platform.runtime import Runtime
 
 
