@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PEPPER = "bench-pepper-not-a-secret-0123456789abcdef"
+SECRET_KEY = "bench-secret-key-not-a-secret-0123456789"
 PARTS = ("access log", "usage event", "metrics", "quota admission", "authentication")
 
 
@@ -47,6 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="timo-gate-profile-"))
     os.environ.setdefault("TIMO_KEY_PEPPER", PEPPER)
+    os.environ.setdefault("TIMO_SECRET_KEY", SECRET_KEY)
     os.environ.update(TIMO_HOME=str(home), TIMO_LOG_LEVEL="INFO")
     from timo_hub.platform import prometheus
 

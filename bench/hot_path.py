@@ -59,6 +59,7 @@ from timo_hub.platform.runtime import build_runtime  # noqa: E402
 from timo_hub.platform.settings import Settings  # noqa: E402
 
 BENCH_PEPPER = "bench-pepper-not-a-secret-0123456789abcdef"
+BENCH_SECRET_KEY = "bench-secret-key-not-a-secret-0123456789"
 # A plan no round can exhaust, so every call of (c) takes the limited-plan admission path (an
 # unlimited plan would be no cheaper: the counter is counted either way).
 BENCH_PLAN = ("bench", "Bench (huge limit)", 10**12)
@@ -262,6 +263,7 @@ def _run(home: str, args) -> None:  # type: ignore[no-untyped-def]
             "TIMO_REDIS_URL": settings.redis_url or "",
             "TIMO_BROKER_URL": settings.effective_broker_url,
             "TIMO_KEY_PEPPER": settings.key_pepper,
+            "TIMO_SECRET_KEY": BENCH_SECRET_KEY,
             "BENCH_REDIS_URL": settings.redis_url or "",
             "BENCH_AUTH": f"Bearer {issued.secret}",
         }
