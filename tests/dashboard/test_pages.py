@@ -1,0 +1,224 @@
+"""The signed-in pages: what they show, what they never show, and who may see it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api.dashboard import blueprint
+from tests.support import dashboard as ui
+from tests.support.events import seed_calls
+from timo_hub.people import store as people_store
+from timo_hub.platform.runtime import Runtime
+
+PAGES = (
+    "/dashboard",
+    "/dashboard/usage",
+    "/dashboard/keys",
+    "/dashboard/alerts",
+    "/dashboard/plans",
+    "/dashboard/password",
+)
+DASHBOARD = Path(blueprint.root_path)
+
+
+def _account_id(runtime: Runtime, email: str) -> uuid.UUID:
+    with runtime.database.connection() as conn:
+        user = people_store.find_user_by_email(conn, email)
+    assert user is not None
+    return user.account_id
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_need_a_signed_in_session(client: FlaskClient, path: str) -> None:
+    answer = client.get(path)
+    assert answer.status_code == 302
+    assert answer.headers["Location"].startswith("/login?next=/dashboard")
+
+
+def test_every_page_renders_with_strict_headers(client: FlaskClient) -> None:
+    ui.sign_up(client)
+    for path in (*PAGES, "/login", "/signup"):
+        answer = client.get(path)
+        assert answer.status_code in (200, 302), path
+        csp = answer.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp, path
+        assert "frame-ancestors 'none'" in csp
+        assert answer.headers["Cache-Control"] == "no-store", path
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_pages_load_nothing_from_elsewhere_and_run_no_inline_code() -> None:
+    for path in [*DASHBOARD.joinpath("templates").iterdir(), *_static_text_files()]:
+        text = path.read_text()
+        assert not re.search(r'(?:src|href|action)="(?:https?:)?//', text), path.name
+        if path.suffix == ".html":
+            assert not re.search(r"<script(?![^>]*\bsrc=)", text), path.name
+            assert "style=" not in text and "<style" not in text, path.name
+            assert not re.search(r"\son[a-z]+=", text), path.name
+
+
+def _static_text_files() -> list[Path]:
+    static = DASHBOARD / "static"
+    return [p for p in static.rglob("*") if p.suffix in (".js", ".css") and "vendor" not in p.parts]
+
+
+def test_the_chart_library_is_vendored_with_its_licence(client: FlaskClient) -> None:
+    vendor = DASHBOARD / "static" / "vendor" / "uplot-1.6.32"
+    assert "MIT" in (vendor / "LICENSE").read_text()
+    for asset in ("uPlot.iife.min.js", "uPlot.min.css"):
+        answer = client.get(f"/dashboard/static/vendor/uplot-1.6.32/{asset}")
+        assert answer.status_code == 200 and len(answer.data) > 1000
+
+
+def test_a_new_key_is_shown_once_and_works(client: FlaskClient) -> None:
+    ui.sign_up(client)
+    secret = ui.create_key(client, "CI")
+    assert re.fullmatch(r"timo_live_\w+", secret)
+    again = client.get("/dashboard/keys").get_data(as_text=True)
+    assert secret not in again and "new-key-secret" not in again
+    assert "CI" in again and secret[:14] in again  # listed by its prefix
+    answer = client.get("/api/v1/account", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status_code == 200
+
+
+def test_the_one_time_key_page_has_the_warning_from_the_public_page(client: FlaskClient) -> None:
+    ui.sign_up(client)
+    ui.post_form(client, "/dashboard/keys", {"name": "CI"})
+    page = client.get("/dashboard/keys")
+    assert page.headers["Cache-Control"] == "no-store"
+    text = page.get_data(as_text=True)
+    assert "Store your API key securely! It will only be shown once." in text
+    assert 'class="copy" data-copy-target="new-key-secret" hidden' in text
+
+
+def test_key_names_are_checked(client: FlaskClient) -> None:
+    ui.sign_up(client)
+    for name, status in (("", 422), ("   ", 422), ("x" * 101, 422), ("bell\x07", 422)):
+        answer = ui.post_form(client, "/dashboard/keys", {"name": name})
+        assert answer.status_code == status, name
+    assert "new-key-secret" not in client.get("/dashboard/keys").get_data(as_text=True)
+
+
+def test_revoking_asks_first_then_the_key_is_refused(client: FlaskClient) -> None:
+    ui.sign_up(client)
+    secret = ui.create_key(client, "doomed")
+    page = client.get("/dashboard/keys").get_data(as_text=True)
+    revoke_path = re.search(r'href="(/dashboard/keys/[0-9a-f-]+/revoke)"', page)
+    assert revoke_path
+    confirm = client.get(revoke_path.group(1))
+    assert confirm.status_code == 200 and "Revoke key “doomed”?" in confirm.get_data(as_text=True)
+    auth = {"Authorization": f"Bearer {secret}"}
+    assert client.get("/api/v1/account", headers=auth).status_code == 200  # not yet
+    answer = ui.post_form(client, revoke_path.group(1), {})
+    assert answer.status_code == 303
+    assert client.get("/api/v1/account", headers=auth).status_code == 401
+    assert "revoked" in client.get("/dashboard/keys").get_data(as_text=True)
+
+
+def test_a_session_sees_and_changes_only_its_own_account(app: Flask, runtime: Runtime) -> None:
+    """BOLA: another account's key id, on every path that takes one, is simply not found."""
+    alice, mallory = app.test_client(), app.test_client()
+    ui.sign_up(alice)
+    alice_secret = ui.create_key(alice, "alice-production")
+    ui.sign_up(mallory)
+    page = alice.get("/dashboard/keys").get_data(as_text=True)
+    alice_key = re.search(r'data-key-id="([0-9a-f-]+)"', page)
+    assert alice_key
+    target = f"/dashboard/keys/{alice_key.group(1)}/revoke"
+    assert mallory.get(target).status_code == 404
+    assert ui.post_form(mallory, target, {}, page="/dashboard/keys").status_code == 404
+    alice_auth = {"Authorization": f"Bearer {alice_secret}"}
+    assert alice.get("/api/v1/account", headers=alice_auth).status_code == 200
+    for path in PAGES:
+        assert "alice-production" not in mallory.get(path).get_data(as_text=True), path
+    # Nothing in a form or query names the account: there is no parameter to tamper with.
+    alice_account = str(_account_id(runtime, _email_of_first_user(runtime)))
+    forged = ui.post_form(mallory, "/dashboard/keys", {"name": "mine", "account_id": alice_account})
+    assert forged.status_code == 303
+    assert "alice" not in mallory.get("/dashboard/keys").get_data(as_text=True)
+    with runtime.database.connection() as conn:
+        owners = conn.execute("SELECT account_id FROM api_keys WHERE name = 'mine'").fetchall()
+    assert [str(owner) for (owner,) in owners] != [alice_account]
+
+
+def _email_of_first_user(runtime: Runtime) -> str:
+    with runtime.database.connection() as conn:
+        row = conn.execute("SELECT email FROM users ORDER BY created_at LIMIT 1").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_a_malformed_key_id_is_not_found(client: FlaskClient) -> None:
+    ui.sign_up(client)
+    assert client.get("/dashboard/keys/not-a-uuid/revoke").status_code == 404
+
+
+def test_viewing_the_dashboard_is_never_counted(client: FlaskClient) -> None:
+    ui.sign_up(client)
+    secret = ui.create_key(client)
+    auth = {"Authorization": f"Bearer {secret}"}
+    before = client.get("/api/v1/account/quota", headers=auth).get_json()["used"]
+    for _ in range(3):
+        for path in PAGES:
+            assert client.get(path).status_code == 200
+    after = client.get("/api/v1/account/quota", headers=auth).get_json()["used"]
+    assert after == before + 1  # the second quota call itself, nothing else
+    overview = client.get("/dashboard").get_data(as_text=True)
+    assert f"<strong>{after}</strong> of 1,000 calls used" in overview
+
+
+def test_overview_shows_quota_forecast_and_accuracy(client: FlaskClient, runtime: Runtime) -> None:
+    email = ui.sign_up(client)
+    account_id = _account_id(runtime, email)
+    today = datetime.now(UTC).date()
+    # Sixty days of steady traffic: enough history for a forecast and its backtest.
+    seed_calls(runtime, account_id, {today - timedelta(days=n): 20 for n in range(1, 61)})
+    page = client.get("/dashboard")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert 'id="quota-gauge"' in text and "Resets at" in text and "UTC" in text
+    assert 'id="projected-total"' in text and "80% range" in text
+    assert "Quota runs out" in text and "chance this month" in text
+    assert "Tested on this account&#39;s own past" in text
+    assert "Recommended plan" in text
+    rows = re.findall(r'<tr(?: class="today")?>\s*<td data-x="(\d+)"', text)
+    first = today.replace(day=1)
+    assert int(rows[0]) == int(datetime(first.year, first.month, 1, tzinfo=UTC).timestamp())
+    # Yesterday's actual calls are in the month's table (when yesterday is in this month).
+    if today.day > 1:
+        assert 'data-y="20"' in text
+
+
+def test_usage_page_shows_periods_and_breakdowns(client: FlaskClient, runtime: Runtime) -> None:
+    email = ui.sign_up(client)
+    account_id = _account_id(runtime, email)
+    today = datetime.now(UTC).date()
+    seed_calls(runtime, account_id, {today - timedelta(days=2): 7}, endpoint="/usage/stats")
+    seed_calls(runtime, account_id, {today - timedelta(days=2): 3}, status=429)
+    page = client.get("/dashboard/usage?period=7d").get_data(as_text=True)
+    assert 'id="total-calls">10<' in page
+    assert "/usage/stats" in page
+    assert re.search(r"Rejected</span><span class=\"tile-value\">3<", page)
+    assert client.get("/dashboard/usage?period=365d").status_code == 400
+
+
+def test_plans_page_marks_the_current_plan(client: FlaskClient) -> None:
+    ui.sign_up(client)
+    text = client.get("/dashboard/plans").get_data(as_text=True)
+    current = re.search(r'<tr class="current">\s*<td>([^<]+)</td>', text)
+    assert current and current.group(1) == "Free"
+    for plan in ("Starter API", "$29/mo", "Developer API", "Business API", "Enterprise"):
+        assert plan in text
+    assert "operators" in text
+
+
+def test_docs_page_links_to_the_settings_page(client: FlaskClient) -> None:
+    docs = client.get("/docs").get_data(as_text=True)
+    assert '<a href="/dashboard/keys">Settings page</a>' in docs
