@@ -12,7 +12,7 @@ from flask import Flask, Response, request
 from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
 from wtforms import ValidationError
 
-from api.dashboard import blueprint
+from api.dashboard import blueprint, sessions
 from timo_hub.platform.settings import Settings
 
 # Only this origin: scripts, styles and data; forms post back here; nothing may frame a page.
@@ -49,7 +49,11 @@ def csrf_token() -> str:
 
 @blueprint.before_request
 def check_csrf() -> None:
-    """Refuse any POST without this session's valid CSRF token (400, before the view runs)."""
+    """Refuse any POST without this session's valid CSRF token (400, before the view runs).
+
+    First, a page whose session could not be opened (Redis down) is a 503, whatever its method.
+    """
+    sessions.raise_if_unavailable()
     if request.method != "POST":
         return
     try:

@@ -11,17 +11,21 @@ or a changed password takes effect on the next page, with nothing cached to go s
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, Request, session
+import redis
+from flask import Flask, Request, Response, request, session
 from flask_session.redis import RedisSessionInterface
 
 from timo_hub.people import service as people
 from timo_hub.people.store import User
 from timo_hub.platform.runtime import Runtime
+
+logger = logging.getLogger(__name__)
 
 COOKIE_NAME = "timo_session"
 # A signed-in session lasts while used at least every two weeks, and at most 30 days in all.
@@ -33,6 +37,7 @@ KEY_PREFIX = "timo:session:"
 # Paths whose requests open a session; everything else gets Flask's null session.
 SESSION_PATHS = ("/dashboard", "/signup", "/login", "/logout", "/invitations/")
 
+_UNAVAILABLE = "timo.session_unavailable"
 _USER_ID = "user_id"
 _EPOCH = "epoch"
 _SIGNED_IN_AT = "signed_in_at"
@@ -42,10 +47,26 @@ class PageSessionInterface(RedisSessionInterface):
     """Flask-Session's Redis sessions, opened only on the dashboard's paths."""
 
     def open_session(self, app: Flask, request: Request) -> Any:
-        """The request's session, or None (Flask's null session) outside the dashboard."""
+        """The request's session, or None (Flask's null session) outside the dashboard.
+
+        With Redis down the page gets a null session and `raise_if_unavailable` makes it a 503
+        before its view runs (a failure here would be outside every error handler: a 500).
+        """
         if not request.path.startswith(SESSION_PATHS):
             return None
-        return super().open_session(app, request)
+        try:
+            return super().open_session(app, request)
+        except redis.RedisError as exc:
+            request.environ[_UNAVAILABLE] = exc
+            return None
+
+    def save_session(self, app: Flask, session: Any, response: Response) -> None:
+        """Store the session; with Redis gone since the page began, the change is lost (the
+        visitor signs in again), and the page still answers."""
+        try:
+            super().save_session(app, session, response)
+        except redis.RedisError as exc:
+            logger.warning("could not store a dashboard session: %s", exc)
 
     def _upsert_session(self, session_lifetime: timedelta, session: Any, store_id: str) -> None:
         if _USER_ID not in session:
@@ -66,6 +87,13 @@ def init_app(app: Flask, runtime: Runtime) -> None:
     app.session_interface = PageSessionInterface(
         app, client=runtime.redis, key_prefix=KEY_PREFIX, permanent=True
     )
+
+
+def raise_if_unavailable() -> None:
+    """Raise the Redis error that kept this request's session from opening, if one did."""
+    error = request.environ.get(_UNAVAILABLE)
+    if error is not None:
+        raise error
 
 
 def begin(user: User) -> None:

@@ -21,6 +21,9 @@ R = TypeVar("R")
 def signed_in() -> User | None:
     """The current page's user, if a valid session is signed in (looked up once per request)."""
     if "viewer" not in g:
+        # Nobody, until the lookup succeeds: an error page after a failed lookup (PostgreSQL
+        # down) renders for nobody instead of failing the same way again.
+        g.viewer = None
         g.viewer = sessions.signed_in_user(current_runtime())
     user: User | None = g.viewer
     return user

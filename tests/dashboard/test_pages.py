@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -222,3 +223,15 @@ def test_plans_page_marks_the_current_plan(client: FlaskClient) -> None:
 def test_docs_page_links_to_the_settings_page(client: FlaskClient) -> None:
     docs = client.get("/docs").get_data(as_text=True)
     assert '<a href="/dashboard/keys">Settings page</a>' in docs
+
+
+def test_vendored_files_are_byte_for_byte_what_vendor_md_records() -> None:
+    static = DASHBOARD / "static"
+    recorded = re.findall(
+        r"\| `([^`]+)` \| `package/[^`]+` \| `([0-9a-f]{64})` \|",
+        (static / "VENDOR.md").read_text(),
+    )
+    assert len(recorded) == 3
+    for name, digest in recorded:
+        data = (static / "vendor" / "uplot-1.6.32" / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest, name
