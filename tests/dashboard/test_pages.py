@@ -235,3 +235,16 @@ def test_vendored_files_are_byte_for_byte_what_vendor_md_records() -> None:
     for name, digest in recorded:
         data = (static / "vendor" / "uplot-1.6.32" / name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == digest, name
+
+
+def test_api_calls_never_open_a_dashboard_session(client: FlaskClient, runtime: Runtime) -> None:
+    """The API's hot path must not read cookies or touch Redis for sessions, even for a browser
+    that carries a signed-in session cookie to the API."""
+    ui.sign_up(client)
+    secret = ui.create_key(client)
+    sessions_before = sorted(runtime.redis.scan_iter("timo:session:*"))
+    answer = client.get("/api/v1/account/quota", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status_code == 200
+    assert "Set-Cookie" not in answer.headers and "Cookie" not in answer.headers.get("Vary", "")
+    assert sorted(runtime.redis.scan_iter("timo:session:*")) == sessions_before
+    assert client.get("/api/v1/health").headers.get("Set-Cookie") is None
