@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: dev demo-history test test-fast lint bench bench-startup bench-hot-path bench-publishing \
+.PHONY: dev demo-history screenshots test test-fast lint bench bench-startup bench-hot-path \
+	bench-publishing \
 	bench-ingest bench-analytics clean
 
 $(BIN)/python:
@@ -23,6 +24,11 @@ dev: $(VENV)/.installed
 # 120 days of synthetic traffic for the demo account (run while or after `make dev`); idempotent.
 demo-history: $(VENV)/.installed
 	$(BIN)/timo-hub events sample --days 120 | $(BIN)/timo-hub events import -
+
+# Full-page screenshots of every dashboard page (desktop, phone) into docs/screenshots, from a
+# throwaway stack under a temporary TIMO_HOME; needs Chromium (Debian's `chromium`).
+screenshots: $(VENV)/.installed
+	$(BIN)/python scripts/screenshots.py
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

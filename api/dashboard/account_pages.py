@@ -51,9 +51,11 @@ def overview() -> ResponseReturnValue:
     # The month so far: up to 31 days back, which the 90-day statistics cover.
     period: PeriodChoice = "30d" if now.day <= 30 else "90d"
     stats = statistics.account_usage_stats(runtime.database, account.id, period, now.date())
+    plan_names = {plan.name: plan.display_name for plan in accounts.list_plans(runtime)}
     return render_template(
         "overview.html",
         account=account,
+        plan_names=plan_names,
         gauge=display.gauge(admission),
         forecast=forecast,
         month_days=display.month_days(stats.daily, forecast, now.date()),
@@ -133,7 +135,7 @@ def revoke(key_id: str) -> ResponseReturnValue:
 def alerts_page() -> ResponseReturnValue:
     """The account's projected-quota alerts, newest first."""
     stored = alerts.account_alerts(current_runtime().database, viewer().account_id, MAX_ALERTS)
-    return render_template("alerts.html", alerts=stored)
+    return render_template("alerts.html", alerts=stored, alert_words=display.ALERT_WORDS)
 
 
 @blueprint.get("/dashboard/plans")

@@ -39,6 +39,13 @@ class Gauge:
     resets_at: datetime
 
 
+# What each kind of projected-quota alert means, in the page's words.
+ALERT_WORDS = {
+    "projected_80_percent": "Projected to pass 80% of the quota this month",
+    "projected_exhaustion": "Projected to run out of quota before the month ends",
+}
+
+
 def epoch(day: date) -> int:
     """UTC midnight of `day` in epoch seconds (a chart's x)."""
     return calendar.timegm(day.timetuple())

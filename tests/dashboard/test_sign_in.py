@@ -264,3 +264,16 @@ def test_an_expired_or_replaced_invitation_does_not_work(
         conn.execute("UPDATE user_invitations SET expires_at = now() - interval '1 second'")
     assert app.test_client().get(f"/invitations/{second.group(1)}").status_code == 404
     assert app.test_client().get("/invitations/not-a-token").status_code == 404
+
+
+def test_control_characters_in_an_email_are_refused_not_a_500(app: Flask) -> None:
+    """The defect: PostgreSQL refuses NUL in text, so an email with one (signup's insert, or
+    sign-in's lookup) answered 500."""
+    for email in ("nul\x00@example.com", "bell\x07@example.com"):
+        signup = ui.post_form(
+            app.test_client(), "/signup", {"email": email, "password": ui.PASSWORD}
+        )
+        assert signup.status_code == 422, email
+        login = ui.sign_in(app.test_client(), email, "some password here")
+        assert login.status_code == 401, email
+        assert LOGIN_FAILED in login.get_data(as_text=True)

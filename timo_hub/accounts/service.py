@@ -26,7 +26,8 @@ from timo_hub.platform.runtime import Runtime
 
 MAX_ACTIVE_KEYS = 25
 FIRST_KEY_NAME = "Default key"
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# No blanks or control characters anywhere (PostgreSQL refuses NUL in text; the rest are typos).
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
 
 
 class AccountNotFoundError(NotFoundError):

@@ -83,8 +83,13 @@ def sign_in(runtime: Runtime, email: str, password: str, address: str | None) ->
             f"Too many failed sign-ins; try again in about {minutes} minute(s).",
             retry_after=wait,
         )
-    with runtime.database.connection() as conn:
-        user = store.find_user_by_email(conn, email.strip())
+    try:
+        address_given = accounts.checked_email(email)
+    except accounts.InvalidEmailError:
+        user = None  # not an address: nobody's, and answered exactly as an unknown one
+    else:
+        with runtime.database.connection() as conn:
+            user = store.find_user_by_email(conn, address_given)
     # An unknown email costs a hash check too, so the answer's timing does not tell them apart.
     if not passwords.verify(user.password_hash if user else None, password) or user is None:
         throttle.count_failure(email, address)
