@@ -152,7 +152,8 @@ def test_a_key_made_in_the_browser_is_shown_once_charted_and_revoked(
     from playwright.sync_api import expect
 
     watch = Watch(server)
-    context = browser.new_context(viewport=DESKTOP)
+    # A viewer away from UTC: the reset time is shown in UTC and in the viewer's own zone.
+    context = browser.new_context(viewport=DESKTOP, timezone_id="America/New_York")
     watch.attach(context)
     page = context.new_page()
     with worker_process(settings, tmp_path / "worker.log"):
@@ -195,6 +196,11 @@ def test_a_key_made_in_the_browser_is_shown_once_charted_and_revoked(
         page.goto(f"{server}/dashboard")
         # The gauge counts at the gate, not after ingestion: the one call, on the free plan.
         expect(page.locator("#quota-text")).to_have_text(re.compile(r"^1 of 1,000 calls used"))
+        resets = page.locator("p", has_text="Resets at")
+        expect(resets).to_contain_text(re.compile(r"00:00 UTC"))
+        expect(resets.locator(".local-time")).to_contain_text(
+            re.compile(r"(19|20):00 in America/New_York")
+        )
         _expect_chart_drawn(page)
 
     # Revocation goes through its confirmation page.
