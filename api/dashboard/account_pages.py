@@ -14,13 +14,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import cast, get_args
 
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from analytics.parameters import DEFAULT_HORIZON_DAYS, DEFAULT_MODEL, PeriodChoice
 from api.authentication import EXTENSION as AUTHENTICATION
 from api.current import current_runtime
-from api.dashboard import blueprint, display
+from api.dashboard import blueprint, display, sessions
 from api.dashboard.forms import ConfirmForm, NewKeyForm
 from api.dashboard.viewer import sign_in_required, viewer
 from api.gate import QUOTA_EXTENSION
@@ -33,8 +33,6 @@ from timo_hub.usage.forecast_body import ForecastOut
 logger = logging.getLogger(__name__)
 
 MAX_ALERTS = 100
-# The secret of a key just created waits here for the page the browser is sent to, once.
-_NEW_KEY = "new_key"
 _CONTROL_CATEGORIES = {"Cc", "Cs", "Co", "Cn"}
 
 
@@ -99,11 +97,12 @@ def keys() -> ResponseReturnValue:
             except DomainError as exc:
                 form.fail("name", exc.detail)
             else:
-                # Through the session (server-side) to the next page, then gone: a reload of
-                # that page shows the key no more, and re-posts nothing.
-                session[_NEW_KEY] = {"secret": issued.secret, "name": issued.key.name}
+                # Held on the server for the next page only (five minutes at most), then gone:
+                # a reload of that page shows the key no more, and re-posts nothing.
+                sessions.hold_once({"secret": issued.secret, "name": issued.key.name})
                 return redirect(url_for("dashboard.keys"), 303)
-    new_key = session.pop(_NEW_KEY, None)
+    # A HEAD (a link preview, a prefetch) must not use up the one showing.
+    new_key = sessions.take_once() if request.method == "GET" else None
     listed = accounts.list_keys(runtime, account_id)
     status = 422 if form.errors else 200
     return render_template("keys.html", keys=listed, form=form, new_key=new_key), status

@@ -25,18 +25,19 @@ PAGE_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     # Pages show a key once and per-account usage: never kept by a browser or a proxy.
     "Cache-Control": "no-store",
-    "Referrer-Policy": "same-origin",
+    # An invitation page's URL holds its token: no Referer may carry it, even to this site.
+    "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 CSRF_FIELD = "csrf_token"
-# A form left open for a working day still submits; the token is bound to the session anyway.
-CSRF_SECONDS = 12 * 3600
 
 
 def init_app(app: Flask, settings: Settings) -> None:
     """CSRF settings, and the token for templates (`{{ csrf_token() }}`)."""
-    app.config.update(WTF_CSRF_TIME_LIMIT=CSRF_SECONDS, WTF_CSRF_FIELD_NAME=CSRF_FIELD)
+    # A token lives as long as its session (which expires by itself): a page left open for a
+    # day still signs out, instead of refusing the form and leaving the session signed in.
+    app.config.update(WTF_CSRF_TIME_LIMIT=None, WTF_CSRF_FIELD_NAME=CSRF_FIELD)
     if settings.env == "production":
         app.config["SESSION_COOKIE_SECURE"] = True
 

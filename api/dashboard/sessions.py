@@ -1,25 +1,31 @@
-"""Server-side sessions in Redis for the dashboard's pages, and who is signed in.
+"""The dashboard's sessions: signed-in ones in Redis, anonymous ones in a signed cookie.
 
-Flask-Session keeps each session's data in Redis under a random id that is all the cookie holds,
+A signed-in session's data lives in Redis under a random id, and the cookie holds only that id,
 so a session ends when we delete it (sign-out) or when its user's `session_epoch` moves on (a
-password change). Only the dashboard's paths open sessions: an API call never reads a cookie or
-touches Redis for one, so the metered hot path pays nothing for the dashboard.
+password change). A visitor who has not signed in holds nothing on the server: what an anonymous
+session carries (a form's CSRF token, a flash message) travels in the cookie itself, signed with
+`TIMO_SECRET_KEY`, so a flood of visits to `/login` costs Redis nothing. Signing in always starts
+a new server-side session under a new id (no fixation); signing out deletes it.
 
-The signed-in user is looked up in PostgreSQL on every page (one indexed read), so a deleted user
-or a changed password takes effect on the next page, with nothing cached to go stale.
+Only the dashboard's pages open sessions: an API call (or a static file) never reads a cookie or
+touches Redis for one, so the metered hot path pays nothing for the dashboard.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from flask import Flask, Request, Response, request, session
-from flask_session.redis import RedisSessionInterface
+from flask import Flask, Request, Response, current_app, request, session
+from flask.sessions import SessionInterface, SessionMixin
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.datastructures import CallbackDict
 
 from timo_hub.people import service as people
 from timo_hub.people.store import User
@@ -31,62 +37,109 @@ COOKIE_NAME = "timo_session"
 # A signed-in session lasts while used at least every two weeks, and at most 30 days in all.
 IDLE_LIFETIME = timedelta(days=14)
 ABSOLUTE_LIFETIME_SECONDS = 30 * 86400
-# A visitor who never signs in holds a session only for the CSRF token of a form.
-ANONYMOUS_LIFETIME = timedelta(hours=2)
+# An anonymous session (a form's token, a message) is good for a day.
+ANONYMOUS_SECONDS = 86400
 KEY_PREFIX = "timo:session:"
+# A value handed from one page to the next only once (a new key's secret) waits this long at most.
+ONCE_SECONDS = 300
+ONCE_PREFIX = "timo:once:"
 # Paths whose requests open a session; everything else gets Flask's null session.
 SESSION_PATHS = ("/dashboard", "/signup", "/login", "/logout", "/invitations/")
+STATIC_PATH = "/dashboard/static/"
 
+_SERVER, _ANONYMOUS = "s.", "a."
 _UNAVAILABLE = "timo.session_unavailable"
 _USER_ID = "user_id"
 _EPOCH = "epoch"
 _SIGNED_IN_AT = "signed_in_at"
 
 
-class PageSessionInterface(RedisSessionInterface):
-    """Flask-Session's Redis sessions, opened only on the dashboard's paths."""
+class PageSession(CallbackDict[str, Any], SessionMixin):
+    """A session's data; `sid` is its Redis id once signed in, None while anonymous."""
 
-    def open_session(self, app: Flask, request: Request) -> Any:
+    def __init__(self, initial: dict[str, Any] | None = None, sid: str | None = None) -> None:
+        def on_update(_: CallbackDict[str, Any]) -> None:
+            self.modified = True
+
+        super().__init__(initial, on_update)
+        self.sid = sid
+        self.modified = False
+
+
+class PageSessionInterface(SessionInterface):
+    """Signed-in sessions in Redis, anonymous ones in a signed cookie; dashboard paths only."""
+
+    def __init__(self, client: redis.Redis, secret_key: str) -> None:
+        self._redis = client
+        self._anonymous = URLSafeTimedSerializer(secret_key, salt="timo-anonymous-session")
+
+    def open_session(self, app: Flask, request: Request) -> PageSession | None:
         """The request's session, or None (Flask's null session) outside the dashboard.
 
-        With Redis down the page gets a null session and `raise_if_unavailable` makes it a 503
+        With Redis down a page gets a null session and `raise_if_unavailable` makes it a 503
         before its view runs (a failure here would be outside every error handler: a 500).
         """
-        if not request.path.startswith(SESSION_PATHS):
+        path = request.path
+        if not path.startswith(SESSION_PATHS) or path.startswith(STATIC_PATH):
             return None
+        raw = request.cookies.get(COOKIE_NAME, "")
         try:
-            return super().open_session(app, request)
+            if raw.startswith(_SERVER):
+                stored = self._redis.get(KEY_PREFIX + raw[len(_SERVER) :])
+                if stored is not None:
+                    return PageSession(json.loads(stored), sid=raw[len(_SERVER) :])
+            elif raw.startswith(_ANONYMOUS):
+                data = self._anonymous.loads(raw[len(_ANONYMOUS) :], max_age=ANONYMOUS_SECONDS)
+                if isinstance(data, dict):
+                    return PageSession(data)
         except redis.RedisError as exc:
             request.environ[_UNAVAILABLE] = exc
             return None
+        except (BadSignature, ValueError):
+            pass  # a forged, expired or unreadable cookie: a fresh session
+        return PageSession()
 
-    def save_session(self, app: Flask, session: Any, response: Response) -> None:
-        """Store the session; with Redis gone since the page began, the change is lost (the
-        visitor signs in again), and the page still answers."""
-        try:
-            super().save_session(app, session, response)
-        except redis.RedisError as exc:
-            logger.warning("could not store a dashboard session: %s", exc)
-
-    def _upsert_session(self, session_lifetime: timedelta, session: Any, store_id: str) -> None:
-        if _USER_ID not in session:
-            session_lifetime = ANONYMOUS_LIFETIME
-        super()._upsert_session(session_lifetime, session, store_id)
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Write the session back: Redis and an id cookie once signed in, else the cookie."""
+        assert isinstance(session, PageSession)
+        response.vary.add("Cookie")
+        options: dict[str, Any] = {
+            "httponly": True,
+            "secure": self.get_cookie_secure(app),
+            "samesite": "Lax",
+            "path": "/",
+        }
+        if session.sid is not None:
+            try:
+                self._redis.set(
+                    KEY_PREFIX + session.sid,
+                    json.dumps(dict(session)),
+                    ex=int(IDLE_LIFETIME.total_seconds()),
+                )
+            except redis.RedisError as exc:
+                # Not stored, so not signed in: no cookie for a session that does not exist.
+                logger.warning("could not store a dashboard session: %s", exc)
+                return
+            expires = datetime.now(UTC) + IDLE_LIFETIME
+            response.set_cookie(COOKIE_NAME, _SERVER + session.sid, expires=expires, **options)
+        elif not session:
+            if request.cookies.get(COOKIE_NAME):
+                response.delete_cookie(COOKIE_NAME, path="/")
+        elif session.modified:
+            value = _ANONYMOUS + self._anonymous.dumps(dict(session))
+            response.set_cookie(COOKIE_NAME, value, max_age=ANONYMOUS_SECONDS, **options)
 
 
 def init_app(app: Flask, runtime: Runtime) -> None:
-    """Keep `app`'s sessions in `runtime`'s Redis with cookies fit for production."""
+    """Keep `app`'s dashboard sessions in `runtime`'s Redis and signed cookies."""
     app.config.update(
         SECRET_KEY=runtime.settings.secret_key,
         SESSION_COOKIE_NAME=COOKIE_NAME,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=runtime.settings.env == "production",
-        PERMANENT_SESSION_LIFETIME=IDLE_LIFETIME,
     )
-    app.session_interface = PageSessionInterface(
-        app, client=runtime.redis, key_prefix=KEY_PREFIX, permanent=True
-    )
+    app.session_interface = PageSessionInterface(runtime.redis, runtime.settings.secret_key)
 
 
 def raise_if_unavailable() -> None:
@@ -97,26 +150,47 @@ def raise_if_unavailable() -> None:
 
 
 def begin(user: User) -> None:
-    """Sign `user` in: a new session id (no fixation), bound to the user's current epoch."""
-    interface = _interface()
-    session.clear()
-    session["_fresh"] = True  # regenerate() only moves a non-empty session
-    interface.regenerate(session)
-    session.pop("_fresh")
-    session[_USER_ID] = str(user.id)
-    session[_EPOCH] = user.session_epoch
-    session[_SIGNED_IN_AT] = int(time.time())
+    """Sign `user` in: a new server-side session under a new id, bound to the user's epoch."""
+    current = _current()
+    if current.sid is not None:
+        _redis().delete(KEY_PREFIX + current.sid)
+    current.clear()
+    current.sid = secrets.token_urlsafe(32)
+    current[_USER_ID] = str(user.id)
+    current[_EPOCH] = user.session_epoch
+    current[_SIGNED_IN_AT] = int(time.time())
 
 
 def end() -> None:
-    """Sign out: the session is deleted from Redis and its cookie cleared."""
-    session.clear()
+    """Sign out: the server-side session is deleted, and what is left is anonymous."""
+    current = _current()
+    if current.sid is not None:
+        _redis().delete(KEY_PREFIX + current.sid, ONCE_PREFIX + current.sid)
+    current.clear()
+    current.sid = None
+
+
+def hold_once(value: dict[str, str]) -> None:
+    """Keep `value` for this session's next page only (and for `ONCE_SECONDS` at most)."""
+    sid = _current().sid
+    if sid is None:
+        raise RuntimeError("only a signed-in session can hold a value for its next page")
+    _redis().set(ONCE_PREFIX + sid, json.dumps(value), ex=ONCE_SECONDS)
+
+
+def take_once() -> dict[str, str] | None:
+    """The value `hold_once` kept, gone from the server as it is read."""
+    sid = _current().sid
+    if sid is None:
+        return None
+    raw = _redis().getdel(ONCE_PREFIX + sid)
+    return json.loads(raw) if raw is not None else None
 
 
 def signed_in_user(runtime: Runtime) -> User | None:
     """The user this request's session belongs to, if it is still valid; ends it if not."""
     raw = session.get(_USER_ID)
-    if raw is None:
+    if raw is None or _current().sid is None:
         return None
     user = people.get_user(runtime, uuid.UUID(raw))
     too_old = time.time() - float(session.get(_SIGNED_IN_AT, 0)) > ABSOLUTE_LIFETIME_SECONDS
@@ -126,9 +200,14 @@ def signed_in_user(runtime: Runtime) -> User | None:
     return user
 
 
-def _interface() -> PageSessionInterface:
-    from flask import current_app
+def _current() -> PageSession:
+    current = session._get_current_object()  # type: ignore[attr-defined]
+    if not isinstance(current, PageSession):
+        raise RuntimeError("not a dashboard page: it has no session")
+    return current
 
+
+def _redis() -> redis.Redis:
     interface = current_app.session_interface
     assert isinstance(interface, PageSessionInterface)
-    return interface
+    return interface._redis

@@ -248,3 +248,30 @@ def test_api_calls_never_open_a_dashboard_session(client: FlaskClient, runtime: 
     assert "Set-Cookie" not in answer.headers and "Cookie" not in answer.headers.get("Vary", "")
     assert sorted(runtime.redis.scan_iter("timo:session:*")) == sessions_before
     assert client.get("/api/v1/health").headers.get("Set-Cookie") is None
+
+
+def test_the_new_key_waits_on_the_server_minutes_not_weeks(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    """The defect: the secret waited in the session (14 days in Redis) for a page the browser
+    might never load, and a HEAD of the page used it up unseen."""
+    ui.sign_up(client)
+    answer = ui.post_form(client, "/dashboard/keys", {"name": "CI"})
+    assert answer.status_code == 303  # not followed
+    for key in runtime.redis.scan_iter("timo:session:*"):
+        assert b"timo_live_" not in (runtime.redis.get(key) or b"")
+    held = list(runtime.redis.scan_iter("timo:once:*"))
+    assert len(held) == 1 and 0 < runtime.redis.ttl(held[0]) <= 300
+    assert client.head("/dashboard/keys").status_code == 200
+    assert "new-key-secret" in client.get("/dashboard/keys").get_data(as_text=True)
+    assert list(runtime.redis.scan_iter("timo:once:*")) == []
+
+
+def test_visitors_who_never_sign_in_hold_nothing_in_redis(app: Flask, runtime: Runtime) -> None:
+    """The defect: each anonymous visit to /login stored a session in Redis (the quota's Redis),
+    so a flood of visits could fill it."""
+    for _ in range(20):
+        visitor = app.test_client()
+        assert visitor.get("/login").status_code == 200
+        assert visitor.get("/signup").status_code == 200
+    assert list(runtime.redis.scan_iter("timo:session:*")) == []
