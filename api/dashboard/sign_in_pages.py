@@ -8,10 +8,9 @@ from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from api.current import current_runtime
-from api.dashboard import blueprint, sessions
+from api.dashboard import blueprint, known_devices, sessions
 from api.dashboard.forms import (
     ChangePasswordForm,
-    ConfirmForm,
     SetPasswordForm,
     SignInForm,
     SignUpForm,
@@ -31,16 +30,21 @@ def signup() -> ResponseReturnValue:
     form = SignUpForm()
     if form.validate_on_submit():
         try:
-            user = people.sign_up(
-                current_runtime(), form.email.data or "", form.password.data or ""
-            )
+            email, password = form.email.data or "", form.password.data or ""
+            user = people.sign_up(current_runtime(), email, password, request.remote_addr)
+        except people.SignInThrottledError as exc:
+            form.fail("", exc.detail)
+            page = render_template("signup.html", form=form)
+            return page, 429, {"Retry-After": str(exc.retry_after)}
         except (InvalidError, ConflictError) as exc:
             form.fail(exc.details.get("field", ""), exc.detail)
         else:
             sessions.begin(user)
             logger.info("account opened by signup (user %s, account %s)", user.id, user.account_id)
             flash("Welcome! Your account is on the Free plan. Create an API key to start.", "info")
-            return redirect(url_for("dashboard.keys"), 303)
+            answer = redirect(url_for("dashboard.keys"), 303)
+            known_devices.remember(answer, user.email)
+            return answer
     return render_template("signup.html", form=form), 422 if form.errors else 200
 
 
@@ -55,11 +59,13 @@ def login() -> ResponseReturnValue:
     headers: dict[str, str] = {}
     if form.validate_on_submit():
         try:
+            email = form.email.data or ""
             user = people.sign_in(
                 current_runtime(),
-                form.email.data or "",
+                email,
                 form.password.data or "",
                 request.remote_addr,
+                known_device=known_devices.knows(email),
             )
         except people.SignInThrottledError as exc:
             form.fail("", exc.detail)
@@ -69,7 +75,9 @@ def login() -> ResponseReturnValue:
             status = 401
         else:
             sessions.begin(user)
-            return redirect(target, 303)
+            answer = redirect(target, 303)
+            known_devices.remember(answer, user.email)
+            return answer
     elif form.errors:
         status = 422
     return render_template("login.html", form=form, next=request.args.get("next")), status, headers
@@ -102,7 +110,9 @@ def invitation(token: str) -> ResponseReturnValue:
         else:
             sessions.begin(user)
             flash("Your password is set; you are signed in.", "info")
-            return redirect(url_for("dashboard.overview"), 303)
+            answer = redirect(url_for("dashboard.overview"), 303)
+            known_devices.remember(answer, user.email)
+            return answer
     status = 422 if form.errors else 200
     return render_template("invitation.html", form=form, email=invited.email), status
 
@@ -119,7 +129,12 @@ def password() -> ResponseReturnValue:
                 viewer().id,
                 form.current_password.data or "",
                 form.password.data or "",
+                request.remote_addr,
             )
+        except people.SignInThrottledError as exc:
+            form.fail("", exc.detail)
+            page = render_template("password.html", form=form)
+            return page, 429, {"Retry-After": str(exc.retry_after)}
         except InvalidError as exc:
             form.fail(exc.details.get("field", "password"), exc.detail)
         else:
@@ -127,4 +142,4 @@ def password() -> ResponseReturnValue:
             flash("Password changed. Every other session is signed out.", "info")
             return redirect(url_for("dashboard.keys"), 303)
     status = 422 if form.errors else 200
-    return render_template("password.html", form=form, signout=ConfirmForm()), status
+    return render_template("password.html", form=form), status

@@ -277,3 +277,65 @@ def test_control_characters_in_an_email_are_refused_not_a_500(app: Flask) -> Non
         login = ui.sign_in(app.test_client(), email, "some password here")
         assert login.status_code == 401, email
         assert LOGIN_FAILED in login.get_data(as_text=True)
+
+
+def test_a_distributed_attack_on_one_email_does_not_keep_its_owner_out(app: Flask) -> None:
+    """The defect: 11 addresses failing 5 times each reached the per-email limit, and the owner
+    was refused (429) with the right password for the rest of the window, renewable at will."""
+    owner = _client_at(app, "198.51.100.20")
+    email = ui.sign_up(owner)  # this browser is now a known device for the email
+    ui.post_form(owner, "/logout", {}, page="/dashboard")
+    per_email_limit = sign_in_throttle.EMAIL_LIMIT
+    for n in range(per_email_limit // sign_in_throttle.PAIR_LIMIT + 1):
+        attacker = _client_at(app, f"203.0.113.{100 + n}")
+        for _ in range(sign_in_throttle.PAIR_LIMIT):
+            ui.sign_in(attacker, email, "a wrong guess again")
+    # A new browser (no device cookie) is held back, as it should be under such an attack...
+    assert ui.sign_in(_client_at(app, "198.51.100.21"), email).status_code == 429
+    # ...but the owner's own browser, from anywhere, is not.
+    owner.environ_base["REMOTE_ADDR"] = "198.51.100.22"
+    assert ui.sign_in(owner, email).status_code == 303
+
+
+def test_a_forged_device_cookie_does_not_lift_the_limits(app: Flask) -> None:
+    email = ui.sign_up(app.test_client())
+    for n in range(sign_in_throttle.EMAIL_LIMIT // sign_in_throttle.PAIR_LIMIT + 1):
+        attacker = _client_at(app, f"203.0.113.{150 + n}")
+        for _ in range(sign_in_throttle.PAIR_LIMIT):
+            ui.sign_in(attacker, email, "a wrong guess again")
+    forger = _client_at(app, "198.51.100.30")
+    forger.set_cookie("timo_device", "WyJhYmMiXQ.forged", path="/login")
+    assert ui.sign_in(forger, email).status_code == 429
+
+
+def test_guessing_the_current_password_is_throttled_like_sign_in(client: FlaskClient) -> None:
+    """The defect: a stolen session could guess the current password on the password page
+    without limit, then change it and keep the account."""
+    ui.sign_up(client)
+    for n in range(sign_in_throttle.PAIR_LIMIT):
+        answer = ui.post_form(
+            client,
+            "/dashboard/password",
+            {"current_password": f"guess {n} is wrong", "password": "a brand new passphrase"},
+        )
+        assert answer.status_code == 422
+    refused = ui.post_form(
+        client,
+        "/dashboard/password",
+        {"current_password": ui.PASSWORD, "password": "a brand new passphrase"},
+    )
+    assert refused.status_code == 429 and "Retry-After" in refused.headers
+
+
+def test_signups_are_limited_per_address(app: Flask) -> None:
+    """The defect: signups were unlimited, and each costs an argon2 hash and an account."""
+    for _ in range(sign_in_throttle.SIGNUP_LIMIT):
+        ui.sign_up(_client_at(app, "203.0.113.200"))
+    refused = ui.post_form(
+        _client_at(app, "203.0.113.200"),
+        "/signup",
+        {"email": ui.new_email(), "password": ui.PASSWORD},
+    )
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert "Too many accounts opened from this address" in refused.get_data(as_text=True)
+    ui.sign_up(_client_at(app, "203.0.113.201"))  # another address is not affected

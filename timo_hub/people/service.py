@@ -57,10 +57,19 @@ class Invitation:
         return settings.base_url + INVITATION_PATH + self.token
 
 
-def sign_up(runtime: Runtime, email: str, password: str) -> User:
+def sign_up(runtime: Runtime, email: str, password: str, address: str | None) -> User:
     """Open an account on the free plan, with no API key yet, and its owner."""
     email = accounts.checked_email(email)
     passwords.check_policy(password, email)
+    throttle = SignInThrottle(runtime.redis)
+    wait = throttle.signup_wait_seconds(address)
+    if wait:
+        raise SignInThrottledError(
+            f"Too many accounts opened from this address; try again in about "
+            f"{_minutes(wait)} minute(s).",
+            retry_after=wait,
+        )
+    throttle.count_signup(address)
     password_hash = passwords.hash_password(password)
     with runtime.database.connection() as conn:
         try:
@@ -73,16 +82,15 @@ def sign_up(runtime: Runtime, email: str, password: str) -> User:
             ) from None
 
 
-def sign_in(runtime: Runtime, email: str, password: str, address: str | None) -> User:
-    """The user these credentials belong to, or SignInRefusedError / SignInThrottledError."""
+def sign_in(
+    runtime: Runtime, email: str, password: str, address: str | None, *, known_device: bool = False
+) -> User:
+    """The user these credentials belong to, or SignInRefusedError / SignInThrottledError.
+
+    `known_device`: the browser signed in to this email before (see `sign_in_throttle`).
+    """
     throttle = SignInThrottle(runtime.redis)
-    wait = throttle.wait_seconds(email, address)
-    if wait:
-        minutes = max(1, round(wait / 60))
-        raise SignInThrottledError(
-            f"Too many failed sign-ins; try again in about {minutes} minute(s).",
-            retry_after=wait,
-        )
+    _check_throttle(throttle, email, address, known_device)
     try:
         address_given = accounts.checked_email(email)
     except accounts.InvalidEmailError:
@@ -108,10 +116,21 @@ def get_user(runtime: Runtime, user_id: uuid.UUID) -> User | None:
         return store.get_user(conn, user_id)
 
 
-def change_password(runtime: Runtime, user_id: uuid.UUID, current: str, new: str) -> User:
-    """Replace the user's password, which ends every session begun under the old one."""
+def change_password(
+    runtime: Runtime, user_id: uuid.UUID, current: str, new: str, address: str | None
+) -> User:
+    """Replace the user's password, which ends every session begun under the old one.
+
+    Wrong current passwords count as failed sign-ins: a stolen session cannot guess its way to
+    the password any faster than the sign-in page allows.
+    """
     user = get_user(runtime, user_id)
-    if user is None or not passwords.verify(user.password_hash, current):
+    if user is None:
+        raise accounts.AccountNotFoundError("This user no longer exists.")
+    throttle = SignInThrottle(runtime.redis)
+    _check_throttle(throttle, user.email, address, known_device=True)
+    if not passwords.verify(user.password_hash, current):
+        throttle.count_failure(user.email, address)
         raise WrongPasswordError("Your current password is not right.", field="current_password")
     passwords.check_policy(new, user.email)
     return _store_password(runtime, user.id, passwords.hash_password(new))
@@ -177,6 +196,21 @@ def accept_invitation(runtime: Runtime, token: str, password: str) -> User:
         changed = store.set_password(conn, user.id, password_hash)
     assert changed is not None
     return changed
+
+
+def _check_throttle(
+    throttle: SignInThrottle, email: str, address: str | None, known_device: bool
+) -> None:
+    wait = throttle.wait_seconds(email, address, known_device=known_device)
+    if wait:
+        raise SignInThrottledError(
+            f"Too many failed sign-ins; try again in about {_minutes(wait)} minute(s).",
+            retry_after=wait,
+        )
+
+
+def _minutes(seconds: int) -> int:
+    return max(1, round(seconds / 60))
 
 
 def _store_password(runtime: Runtime, user_id: uuid.UUID, password_hash: str) -> User:
