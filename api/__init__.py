@@ -17,6 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from api import authentication, current, gate, http_metrics, problems
 from api.metering import EXTENSION as EVENTS
 from timo_hub.accounts import key_format
+from timo_hub.people import service as people
 from timo_hub.platform import logs
 from timo_hub.platform.embedded import resolve_services
 from timo_hub.platform.logs import configure_logging
@@ -42,6 +43,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     configure_logging(settings)
     logs.redact_with(key_format.redact)  # no API key reaches a log line whole
+    logs.redact_with(people.redact_invitation_links)  # nor a sign-in link's token
     app = Flask(__name__)
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.config.update(overrides)

@@ -208,7 +208,8 @@ def _from_domain_error(error: errors.DomainError) -> Response:
     )
 
 
-def _from_http_exception(error: HTTPException) -> Response:
+def from_http_exception(error: HTTPException) -> Response:
+    """The problem response of one of Werkzeug's HTTP errors (unknown route, wrong method…)."""
     status = error.code or 500
     known = _KIND_BY_STATUS.get(status)
     slug = known.slug if known else f"http-{status}"
@@ -261,5 +262,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(errors.DomainError, _from_domain_error)
     for dependency_error in (redis.RedisError, psycopg.OperationalError, PoolTimeout):
         app.register_error_handler(dependency_error, _from_dependency_down)
-    app.register_error_handler(HTTPException, _from_http_exception)
+    app.register_error_handler(HTTPException, from_http_exception)
     app.register_error_handler(Exception, _from_unexpected)

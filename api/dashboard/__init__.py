@@ -34,6 +34,7 @@ def init_app(app: Flask, runtime: Runtime) -> None:
     sessions.init_app(app, runtime)
     security.init_app(app, runtime.settings)
     display.register_filters(app)
+    error_pages.init_app(app)
     app.register_blueprint(blueprint)
 
 
@@ -41,7 +42,7 @@ def init_app(app: Flask, runtime: Runtime) -> None:
 from api.dashboard import (  # noqa: E402
     account_pages,  # noqa: F401
     display,
-    error_pages,  # noqa: F401
+    error_pages,
     security,
     sessions,
     sign_in_pages,  # noqa: F401

@@ -87,7 +87,7 @@ def keys() -> ResponseReturnValue:
     runtime = current_runtime()
     account_id = viewer().account_id
     form = NewKeyForm()
-    if form.validate_on_submit():
+    if form.validate_on_submit() and _account_is_active(account_id, form):
         name = (form.name.data or "").strip()
         if not name or any(unicodedata.category(ch) in _CONTROL_CATEGORIES for ch in name):
             form.fail("name", "Use visible characters only.")
@@ -144,6 +144,14 @@ def plans() -> ResponseReturnValue:
     runtime = current_runtime()
     account = accounts.get_account(runtime, viewer().account_id)
     return render_template("plans.html", plans=accounts.list_plans(runtime), account=account)
+
+
+def _account_is_active(account_id: uuid.UUID, form: NewKeyForm) -> bool:
+    """A suspended account's keys would all be refused (403): say so instead of making one."""
+    if accounts.get_account(current_runtime(), account_id).status == "active":
+        return True
+    form.fail("", "This account is suspended: its keys are refused. Contact support.")
+    return False
 
 
 def _forecast(account_id: uuid.UUID, now: datetime) -> ForecastOut | None:

@@ -54,8 +54,10 @@ def epoch(day: date) -> int:
 def gauge(admission: Admission) -> Gauge:
     """The gauge of an account's month as the quota counter has it now."""
     percent = None
-    if admission.limit:
-        percent = min(100.0, 100.0 * admission.used / admission.limit)
+    if admission.limit is not None:
+        # A limit of 0 (a plan that allows no calls) is full, not unlimited.
+        share = admission.used / admission.limit if admission.limit else 1.0
+        percent = min(100.0, 100.0 * share)
     return Gauge(
         used=admission.used,
         limit=admission.limit,
@@ -96,8 +98,9 @@ def accuracy_words(accuracy: AccuracyOut | None) -> str:
             "Not measured yet: the forecast is checked against this account's own past once "
             "there are a few weeks of history."
         )
+    trials = "1 trial" if accuracy.origins == 1 else f"{accuracy.origins} trials"
     words = (
-        f"Tested on this account's own past ({accuracy.origins} trials, each forecasting "
+        f"Tested on this account's own past ({trials}, each forecasting "
         f"{accuracy.horizon_days} days ahead): "
     )
     if accuracy.total_error_pct is not None:

@@ -10,16 +10,39 @@ import logging
 
 import psycopg
 import redis
-from flask import render_template, request
+from flask import Flask, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from psycopg_pool import PoolTimeout
+from werkzeug.exceptions import HTTPException
 
-from api.dashboard import blueprint
-from api.problems import DOMAIN_PROBLEMS
+from api.dashboard import blueprint, security, sessions
+from api.problems import DOMAIN_PROBLEMS, from_http_exception
 from timo_hub.errors import DomainError
 
 logger = logging.getLogger(__name__)
+
+
+def init_app(app: Flask) -> None:
+    """Unknown paths and wrong methods under the dashboard's paths get a page, not JSON."""
+    for status in (404, 405):
+        app.register_error_handler(status, _page_or_problem)
+
+
+def _page_or_problem(error: HTTPException) -> ResponseReturnValue:
+    path = request.path
+    if not path.startswith(sessions.SESSION_PATHS) or path.startswith(sessions.STATIC_PATH):
+        return from_http_exception(error)
+    if error.code == 405:
+        title, detail = "Not here", "This page does not take that kind of request."
+        if path == "/logout":
+            detail = "Sign out with the “Sign out” button at the top of any page."
+    else:
+        title, detail = "Page not found", "There is no page at this address."
+    page = render_template("error.html", title=title, detail=detail)
+    headers = {**security.PAGE_HEADERS, **dict(error.get_headers())}
+    headers.pop("Content-Type", None)
+    return page, error.code or 404, headers
 
 
 @blueprint.errorhandler(CSRFError)

@@ -54,8 +54,9 @@ def safe_next(target: str | None) -> str:
     if (
         target
         and target.startswith("/dashboard")
-        and not target.startswith("//")
         and "\\" not in target
+        # A CR or LF would be refused in the Location header (a 500): no control characters.
+        and not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target)
     ):
         return target
     return url_for("dashboard.overview")

@@ -275,3 +275,51 @@ def test_visitors_who_never_sign_in_hold_nothing_in_redis(app: Flask, runtime: R
         assert visitor.get("/login").status_code == 200
         assert visitor.get("/signup").status_code == 200
     assert list(runtime.redis.scan_iter("timo:session:*")) == []
+
+
+def test_unknown_pages_and_wrong_methods_are_pages_under_the_dashboard(client: FlaskClient) -> None:
+    """The defect: `GET /logout` or a mistyped dashboard address answered raw JSON problems
+    without the pages' security headers."""
+    for path, method, status in (
+        ("/logout", "GET", 405),
+        ("/dashboard/nope", "GET", 404),
+        ("/dashboard/keys", "PUT", 405),
+    ):
+        answer = client.open(path, method=method)
+        assert answer.status_code == status, path
+        assert answer.mimetype == "text/html", path
+        assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+        assert answer.headers["Cache-Control"] == "no-store"
+    assert "Sign out” button" in client.get("/logout").get_data(as_text=True)
+    assert client.put("/dashboard/keys").headers["Allow"]
+    # The API's own errors stay problems.
+    api = client.get("/api/v1/nope")
+    assert api.status_code == 404 and api.mimetype == "application/problem+json"
+
+
+def test_edge_accounts_render(client: FlaskClient, runtime: Runtime) -> None:
+    """A plan that allows no calls was a 500 (0 taken for "no limit"); an unlimited account was
+    recommended the Free plan; a suspended account could make keys its calls would never use."""
+    email = ui.sign_up(client)
+    account_id = _account_id(runtime, email)
+    with runtime.database.connection() as conn:
+        conn.execute(
+            "INSERT INTO plans (name, display_name, monthly_limit, price_usd, sort_order) "
+            "VALUES ('closed', 'Closed', 0, 0, 90)"
+        )
+        conn.execute("UPDATE accounts SET plan = 'closed' WHERE id = %s", (account_id,))
+    closed = client.get("/dashboard")
+    assert closed.status_code == 200
+    shown = " ".join(closed.get_data(as_text=True).split())
+    assert "<strong>0</strong> of 0 calls used (100.0%)" in shown
+    with runtime.database.connection() as conn:
+        conn.execute("UPDATE accounts SET plan = 'enterprise' WHERE id = %s", (account_id,))
+    unlimited = client.get("/dashboard").get_data(as_text=True)
+    assert "your plan has no monthly limit" in unlimited and "Free" not in unlimited
+    with runtime.database.connection() as conn:
+        conn.execute("UPDATE accounts SET status = 'suspended' WHERE id = %s", (account_id,))
+    assert "suspended" in client.get("/dashboard").get_data(as_text=True)
+    refused = ui.post_form(client, "/dashboard/keys", {"name": "CI"})
+    assert refused.status_code == 422 and "suspended" in refused.get_data(as_text=True)
+    with runtime.database.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM api_keys").fetchone() == (0,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator
 
@@ -12,6 +13,7 @@ from flask.testing import FlaskClient
 
 from api import close_app, create_app
 from tests.support import dashboard as ui
+from tests.support.log_capture import captured
 from timo_hub.people import sign_in_throttle, store
 from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
@@ -339,3 +341,54 @@ def test_signups_are_limited_per_address(app: Flask) -> None:
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     assert "Too many accounts opened from this address" in refused.get_data(as_text=True)
     ui.sign_up(_client_at(app, "203.0.113.201"))  # another address is not affected
+
+
+def test_an_invitation_token_reaches_no_log_line(app: Flask, invited: tuple[str, str]) -> None:
+    """The defect: the access log wrote `GET /invitations/<token>` whole, and the token signs
+    in as the account's owner for 72 hours."""
+    _, token = invited
+    with captured("api.access", "json") as access, captured("api", "plain") as app_lines:
+        client = app.test_client()
+        assert client.get(f"/invitations/{token}").status_code == 200
+        ui.post_form(client, f"/invitations/{token}", {"password": "short"})
+        logging.getLogger("api.probe").warning("failed on /invitations/%s?x=1", token)
+    assert token not in access.getvalue() and access.getvalue().count("\n") == 3
+    assert "/invitations/[redacted]" in access.getvalue()
+    assert token not in app_lines.getvalue() and "/invitations/[redacted]" in app_lines.getvalue()
+
+
+def test_a_next_with_control_characters_goes_to_the_dashboard(app: Flask) -> None:
+    """The defect: a CR/LF in `next` reached the Location header: a 500 (after signing in)."""
+    email = ui.sign_up(app.test_client())
+    client = app.test_client()
+    answer = ui.post_form(
+        client, "/login?next=/dashboard%0d%0aX-Evil:%201", {"email": email, "password": ui.PASSWORD}
+    )
+    assert answer.status_code == 303 and answer.headers["Location"] == "/dashboard"
+    assert client.get("/login?next=/dashboard%0a").headers["Location"] == "/dashboard"
+
+
+def test_invitations_need_the_public_url_in_production(
+    run: Callable[..., Result], runtime: Runtime, settings: Settings
+) -> None:
+    """A production operator would print a link to http://127.0.0.1:8000 (this machine)."""
+    from click.testing import CliRunner
+
+    from timo_hub.cli import cli
+
+    env = {
+        "TIMO_ENV": "production",
+        "TIMO_HOME": str(settings.home),
+        "TIMO_DATABASE_URL": settings.database_url or "",
+        "TIMO_REDIS_URL": settings.redis_url or "",
+        "TIMO_KEY_PEPPER": "p" * 40,
+        "TIMO_SECRET_KEY": "s" * 40,
+    }
+    args = ["accounts", "create", "--email", "prod@example.com", "--plan", "free", "--invite"]
+    refused = CliRunner().invoke(cli, args, env=env)
+    assert refused.exit_code == 1 and "TIMO_PUBLIC_URL" in refused.output
+    with runtime.database.connection() as conn:  # refused before anything was made
+        assert conn.execute("SELECT count(*) FROM accounts").fetchone() == (0,)
+    made = CliRunner().invoke(cli, args, env={**env, "TIMO_PUBLIC_URL": "https://hub.example/"})
+    assert made.exit_code == 0, made.output
+    assert "https://hub.example/invitations/" in made.output

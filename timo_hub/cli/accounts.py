@@ -55,6 +55,8 @@ def accounts() -> None:
 @pass_cli
 def create_account(ctx: CliContext, email: str, plan: str, invite: bool, as_json: bool) -> None:
     """Open an account and print its first API key (shown only now)."""
+    if invite:
+        _check_public_url(ctx)
     with operator_errors():
         account, issued = service.create_account(ctx.runtime, email, plan)
         invitation = people.invite_owner(ctx.runtime, account.id) if invite else None
@@ -84,10 +86,19 @@ def invite_owner(ctx: CliContext, account_id: str) -> None:
     A new link voids the owner's earlier ones; using it ends the owner's sessions, so it also
     resets a forgotten password.
     """
+    _check_public_url(ctx)
     parsed = _account_id(account_id)
     with operator_errors():
         invitation = people.invite_owner(ctx.runtime, parsed)
     _print_invitation(ctx, invitation)
+
+
+def _check_public_url(ctx: CliContext) -> None:
+    """In production a link must name where people reach the server, not this machine."""
+    if ctx.resolved.env == "production" and ctx.resolved.public_url is None:
+        raise click.ClickException(
+            "set TIMO_PUBLIC_URL (where people reach the dashboard) to print sign-in links"
+        )
 
 
 def _print_invitation(ctx: CliContext, invitation: people.Invitation) -> None:

@@ -7,6 +7,7 @@ takes tens of milliseconds and 64 MiB; no row lock is held meanwhile).
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from timo_hub.platform.settings import Settings
 SIGNUP_PLAN = "free"
 INVITATION_SECONDS = 72 * 3600
 INVITATION_PATH = "/invitations/"
+# An invitation link in any text (a log line, a traceback): its token, which signs in, is cut.
+_INVITATION_LINK = re.compile(re.escape(INVITATION_PATH) + r"[^/\s?#\"']+")
+REDACTED_INVITATION = INVITATION_PATH + "[redacted]"
 
 
 class SignInRefusedError(DomainError):
@@ -55,6 +59,13 @@ class Invitation:
     def url(self, settings: Settings) -> str:
         """The link to give the invited person."""
         return settings.base_url + INVITATION_PATH + self.token
+
+
+def redact_invitation_links(text: str) -> str:
+    """`text` with the token of every invitation link in it replaced (for logs)."""
+    if INVITATION_PATH not in text:
+        return text
+    return _INVITATION_LINK.sub(REDACTED_INVITATION, text)
 
 
 def sign_up(runtime: Runtime, email: str, password: str, address: str | None) -> User:
