@@ -9,9 +9,7 @@ tests skip, unless `TIMO_REQUIRE_BROWSER` is set (CI), when they fail.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 
+from tests.support.browser import chromium
 from tests.support.dashboard import PASSWORD, new_email
 from tests.support.web import procfile_web_process
 from tests.support.worker import worker_process
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
         ViewportSize,
     )
 
-CHROMIUM = os.environ.get("TIMO_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 KEY_NAME = "browser"
 # The worker counts a call within seconds; this bounds the wait when something is wrong.
 INGEST_SECONDS = 30
@@ -97,18 +95,8 @@ def server(settings: Settings) -> Iterator[str]:
 @pytest.fixture
 def browser(runtime: Runtime) -> Iterator[Browser]:
     """Headless Chromium (after `runtime` has emptied the database and Redis)."""
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("TIMO_REQUIRE_BROWSER"):
-            pytest.fail(f"no Chromium at {CHROMIUM}, and TIMO_REQUIRE_BROWSER is set")
-        pytest.skip("no Chromium here (install Debian's chromium, or set TIMO_TEST_CHROMIUM)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--disable-gpu"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _sign_up(page: Page, server: str) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +11,9 @@ from flask.testing import FlaskClient
 
 from api.docs import STATIC
 from tests.support.accounts import Customer
+from tests.support.browser import chromium
 from tests.support.web import web_process
 from timo_hub.platform.settings import Settings
-
-CHROMIUM = os.environ.get("TIMO_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def test_page_and_assets_are_served_by_the_app(client: FlaskClient) -> None:
@@ -45,36 +42,28 @@ def server(settings: Settings) -> Iterator[str]:
 
 @pytest.mark.slow
 def test_console_runs_the_quota_call_in_a_real_browser(server: str, customer: Customer) -> None:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("TIMO_REQUIRE_BROWSER"):
-            pytest.fail(f"no Chromium at {CHROMIUM}, and TIMO_REQUIRE_BROWSER is set")
-        pytest.skip("no Chromium here (install Debian's chromium, or set TIMO_TEST_CHROMIUM)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--disable-gpu"])
-        try:
-            page = browser.new_page()
-            page.goto(f"{server}/docs")
-            expect(page.locator("body")).to_have_attribute("data-ready", "true")
-            # The reference is built from the OpenAPI document.
-            expect(page.locator("#op-get_quota")).to_contain_text("/api/v1/account/quota")
-            page.fill("#api-key", customer.secret)
-            page.select_option("#operation", label="GET /api/v1/account/quota")
-            page.click("#send")
-            expect(page.locator("#status")).to_have_text(re.compile(r"^200"))
-            body = page.locator("#response-body")
-            expect(body).to_contain_text('"limit": 50000')
-            expect(body).to_contain_text('"used": 1')
-            headers = page.locator("#response-headers")
-            expect(headers).to_contain_text("X-RateLimit-Limit")
-            expect(headers).to_contain_text("X-RateLimit-Remaining")
-            expect(headers.locator("tr", has_text="X-RateLimit-Remaining")).to_contain_text("49999")
-            # A bad parameter shows the problem the API answered.
-            page.select_option("#operation", label="GET /api/v1/usage/forecast")
-            page.fill("#param-days", "500")
-            page.click("#send")
-            expect(page.locator("#status")).to_have_text(re.compile(r"^400"))
-            expect(body).to_contain_text("from 7 to 90")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{server}/docs")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        # The reference is built from the OpenAPI document.
+        expect(page.locator("#op-get_quota")).to_contain_text("/api/v1/account/quota")
+        page.fill("#api-key", customer.secret)
+        page.select_option("#operation", label="GET /api/v1/account/quota")
+        page.click("#send")
+        expect(page.locator("#status")).to_have_text(re.compile(r"^200"))
+        body = page.locator("#response-body")
+        expect(body).to_contain_text('"limit": 50000')
+        expect(body).to_contain_text('"used": 1')
+        headers = page.locator("#response-headers")
+        expect(headers).to_contain_text("X-RateLimit-Limit")
+        expect(headers).to_contain_text("X-RateLimit-Remaining")
+        expect(headers.locator("tr", has_text="X-RateLimit-Remaining")).to_contain_text("49999")
+        # A bad parameter shows the problem the API answered.
+        page.select_option("#operation", label="GET /api/v1/usage/forecast")
+        page.fill("#param-days", "500")
+        page.click("#send")
+        expect(page.locator("#status")).to_have_text(re.compile(r"^400"))
+        expect(body).to_contain_text("from 7 to 90")
