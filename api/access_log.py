@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from timo_hub.accounts import key_format
-from timo_hub.people.service import INVITATION_PATH, REDACTED_INVITATION
+from timo_hub.people.service import INVITATION_PATH, redact_invitation_links
 from timo_hub.platform.logs import LoggedRequest, RequestContextFilter, ServiceLogHandler
 
 logger = logging.getLogger("api.access")
@@ -33,8 +33,8 @@ def log_request(
     if not logger.isEnabledFor(logging.INFO):
         return
     duration_ms = round(elapsed * 1000, 3) if elapsed is not None else None
-    if path.startswith(INVITATION_PATH):
-        path = REDACTED_INVITATION  # the token in the path signs in: never in a log line
+    if INVITATION_PATH in path:  # `/invitations/…`, `/./invitations/…`: the token signs in
+        path = redact_invitation_links(path)
     message = f"{method} {key_format.redact(path)} {status} {duration_ms}ms"
     fields: dict[str, object] = {
         "method": method,

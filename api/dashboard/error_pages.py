@@ -31,7 +31,7 @@ def init_app(app: Flask) -> None:
 
 def _page_or_problem(error: HTTPException) -> ResponseReturnValue:
     path = request.path
-    if not path.startswith(sessions.SESSION_PATHS) or path.startswith(sessions.STATIC_PATH):
+    if not sessions.is_page_path(path):
         return from_http_exception(error)
     if error.code == 405:
         title, detail = "Not here", "This page does not take that kind of request."

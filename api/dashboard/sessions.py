@@ -34,6 +34,9 @@ from timo_hub.platform.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 COOKIE_NAME = "timo_session"
+# In production (cookies `Secure`): `__Host-` makes browsers refuse it from a sibling subdomain or
+# plain http, so nobody can plant a session (their own, signed in) in a customer's browser.
+SECURE_COOKIE_NAME = "__Host-timo_session"
 # A signed-in session lasts while used at least every two weeks, and at most 30 days in all.
 IDLE_LIFETIME = timedelta(days=14)
 ABSOLUTE_LIFETIME_SECONDS = 30 * 86400
@@ -43,8 +46,9 @@ KEY_PREFIX = "timo:session:"
 # A value handed from one page to the next only once (a new key's secret) waits this long at most.
 ONCE_SECONDS = 300
 ONCE_PREFIX = "timo:once:"
-# Paths whose requests open a session; everything else gets Flask's null session.
-SESSION_PATHS = ("/dashboard", "/signup", "/login", "/logout", "/invitations/")
+# The first segments of the paths whose requests open a session (`/dashboard`, `/dashboard/…`,
+# but not `/dashboardX`); everything else gets Flask's null session. Static files never do.
+PAGE_ROOTS = frozenset({"dashboard", "signup", "login", "logout", "invitations"})
 STATIC_PATH = "/dashboard/static/"
 
 _SERVER, _ANONYMOUS = "s.", "a."
@@ -66,12 +70,20 @@ class PageSession(CallbackDict[str, Any], SessionMixin):
         self.modified = False
 
 
+def is_page_path(path: str) -> bool:
+    """True for a path of the dashboard's pages (which have sessions)."""
+    root = path[1:].partition("/")[0]
+    return root in PAGE_ROOTS and not path.startswith(STATIC_PATH)
+
+
 class PageSessionInterface(SessionInterface):
     """Signed-in sessions in Redis, anonymous ones in a signed cookie; dashboard paths only."""
 
-    def __init__(self, client: redis.Redis, secret_key: str) -> None:
+    def __init__(self, client: redis.Redis, secret_key: str, *, secure: bool) -> None:
         self._redis = client
         self._anonymous = URLSafeTimedSerializer(secret_key, salt="timo-anonymous-session")
+        self.secure = secure
+        self.cookie_name = SECURE_COOKIE_NAME if secure else COOKIE_NAME
 
     def open_session(self, app: Flask, request: Request) -> PageSession | None:
         """The request's session, or None (Flask's null session) outside the dashboard.
@@ -79,10 +91,9 @@ class PageSessionInterface(SessionInterface):
         With Redis down a page gets a null session and `raise_if_unavailable` makes it a 503
         before its view runs (a failure here would be outside every error handler: a 500).
         """
-        path = request.path
-        if not path.startswith(SESSION_PATHS) or path.startswith(STATIC_PATH):
+        if not is_page_path(request.path):
             return None
-        raw = request.cookies.get(COOKIE_NAME, "")
+        raw = request.cookies.get(self.cookie_name, "")
         try:
             if raw.startswith(_SERVER):
                 stored = self._redis.get(KEY_PREFIX + raw[len(_SERVER) :])
@@ -100,46 +111,58 @@ class PageSessionInterface(SessionInterface):
         return PageSession()
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        """Write the session back: Redis and an id cookie once signed in, else the cookie."""
+        """Write the session back: refresh it in Redis (and its cookie) once signed in, else the
+        anonymous cookie.
+
+        A signed-in session is only refreshed, never recreated (`SET … XX`): a page that began
+        before a sign-out elsewhere must not bring the session back when it ends. It was
+        created by `begin`, in the view, where a Redis failure is a 503 and not a sign-in that
+        silently did not happen.
+        """
         assert isinstance(session, PageSession)
         response.vary.add("Cookie")
         options: dict[str, Any] = {
             "httponly": True,
-            "secure": self.get_cookie_secure(app),
+            "secure": self.secure,
             "samesite": "Lax",
             "path": "/",
         }
         if session.sid is not None:
             try:
-                self._redis.set(
+                kept = self._redis.set(
                     KEY_PREFIX + session.sid,
                     json.dumps(dict(session)),
                     ex=int(IDLE_LIFETIME.total_seconds()),
+                    xx=True,
                 )
             except redis.RedisError as exc:
-                # Not stored, so not signed in: no cookie for a session that does not exist.
-                logger.warning("could not store a dashboard session: %s", exc)
+                # The session is as it was (begin stored it); only this refresh is lost.
+                logger.warning("could not refresh a dashboard session: %s", exc)
+                return
+            if not kept:  # ended meanwhile (signed out, or expired): it stays ended
+                response.delete_cookie(self.cookie_name, path="/", secure=self.secure)
                 return
             expires = datetime.now(UTC) + IDLE_LIFETIME
-            response.set_cookie(COOKIE_NAME, _SERVER + session.sid, expires=expires, **options)
+            response.set_cookie(self.cookie_name, _SERVER + session.sid, expires=expires, **options)
         elif not session:
-            if request.cookies.get(COOKIE_NAME):
-                response.delete_cookie(COOKIE_NAME, path="/")
+            if request.cookies.get(self.cookie_name):
+                response.delete_cookie(self.cookie_name, path="/", secure=self.secure)
         elif session.modified:
             value = _ANONYMOUS + self._anonymous.dumps(dict(session))
-            response.set_cookie(COOKIE_NAME, value, max_age=ANONYMOUS_SECONDS, **options)
+            response.set_cookie(self.cookie_name, value, max_age=ANONYMOUS_SECONDS, **options)
 
 
 def init_app(app: Flask, runtime: Runtime) -> None:
     """Keep `app`'s dashboard sessions in `runtime`'s Redis and signed cookies."""
     app.config.update(
         SECRET_KEY=runtime.settings.secret_key,
-        SESSION_COOKIE_NAME=COOKIE_NAME,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=runtime.settings.env == "production",
     )
-    app.session_interface = PageSessionInterface(runtime.redis, runtime.settings.secret_key)
+    app.session_interface = PageSessionInterface(
+        runtime.redis, runtime.settings.secret_key, secure=runtime.settings.env == "production"
+    )
 
 
 def raise_if_unavailable() -> None:
@@ -155,10 +178,18 @@ def begin(user: User) -> None:
     if current.sid is not None:
         _redis().delete(KEY_PREFIX + current.sid)
     current.clear()
-    current.sid = secrets.token_urlsafe(32)
     current[_USER_ID] = str(user.id)
     current[_EPOCH] = user.session_epoch
     current[_SIGNED_IN_AT] = int(time.time())
+    sid = secrets.token_urlsafe(32)
+    # Stored now: Redis failing here is this page's 503, not a sign-in that silently did not
+    # happen; `NX`, so an id is never reused.
+    stored = _redis().set(
+        KEY_PREFIX + sid, json.dumps(dict(current)), ex=int(IDLE_LIFETIME.total_seconds()), nx=True
+    )
+    if not stored:
+        raise RuntimeError("a new session id was already taken")
+    current.sid = sid
 
 
 def end() -> None:

@@ -43,7 +43,7 @@ def signup() -> ResponseReturnValue:
             logger.info("account opened by signup (user %s, account %s)", user.id, user.account_id)
             flash("Welcome! Your account is on the Free plan. Create an API key to start.", "info")
             answer = redirect(url_for("dashboard.keys"), 303)
-            known_devices.remember(answer, user.email)
+            known_devices.remember(answer, user)
             return answer
     return render_template("signup.html", form=form), 422 if form.errors else 200
 
@@ -65,7 +65,7 @@ def login() -> ResponseReturnValue:
                 email,
                 form.password.data or "",
                 request.remote_addr,
-                known_device=known_devices.knows(email),
+                known_devices=known_devices.marks(),
             )
         except people.SignInThrottledError as exc:
             form.fail("", exc.detail)
@@ -76,7 +76,7 @@ def login() -> ResponseReturnValue:
         else:
             sessions.begin(user)
             answer = redirect(target, 303)
-            known_devices.remember(answer, user.email)
+            known_devices.remember(answer, user)
             return answer
     elif form.errors:
         status = 422
@@ -111,7 +111,7 @@ def invitation(token: str) -> ResponseReturnValue:
             sessions.begin(user)
             flash("Your password is set; you are signed in.", "info")
             answer = redirect(url_for("dashboard.overview"), 303)
-            known_devices.remember(answer, user.email)
+            known_devices.remember(answer, user)
             return answer
     status = 422 if form.errors else 200
     return render_template("invitation.html", form=form, email=invited.email), status
@@ -140,6 +140,8 @@ def password() -> ResponseReturnValue:
         else:
             sessions.begin(user)
             flash("Password changed. Every other session is signed out.", "info")
-            return redirect(url_for("dashboard.keys"), 303)
+            answer = redirect(url_for("dashboard.keys"), 303)
+            known_devices.remember(answer, user)  # the old password's mark is void
+            return answer
     status = 422 if form.errors else 200
     return render_template("password.html", form=form), status

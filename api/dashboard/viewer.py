@@ -62,7 +62,7 @@ def safe_next(target: str | None) -> str:
     return url_for("dashboard.overview")
 
 
-@blueprint.context_processor
+@blueprint.app_context_processor
 def page_context() -> dict[str, object]:
     """What every page's frame shows: who is signed in, and the sign-out form."""
     return {"viewer": signed_in(), "signout_form": ConfirmForm()}

@@ -292,9 +292,11 @@ def test_unknown_pages_and_wrong_methods_are_pages_under_the_dashboard(client: F
         assert answer.headers["Cache-Control"] == "no-store"
     assert "Sign out” button" in client.get("/logout").get_data(as_text=True)
     assert client.put("/dashboard/keys").headers["Allow"]
-    # The API's own errors stay problems.
-    api = client.get("/api/v1/nope")
-    assert api.status_code == 404 and api.mimetype == "application/problem+json"
+    # The API's own errors stay problems, and so do paths that only begin like a page's.
+    for path in ("/api/v1/nope", "/dashboardX", "/login-foo", "/invitationsX/1"):
+        other = client.get(path)
+        assert other.status_code == 404 and other.mimetype == "application/problem+json", path
+        assert "Set-Cookie" not in other.headers, path
 
 
 def test_edge_accounts_render(client: FlaskClient, runtime: Runtime) -> None:

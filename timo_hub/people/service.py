@@ -10,6 +10,7 @@ import hashlib
 import re
 import secrets
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +20,7 @@ from timo_hub.accounts import service as accounts
 from timo_hub.accounts import store as accounts_store
 from timo_hub.errors import DomainError, InvalidError, LimitReachedError, NotFoundError
 from timo_hub.people import passwords, store
-from timo_hub.people.sign_in_throttle import SignInThrottle
+from timo_hub.people.sign_in_throttle import SignInThrottle, person_of
 from timo_hub.people.store import User
 from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
@@ -94,14 +95,18 @@ def sign_up(runtime: Runtime, email: str, password: str, address: str | None) ->
 
 
 def sign_in(
-    runtime: Runtime, email: str, password: str, address: str | None, *, known_device: bool = False
+    runtime: Runtime,
+    email: str,
+    password: str,
+    address: str | None,
+    *,
+    known_devices: Collection[str] = (),
 ) -> User:
     """The user these credentials belong to, or SignInRefusedError / SignInThrottledError.
 
-    `known_device`: the browser signed in to this email before (see `sign_in_throttle`).
+    `known_devices`: the device marks (`device_mark`) the browser carries; a browser that signed
+    in as this user before answers only to its own count (see `sign_in_throttle`).
     """
-    throttle = SignInThrottle(runtime.redis)
-    _check_throttle(throttle, email, address, known_device)
     try:
         address_given = accounts.checked_email(email)
     except accounts.InvalidEmailError:
@@ -109,16 +114,29 @@ def sign_in(
     else:
         with runtime.database.connection() as conn:
             user = store.find_user_by_email(conn, address_given)
+    # Counted by whom the email names (every spelling of one user's email is one person), and
+    # checked before the password, so a throttled guess learns nothing.
+    person = person_of(user.id if user else None, email)
+    known = user is not None and device_mark(user) in known_devices
+    throttle = SignInThrottle(runtime.redis)
+    _check_throttle(throttle, person, address, known)
     # An unknown email costs a hash check too, so the answer's timing does not tell them apart.
     if not passwords.verify(user.password_hash if user else None, password) or user is None:
-        throttle.count_failure(email, address)
+        throttle.count_failure(person, address)
         raise SignInRefusedError("That email and password do not match an account.")
-    throttle.clear(email, address)
+    throttle.clear(person, address)
     assert user.password_hash is not None
     if passwords.needs_rehash(user.password_hash):
         with runtime.database.connection() as conn:
             store.replace_hash(conn, user.id, passwords.hash_password(password))
     return user
+
+
+def device_mark(user: User) -> str:
+    """What a browser that signed in as `user` remembers: the user and the password's epoch (a
+    password change forgets every device), as a digest."""
+    name = f"device:{user.id}:{user.session_epoch}"
+    return hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
 def get_user(runtime: Runtime, user_id: uuid.UUID) -> User | None:
@@ -132,16 +150,22 @@ def change_password(
 ) -> User:
     """Replace the user's password, which ends every session begun under the old one.
 
-    Wrong current passwords count as failed sign-ins: a stolen session cannot guess its way to
-    the password any faster than the sign-in page allows.
+    Wrong current passwords are limited per user, whatever the address (a stolen session cannot
+    guess its way to the password), and are kept apart from sign-in's counts (they cannot be
+    used to hold the owner's sign-in back).
     """
     user = get_user(runtime, user_id)
     if user is None:
         raise accounts.AccountNotFoundError("This user no longer exists.")
     throttle = SignInThrottle(runtime.redis)
-    _check_throttle(throttle, user.email, address, known_device=True)
+    wait = throttle.password_change_wait_seconds(user.id)
+    if wait:
+        raise SignInThrottledError(
+            f"Too many wrong passwords; try again in about {_minutes(wait)} minute(s).",
+            retry_after=wait,
+        )
     if not passwords.verify(user.password_hash, current):
-        throttle.count_failure(user.email, address)
+        throttle.count_password_change_failure(user.id)
         raise WrongPasswordError("Your current password is not right.", field="current_password")
     passwords.check_policy(new, user.email)
     return _store_password(runtime, user.id, passwords.hash_password(new))
@@ -210,9 +234,9 @@ def accept_invitation(runtime: Runtime, token: str, password: str) -> User:
 
 
 def _check_throttle(
-    throttle: SignInThrottle, email: str, address: str | None, known_device: bool
+    throttle: SignInThrottle, person: str, address: str | None, known_device: bool
 ) -> None:
-    wait = throttle.wait_seconds(email, address, known_device=known_device)
+    wait = throttle.wait_seconds(person, address, known_device=known_device)
     if wait:
         raise SignInThrottledError(
             f"Too many failed sign-ins; try again in about {_minutes(wait)} minute(s).",
