@@ -8,7 +8,6 @@ found, as in the API.
 from __future__ import annotations
 
 import logging
-import time
 import unicodedata
 import uuid
 from datetime import UTC, datetime
@@ -34,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 MAX_ALERTS = 100
 _CONTROL_CATEGORIES = {"Cc", "Cs", "Co", "Cn"}
+# Characters that reorder the text after them: a name could read as another key's.
+_DIRECTION_OVERRIDES = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 @blueprint.get("/dashboard")
@@ -42,13 +43,12 @@ def overview() -> ResponseReturnValue:
     """Plan, quota gauge, this month's calls with the forecast to its end, and what it means."""
     runtime = current_runtime()
     account = accounts.get_account(runtime, viewer().account_id)
-    now = datetime.now(UTC)
+    now = datetime.now(UTC)  # one clock for the whole page, the gauge's month included
     quota: QuotaEnforcer = current_app.extensions[QUOTA_EXTENSION]
-    admission = quota.look(account.id, account.monthly_limit, time.time())
-    forecast = _forecast(account.id, now)
-    # The month so far: up to 31 days back, which the 90-day statistics cover.
-    period: PeriodChoice = "30d" if now.day <= 30 else "90d"
-    stats = statistics.account_usage_stats(runtime.database, account.id, period, now.date())
+    admission = quota.look(account.id, account.monthly_limit, now.timestamp())
+    forecast = _forecast(account.id, now, admission.used)
+    # The calls that count, as the gauge and the forecast count them (not refusals).
+    counted = statistics.counted_calls_this_month(runtime.database, account.id, now.date())
     plan_names = {plan.name: plan.display_name for plan in accounts.list_plans(runtime)}
     return render_template(
         "overview.html",
@@ -56,7 +56,7 @@ def overview() -> ResponseReturnValue:
         plan_names=plan_names,
         gauge=display.gauge(admission),
         forecast=forecast,
-        month_days=display.month_days(stats.daily, forecast, now.date()),
+        month_days=display.month_days(counted, forecast, now.date()),
         accuracy=display.accuracy_words(forecast.accuracy if forecast else None),
         probability=display.probability_words(
             forecast.exhaustion_range80.probability if forecast else None
@@ -89,8 +89,8 @@ def keys() -> ResponseReturnValue:
     form = NewKeyForm()
     if form.validate_on_submit() and _account_is_active(account_id, form):
         name = (form.name.data or "").strip()
-        if not name or any(unicodedata.category(ch) in _CONTROL_CATEGORIES for ch in name):
-            form.fail("name", "Use visible characters only.")
+        if not _readable(name):
+            form.fail("name", "Use visible characters, without direction overrides.")
         else:
             try:
                 issued = accounts.issue_key(runtime, account_id, name)
@@ -118,6 +118,9 @@ def revoke(key_id: str) -> ResponseReturnValue:
     key = next((k for k in accounts.list_keys(runtime, account_id) if k.id == parsed), None)
     if key is None:
         return _error(404, "No such key", "This account has no API key with that id.")
+    if key.revoked_at is not None:
+        flash(f"Key “{key.name}” ({key.prefix}…) was revoked already.", "info")
+        return redirect(url_for("dashboard.keys"), 303)
     if request.method == "GET":
         return render_template("revoke.html", key=key, form=ConfirmForm())
     try:
@@ -146,6 +149,16 @@ def plans() -> ResponseReturnValue:
     return render_template("plans.html", plans=accounts.list_plans(runtime), account=account)
 
 
+def _readable(name: str) -> bool:
+    """A key name someone can read: something visible, nothing invisible that misleads."""
+    categories = [unicodedata.category(ch) for ch in name]
+    return (
+        any(not c.startswith(("C", "Z")) for c in categories)
+        and not any(c in _CONTROL_CATEGORIES for c in categories)
+        and not any(ch in _DIRECTION_OVERRIDES for ch in name)
+    )
+
+
 def _account_is_active(account_id: uuid.UUID, form: NewKeyForm) -> bool:
     """A suspended account's keys would all be refused (403): say so instead of making one."""
     if accounts.get_account(current_runtime(), account_id).status == "active":
@@ -154,8 +167,9 @@ def _account_is_active(account_id: uuid.UUID, form: NewKeyForm) -> bool:
     return False
 
 
-def _forecast(account_id: uuid.UUID, now: datetime) -> ForecastOut | None:
-    """The account's forecast (the nightly one when fresh), or None if it cannot be made now."""
+def _forecast(account_id: uuid.UUID, now: datetime, used: int) -> ForecastOut | None:
+    """The account's forecast (the stored one while the month has not moved on from it), or
+    None if it cannot be made now."""
     try:
         return forecasts.get_forecast(
             current_runtime().database,
@@ -163,6 +177,7 @@ def _forecast(account_id: uuid.UUID, now: datetime) -> ForecastOut | None:
             days=DEFAULT_HORIZON_DAYS,
             model=DEFAULT_MODEL,
             now=now,
+            live_used=used,
         )
     except DomainError:
         raise

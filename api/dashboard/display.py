@@ -7,12 +7,12 @@ the table), so a row here is both the chart's point and its text equivalent.
 from __future__ import annotations
 
 import calendar
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from flask import Flask
 
-from analytics.stats import DailyUsage
 from timo_hub.quota.admission import Admission
 from timo_hub.usage.forecast_body import AccuracyOut, ForecastOut
 
@@ -38,6 +38,11 @@ class Gauge:
     percent: float | None
     resets_at: datetime
 
+    @property
+    def used_up(self) -> bool:
+        """True when no call is left this month."""
+        return self.limit is not None and self.used >= self.limit
+
 
 # What each kind of projected-quota alert means, in the page's words.
 ALERT_WORDS = {
@@ -57,7 +62,8 @@ def gauge(admission: Admission) -> Gauge:
     if admission.limit is not None:
         # A limit of 0 (a plan that allows no calls) is full, not unlimited.
         share = admission.used / admission.limit if admission.limit else 1.0
-        percent = min(100.0, 100.0 * share)
+        # Rounded down to a tenth: "100.0%" only when nothing is left.
+        percent = min(100.0, math.floor(1000 * share) / 10)
     return Gauge(
         used=admission.used,
         limit=admission.limit,
@@ -68,12 +74,12 @@ def gauge(admission: Admission) -> Gauge:
 
 
 def month_days(
-    daily: list[DailyUsage], forecast: ForecastOut | None, today: date
+    counted: dict[date, int], forecast: ForecastOut | None, today: date
 ) -> list[MonthDay]:
-    """Every day of `today`'s month: actual calls up to today, the forecast after it."""
+    """Every day of `today`'s month: counted calls up to today, the forecast after it."""
     first = today.replace(day=1)
     last = today.replace(day=calendar.monthrange(today.year, today.month)[1])
-    actual = {d.day: d.calls for d in daily if first <= d.day <= today}
+    actual = {day: calls for day, calls in counted.items() if first <= day <= today}
     predicted = {d.date: d for d in forecast.daily} if forecast is not None else {}
     rows = []
     for n in range(first.day, last.day + 1):

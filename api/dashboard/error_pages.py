@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 def init_app(app: Flask) -> None:
     """Unknown paths and wrong methods under the dashboard's paths get a page, not JSON."""
-    for status in (404, 405):
+    for status in (404, 405, 413):
         app.register_error_handler(status, _page_or_problem)
 
 
@@ -37,6 +37,8 @@ def _page_or_problem(error: HTTPException) -> ResponseReturnValue:
         title, detail = "Not here", "This page does not take that kind of request."
         if path == "/logout":
             detail = "Sign out with the “Sign out” button at the top of any page."
+    elif error.code == 413:
+        title, detail = "Too much", "What was sent is far longer than any field here allows."
     else:
         title, detail = "Page not found", "There is no page at this address."
     page = render_template("error.html", title=title, detail=detail)
@@ -49,8 +51,8 @@ def _page_or_problem(error: HTTPException) -> ResponseReturnValue:
 def csrf_refused(error: CSRFError) -> ResponseReturnValue:
     """A form without this session's token: expired, replayed, or posted from another site."""
     detail = (
-        "This form could not be accepted: it has expired or did not come from this site "
-        f"({error.description}). Reload the page and try again."
+        "This form could not be accepted: it has expired, or did not come from this site. "
+        "Reload the page and try again."
     )
     return render_template("error.html", title="Form refused", detail=detail), 400
 
@@ -68,6 +70,16 @@ def domain_refused(error: DomainError) -> ResponseReturnValue:
         kind.status,
         headers,
     )
+
+
+@blueprint.errorhandler(Exception)
+def unexpected(error: Exception) -> ResponseReturnValue:
+    """Anything else a page raised: logged with its traceback, answered with a page (500)."""
+    if isinstance(error, HTTPException):
+        return _page_or_problem(error)
+    logger.exception("unhandled error on %s %s", request.method, request.path)
+    detail = "Something went wrong on our side; nothing you did caused it. Try again shortly."
+    return render_template("error.html", title="Server error", detail=detail), 500
 
 
 @blueprint.errorhandler(redis.RedisError)

@@ -8,7 +8,8 @@ form posted from another site, an old browser).
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from flask import Flask, Response, redirect, request, url_for
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
 from wtforms import ValidationError
 
@@ -49,18 +50,25 @@ def csrf_token() -> str:
 
 
 @blueprint.before_request
-def check_csrf() -> None:
+def check_csrf() -> ResponseReturnValue | None:
     """Refuse any POST without this session's valid CSRF token (400, before the view runs).
 
     First, a page whose session could not be opened (Redis down) is a 503, whatever its method.
     """
     sessions.raise_if_unavailable()
     if request.method != "POST":
-        return
+        return None
+    # A second tab's sign-out, or a sign-in from a second tab, after the first one finished:
+    # there is nothing left to do, so nothing to refuse.
+    if request.path == "/logout" and not sessions.has_user():
+        return redirect(url_for("dashboard.login"), 303)
+    if request.path in ("/login", "/signup") and sessions.has_user():
+        return redirect(url_for("dashboard.overview"), 303)
     try:
         validate_csrf(request.form.get(CSRF_FIELD))
     except ValidationError as exc:
         raise CSRFError(str(exc.args[0]) if exc.args else "The CSRF token is invalid.") from None
+    return None
 
 
 @blueprint.after_request

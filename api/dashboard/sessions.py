@@ -172,6 +172,12 @@ def raise_if_unavailable() -> None:
         raise error
 
 
+def has_user() -> bool:
+    """True when this request's session is a signed-in one (valid or not: see `signed_in_user`)."""
+    current = session._get_current_object()  # type: ignore[attr-defined]
+    return isinstance(current, PageSession) and current.sid is not None and _USER_ID in current
+
+
 def begin(user: User) -> None:
     """Sign `user` in: a new server-side session under a new id, bound to the user's epoch."""
     current = _current()

@@ -11,7 +11,6 @@ from flask.typing import ResponseReturnValue
 
 from api.current import current_runtime
 from api.dashboard import blueprint, sessions
-from api.dashboard.forms import ConfirmForm
 from timo_hub.people.store import User
 
 P = ParamSpec("P")
@@ -64,5 +63,8 @@ def safe_next(target: str | None) -> str:
 
 @blueprint.app_context_processor
 def page_context() -> dict[str, object]:
-    """What every page's frame shows: who is signed in, and the sign-out form."""
-    return {"viewer": signed_in(), "signout_form": ConfirmForm()}
+    """What every page's frame shows: who is signed in (the sign-out form needs only the token).
+
+    Nothing here reads the request's body: an error page about that body (413) renders too.
+    """
+    return {"viewer": signed_in()}

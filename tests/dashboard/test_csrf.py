@@ -45,12 +45,31 @@ def test_a_post_without_this_sessions_token_is_refused(
         if token is not None:
             data["csrf_token"] = token
         answer = client.post(path, data=data)
+        if path in ("/login", "/signup"):
+            # Signed in already (a second tab's form): sent on, nothing done.
+            assert answer.status_code == 303 and answer.headers["Location"] == "/dashboard"
+            continue
         assert answer.status_code == 400, path
         assert "Form refused" in answer.get_data(as_text=True)
     # Nothing happened: still signed in, no key made.
     assert client.get("/dashboard").status_code == 200
     with runtime.database.connection() as conn:
         assert conn.execute("SELECT count(*) FROM api_keys").fetchone() == (0,)
+
+
+def test_signing_in_or_up_needs_the_token_too(app: Flask, runtime: Runtime) -> None:
+    """Login CSRF: a form elsewhere signing the visitor in as the attacker."""
+    email = ui.sign_up(app.test_client())
+    for path, data in (
+        ("/login", {"email": email, "password": ui.PASSWORD}),
+        ("/signup", {"email": ui.new_email(), "password": ui.PASSWORD}),
+    ):
+        visitor = app.test_client()
+        answer = visitor.post(path, data={**data, "csrf_token": "forged"})
+        assert answer.status_code == 400, path
+        assert visitor.get("/dashboard").status_code == 302
+    with runtime.database.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (1,)
 
 
 def test_a_cross_site_key_creation_is_refused(client: FlaskClient, runtime: Runtime) -> None:

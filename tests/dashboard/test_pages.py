@@ -325,3 +325,101 @@ def test_edge_accounts_render(client: FlaskClient, runtime: Runtime) -> None:
     assert refused.status_code == 422 and "suspended" in refused.get_data(as_text=True)
     with runtime.database.connection() as conn:
         assert conn.execute("SELECT count(*) FROM api_keys").fetchone() == (0,)
+
+
+def test_the_overview_counts_and_projects_what_the_quota_counts(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    """Defects: the month table counted refused calls (429) beside a gauge and a forecast that
+    do not; and the forecast stored in the morning was served all day, however far the month
+    had moved on since."""
+    email = ui.sign_up(client)
+    account_id = _account_id(runtime, email)
+    now = datetime.now(UTC)
+    today = now.date()
+    seed_calls(runtime, account_id, {today: 10})
+    seed_calls(runtime, account_id, {today: 5}, status=429)
+    page = client.get("/dashboard").get_data(as_text=True)
+    today_row = re.search(
+        r'<tr class="today">\s*<td[^>]*>[^<]*</td>\s*<td class="num" data-y="(\d+)"', page
+    )
+    assert today_row and today_row.group(1) == "10"
+    assert "Counted calls" in page
+
+    from timo_hub.usage import forecasts
+
+    morning = forecasts.get_forecast(
+        runtime.database, account_id, days=30, model="auto", now=now, live_used=10
+    )
+    assert morning.current_month.used == 10
+    seed_calls(runtime, account_id, {today: 600})  # the afternoon's calls, ingested
+    stale = forecasts.get_forecast(runtime.database, account_id, days=30, model="auto", now=now)
+    assert stale.current_month.used == 10  # without the live count: today's stored one
+    fresh = forecasts.get_forecast(
+        runtime.database, account_id, days=30, model="auto", now=now, live_used=610
+    )
+    assert fresh.current_month.used == 610
+
+
+def test_a_used_up_quota_says_so(client: FlaskClient, runtime: Runtime) -> None:
+    email = ui.sign_up(client)
+    with runtime.database.connection() as conn:
+        conn.execute(
+            "INSERT INTO plans (name, display_name, monthly_limit, price_usd, sort_order) "
+            "VALUES ('tiny', 'Tiny', 3, 0, 91)"
+        )
+        conn.execute(
+            "UPDATE accounts SET plan = 'tiny' WHERE id = %s", (_account_id(runtime, email),)
+        )
+    secret = ui.create_key(client)
+    for _ in range(4):
+        client.get("/api/v1/account", headers={"Authorization": f"Bearer {secret}"})
+    page = " ".join(client.get("/dashboard").get_data(as_text=True).split())
+    assert "<strong>3</strong> of 3 calls used (100.0%)" in page
+    assert 'id="exhaustion-date">Used up<' in page and "calls are refused until" in page
+
+
+def test_the_gauge_says_100_percent_only_when_nothing_is_left() -> None:
+    from api.dashboard import display
+    from timo_hub.quota.admission import Admission
+    from timo_hub.quota.period import period_containing
+
+    period = period_containing(datetime.now(UTC))
+    assert display.gauge(Admission(False, 49_990, 50_000, period)).percent == 99.9
+    assert display.gauge(Admission(False, 50_000, 50_000, period)).percent == 100.0
+
+
+def test_second_tabs_and_oversized_forms_get_pages_not_refusals(
+    client: FlaskClient, app: Flask
+) -> None:
+    """A sign-out from a second tab (after the first signed out) was a 400 "Form refused"; a
+    form over the body limit was a JSON problem."""
+    ui.sign_up(client)
+    stale_token = ui.csrf_token(client, "/dashboard")
+    ui.post_form(client, "/logout", {}, page="/dashboard")
+    second_tab = client.post("/logout", data={"csrf_token": stale_token})
+    assert second_tab.status_code == 303 and second_tab.headers["Location"] == "/login"
+    ui.sign_up(client)
+    huge = client.post("/dashboard/keys", data={"name": "x" * 20_000, "csrf_token": "t"})
+    assert huge.status_code == 413 and huge.mimetype == "text/html"
+    assert "default-src 'none'" in huge.headers["Content-Security-Policy"]
+
+
+def test_key_names_must_read_as_what_they_are(client: FlaskClient) -> None:
+    ui.sign_up(client)
+    for name in ("\u200b", "\u202eevil", "ok\u2066name"):
+        answer = ui.post_form(client, "/dashboard/keys", {"name": name})
+        assert answer.status_code == 422, repr(name)
+    assert ui.create_key(client, "👩‍💻 laptop").startswith("timo_live_")
+
+
+def test_revoking_a_revoked_key_says_so(client: FlaskClient) -> None:
+    ui.sign_up(client)
+    ui.create_key(client, "once")
+    page = client.get("/dashboard/keys").get_data(as_text=True)
+    path = re.search(r'href="(/dashboard/keys/[0-9a-f-]+/revoke)"', page)
+    assert path
+    assert ui.post_form(client, path.group(1), {}).status_code == 303
+    again = client.get(path.group(1))
+    assert again.status_code == 303
+    assert "was revoked already" in client.get("/dashboard/keys").get_data(as_text=True)

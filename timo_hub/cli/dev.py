@@ -69,9 +69,12 @@ def dev(ctx: CliContext, port: int, host: str) -> None:
     for name in DEV_PROCESSES:
         manager.add_process(name, procfile[name], env=env, cwd=str(PROCFILE.parent))
     click.echo(f"API on http://{host}:{port}/api/v1/health  (Ctrl-C stops everything)")
+    if password is None:
+        how = "with the password you set on the dashboard"
+    else:
+        how = f"with password {password} (saved in {ctx.resolved.home / DEMO_PASSWORD_FILE})"
     click.echo(
-        f"Dashboard on http://{host}:{port}/dashboard: sign in as {DEMO_EMAIL} with password "
-        f"{password} (saved in {ctx.resolved.home / DEMO_PASSWORD_FILE}), or sign up."
+        f"Dashboard on http://{host}:{port}/dashboard: sign in as {DEMO_EMAIL} {how}, or sign up."
     )
     manager.loop()
     sys.exit(manager.returncode or 0)
@@ -94,8 +97,9 @@ def ensure_demo_key(ctx: CliContext) -> tuple[str, bool]:
     return issued.secret, True
 
 
-def ensure_demo_password(ctx: CliContext) -> str:
-    """The demo account owner's dashboard password, made (and saved, 0600) on first use."""
+def ensure_demo_password(ctx: CliContext) -> str | None:
+    """The demo account owner's dashboard password, made (and saved, 0600) on first use; None
+    once someone changed it on the dashboard."""
     password_file = ctx.resolved.home / DEMO_PASSWORD_FILE
     with ctx.runtime.database.connection() as conn:
         account = store.find_account_by_email(conn, DEMO_EMAIL)
@@ -104,6 +108,9 @@ def ensure_demo_password(ctx: CliContext) -> str:
         saved = password_file.read_text().strip()
         if people.owner_signs_in_with(ctx.runtime, account.id, saved):
             return saved
+        if people.owner_has_password(ctx.runtime, account.id):
+            # Changed on the dashboard: theirs now, not ours to reset (nor its sessions to end).
+            return None
     password = secrets.token_urlsafe(12)  # 16 random characters: within the policy
     people.set_owner_password(ctx.runtime, account.id, password)
     _write_secret(password_file, password)

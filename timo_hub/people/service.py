@@ -209,6 +209,13 @@ def owner_signs_in_with(runtime: Runtime, account_id: uuid.UUID, password: str) 
     return user is not None and passwords.verify(user.password_hash, password)
 
 
+def owner_has_password(runtime: Runtime, account_id: uuid.UUID) -> bool:
+    """True when the account's owner can sign in with a password (has set one)."""
+    with runtime.database.connection() as conn:
+        user = store.account_owner(conn, account_id)
+    return user is not None and user.password_hash is not None
+
+
 def invited_user(runtime: Runtime, token: str) -> User:
     """The user a still usable invitation is for, or InvitationNotFoundError."""
     with runtime.database.connection() as conn:

@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# A stored forecast is recomputed for a caller who knows the month's live count once that count
+# is ahead of the forecast's by more than 2% of the limit (and more than a handful of calls).
+STALE_USED_SHARE = 0.02
+STALE_USED_CALLS = 10
+
 # Stored forecasts older than this are deleted by the nightly run.
 FORECAST_RETENTION_DAYS = 7
 
@@ -51,12 +56,21 @@ class NightlyOutcome:
 
 
 def get_forecast(
-    database: Database, account_id: uuid.UUID, *, days: int, model: ModelChoice, now: datetime
+    database: Database,
+    account_id: uuid.UUID,
+    *,
+    days: int,
+    model: ModelChoice,
+    now: datetime,
+    live_used: int | None = None,
 ) -> ForecastOut:
     """The account's forecast: today's stored one if fresh and current, else computed and stored.
 
     A stored body written by another version of the body's shape, or one that no longer
-    validates, is recomputed rather than served.
+    validates, is recomputed rather than served. With `live_used` (the month's calls as the
+    quota counter has them now), so is one made before the month moved on by more than
+    `STALE_USED_SHARE` of the limit: a page showing both must not show a gauge at its limit
+    beside a projection from the morning.
     """
     today = now.date()
     with database.connection() as conn:
@@ -66,13 +80,22 @@ def get_forecast(
         )
     if stored is not None:
         try:
-            return ForecastOut.model_validate(stored)
+            body = ForecastOut.model_validate(stored)
         except ValidationError as exc:
             logger.warning(
                 "stored forecast of account %s does not validate, recomputing: %s", account_id, exc
             )
+        else:
+            if live_used is None or not _behind(body, live_used):
+                return body
     body, _ = _compute_and_store(database, account, days=days, model=model, now=now)
     return body
+
+
+def _behind(body: ForecastOut, live_used: int) -> bool:
+    """True when the month has moved on since `body` was made (more calls than it knew of)."""
+    scale = body.current_month.limit or max(body.current_month.used, 1)
+    return live_used - body.current_month.used > max(STALE_USED_CALLS, STALE_USED_SHARE * scale)
 
 
 def run_nightly(database: Database, account_id: uuid.UUID, now: datetime) -> NightlyOutcome:

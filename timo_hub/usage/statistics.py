@@ -8,11 +8,21 @@ from typing import TYPE_CHECKING
 
 from timo_hub.accounts import store as accounts_store
 from timo_hub.platform.db import Database
+from timo_hub.quota import counting
 from timo_hub.usage import daily_usage
 
 if TYPE_CHECKING:
     from analytics.parameters import PeriodChoice
     from analytics.stats import UsageStats
+
+
+def counted_calls_this_month(
+    database: Database, account_id: uuid.UUID, today: date
+) -> dict[date, int]:
+    """The calls that count against the quota on each day of `today`'s month so far (refusals
+    and our own failures excluded): what the forecast learns from and projects."""
+    with database.connection() as conn:
+        return counting.counted_calls_by_day(conn, account_id, today.replace(day=1), today)
 
 
 def account_usage_stats(
