@@ -67,4 +67,4 @@ def page_context() -> dict[str, object]:
 
     Nothing here reads the request's body: an error page about that body (413) renders too.
     """
-    return {"viewer": signed_in()}
+    return {"viewer": signed_in(), "support_email": current_runtime().settings.support_email}

@@ -12,11 +12,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from api import close_app, create_app
 from api.dashboard import blueprint
 from tests.support import dashboard as ui
 from tests.support.events import seed_calls
 from timo_hub.people import store as people_store
 from timo_hub.platform.runtime import Runtime
+from timo_hub.platform.settings import Settings, SettingsError
 
 PAGES = (
     "/dashboard",
@@ -423,3 +425,33 @@ def test_revoking_a_revoked_key_says_so(client: FlaskClient) -> None:
     again = client.get(path.group(1))
     assert again.status_code == 303
     assert "was revoked already" in client.get("/dashboard/keys").get_data(as_text=True)
+
+
+def test_pages_name_the_support_address_when_there_is_one(
+    runtime: Runtime, settings: Settings, tmp_path: Path
+) -> None:
+    own = settings.model_copy(
+        update={"support_email": "help@hub.example", "home": tmp_path / "home"}
+    )
+    app = create_app({"SETTINGS": own, "TESTING": True})
+    try:
+        client = app.test_client()
+        assert 'href="mailto:help@hub.example"' in client.get("/login").get_data(as_text=True)
+        ui.sign_up(client)
+        plans = client.get("/dashboard/plans").get_data(as_text=True)
+        assert plans.count('href="mailto:help@hub.example"') == 2
+    finally:
+        close_app(app)
+    with pytest.raises(SettingsError, match="TIMO_SUPPORT_EMAIL"):
+        Settings.from_env({"TIMO_SUPPORT_EMAIL": "not an address"})
+
+
+def test_keys_stack_as_cards_on_a_phone(client: FlaskClient) -> None:
+    """On a phone the keys table scrolled sideways with Revoke off-screen; each cell now names
+    its column so the phone stylesheet can stack a key's fields."""
+    ui.sign_up(client)
+    ui.create_key(client, "CI")
+    page = client.get("/dashboard/keys").get_data(as_text=True)
+    assert 'class="data stack-on-phone" id="keys-table"' in page
+    for label in ("Name", "Key", "Created", "Last used", "Status"):
+        assert f'data-label="{label}"' in page

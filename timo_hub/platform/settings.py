@@ -60,6 +60,8 @@ class Settings(BaseModel):
     secret_key: str = DEV_SECRET_KEY
     # Where people reach this server (links in invitations); None: http://127.0.0.1:8000.
     public_url: str | None = None
+    # Where the dashboard tells customers to write (suspension, plan changes, a lost password).
+    support_email: str | None = None
     # Whole months of raw events kept (usage_daily keeps everything); None keeps them all.
     events_retention_months: int | None = 13
     # Bearer token for the web's `/metrics`; without one that endpoint does not exist.
@@ -130,6 +132,13 @@ class Settings(BaseModel):
         if not secret:
             raise ValueError("TIMO_SECRET_KEY must not be empty")
         return secret
+
+    @field_validator("support_email")
+    @classmethod
+    def _support_email(cls, email: str | None) -> str | None:
+        if email is not None and ("@" not in email or any(c in email for c in " <>\"'\n")):
+            raise ValueError("TIMO_SUPPORT_EMAIL must be an email address")
+        return email
 
     @field_validator("public_url")
     @classmethod
@@ -212,6 +221,7 @@ _VARIABLES = {
     "key_pepper": "TIMO_KEY_PEPPER",
     "secret_key": "TIMO_SECRET_KEY",
     "public_url": "TIMO_PUBLIC_URL",
+    "support_email": "TIMO_SUPPORT_EMAIL",
     "events_retention_months": "TIMO_EVENTS_RETENTION_MONTHS",
     "metrics_token": "TIMO_METRICS_TOKEN",
     "worker_metrics_port": "TIMO_WORKER_METRICS_PORT",
