@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 
 from api.problems import ApiError, UnauthorizedError
-from timo_hub.accounts import key_format, store
+from timo_hub.accounts import key_format, service, store
 from timo_hub.accounts.cache import PrincipalCache
 from timo_hub.accounts.principal import Principal
 from timo_hub.platform.runtime import Runtime
@@ -99,6 +99,20 @@ class Authenticator:
                 )
 
         return touch
+
+    def revoke(self, key_id: uuid.UUID, account_id: uuid.UUID) -> None:
+        """Revoke one of `account_id`'s keys (KeyNotFoundError if it has no such key).
+
+        Committed is revoked: if Redis cannot tell the other processes, they drop the key at
+        their cache's next expiry or epoch check, and the revocation still stands. This process
+        forgets the key before returning, so a key that revoked itself is refused on its very
+        next request even if that lands here before the pub/sub message does.
+        """
+        try:
+            service.revoke_key(self._runtime, key_id, account_id=account_id)
+        except service.ChangeNotAnnouncedError as exc:
+            logger.warning("%s", exc)
+        self.cache.forget(key_id=key_id)
 
     def _load(self, key_hash: bytes) -> Principal | None:
         with self._runtime.database.connection() as conn:

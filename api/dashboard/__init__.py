@@ -32,7 +32,7 @@ blueprint = Blueprint(
 def init_app(app: Flask, runtime: Runtime) -> None:
     """Configure sessions and CSRF for `app` and register the pages."""
     sessions.init_app(app, runtime)
-    security.init_app(app, runtime.settings)
+    security.init_app(app)
     display.register_filters(app)
     error_pages.init_app(app)
     app.register_blueprint(blueprint)

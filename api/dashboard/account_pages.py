@@ -18,11 +18,13 @@ from flask.typing import ResponseReturnValue
 
 from analytics.parameters import DEFAULT_HORIZON_DAYS, DEFAULT_MODEL, PeriodChoice
 from api.authentication import EXTENSION as AUTHENTICATION
+from api.authentication import Authenticator
 from api.current import current_runtime
 from api.dashboard import blueprint, display, sessions
 from api.dashboard.forms import ConfirmForm, NewKeyForm
 from api.dashboard.viewer import sign_in_required, viewer
 from api.gate import QUOTA_EXTENSION
+from api.v1.schemas import FORBIDDEN_NAME_CATEGORIES
 from timo_hub.accounts import service as accounts
 from timo_hub.errors import DomainError
 from timo_hub.quota.enforcer import QuotaEnforcer
@@ -32,7 +34,6 @@ from timo_hub.usage.forecast_body import ForecastOut
 logger = logging.getLogger(__name__)
 
 MAX_ALERTS = 100
-_CONTROL_CATEGORIES = {"Cc", "Cs", "Co", "Cn"}
 # Characters that reorder the text after them: a name could read as another key's.
 _DIRECTION_OVERRIDES = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -123,11 +124,8 @@ def revoke(key_id: str) -> ResponseReturnValue:
         return redirect(url_for("dashboard.keys"), 303)
     if request.method == "GET":
         return render_template("revoke.html", key=key, form=ConfirmForm())
-    try:
-        accounts.revoke_key(runtime, key.id, account_id=account_id)
-    except accounts.ChangeNotAnnouncedError as exc:
-        logger.warning("%s", exc)  # revoked; other processes drop it at their cache's expiry
-    current_app.extensions[AUTHENTICATION].cache.forget(key_id=key.id)
+    authenticator: Authenticator = current_app.extensions[AUTHENTICATION]
+    authenticator.revoke(key.id, account_id)
     flash(f"Key “{key.name}” ({key.prefix}…) is revoked; calls with it are refused.", "info")
     return redirect(url_for("dashboard.keys"), 303)
 
@@ -154,7 +152,7 @@ def _readable(name: str) -> bool:
     categories = [unicodedata.category(ch) for ch in name]
     return (
         any(not c.startswith(("C", "Z")) for c in categories)
-        and not any(c in _CONTROL_CATEGORIES for c in categories)
+        and not any(c in FORBIDDEN_NAME_CATEGORIES for c in categories)
         and not any(ch in _DIRECTION_OVERRIDES for ch in name)
     )
 

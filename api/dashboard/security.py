@@ -14,7 +14,6 @@ from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
 from wtforms import ValidationError
 
 from api.dashboard import blueprint, sessions
-from timo_hub.platform.settings import Settings
 
 # Only this origin: scripts, styles and data; forms post back here; nothing may frame a page.
 CONTENT_SECURITY_POLICY = (
@@ -34,13 +33,11 @@ PAGE_HEADERS = {
 CSRF_FIELD = "csrf_token"
 
 
-def init_app(app: Flask, settings: Settings) -> None:
-    """CSRF settings, and the token for templates (`{{ csrf_token() }}`)."""
+def init_app(app: Flask) -> None:
+    """CSRF settings (the token reaches templates as `{{ csrf_token() }}`)."""
     # A token lives as long as its session (which expires by itself): a page left open for a
     # day still signs out, instead of refusing the form and leaving the session signed in.
     app.config.update(WTF_CSRF_TIME_LIMIT=None, WTF_CSRF_FIELD_NAME=CSRF_FIELD)
-    if settings.env == "production":
-        app.config["SESSION_COOKIE_SECURE"] = True
 
 
 @blueprint.app_template_global("csrf_token")

@@ -154,14 +154,12 @@ class PageSessionInterface(SessionInterface):
 
 def init_app(app: Flask, runtime: Runtime) -> None:
     """Keep `app`'s dashboard sessions in `runtime`'s Redis and signed cookies."""
-    app.config.update(
-        SECRET_KEY=runtime.settings.secret_key,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=runtime.settings.env == "production",
-    )
+    secure = runtime.settings.env == "production"
+    # The interface sets its cookies' flags itself; `SESSION_COOKIE_SECURE` tells the other
+    # cookie of the dashboard (`known_devices`) the same.
+    app.config.update(SECRET_KEY=runtime.settings.secret_key, SESSION_COOKIE_SECURE=secure)
     app.session_interface = PageSessionInterface(
-        runtime.redis, runtime.settings.secret_key, secure=runtime.settings.env == "production"
+        runtime.redis, runtime.settings.secret_key, secure=secure
     )
 
 

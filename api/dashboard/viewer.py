@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec
 
 from flask import g, redirect, request, url_for
 from flask.typing import ResponseReturnValue
@@ -14,7 +14,6 @@ from api.dashboard import blueprint, sessions
 from timo_hub.people.store import User
 
 P = ParamSpec("P")
-R = TypeVar("R")
 
 
 def signed_in() -> User | None:

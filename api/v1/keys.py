@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from api.authentication import EXTENSION
+from api.authentication import EXTENSION, Authenticator
 from api.bodies import parse_body
 from api.current import current_principal, current_runtime
 from api.openapi.registry import PathParameter, Reply, operation
@@ -25,8 +23,6 @@ from timo_hub.accounts import service
 KEY_ID = PathParameter(
     "keyId", "The key's id (from the list).", {"type": "string", "format": "uuid"}
 )
-
-logger = logging.getLogger(__name__)
 
 
 @operation(
@@ -94,13 +90,6 @@ def create_key() -> ResponseReturnValue:
 def revoke_key(key_id: str) -> ResponseReturnValue:
     """Revoke one of the caller's keys; anyone else's (or no) key is simply not found."""
     parsed = service.parse_id(key_id, service.KeyNotFoundError, "API key")
-    try:
-        service.revoke_key(current_runtime(), parsed, account_id=current_principal().account_id)
-    except service.ChangeNotAnnouncedError as exc:
-        # Revoked (committed); other processes drop the key at their cache's next expiry or
-        # epoch check. The caller's answer stays the truth: the key is revoked.
-        logger.warning("%s", exc)
-    # This process forgets the key before answering, so a key that revoked itself is refused on
-    # its very next request even if that lands here before the pub/sub message does.
-    current_app.extensions[EXTENSION].cache.forget(key_id=parsed)
+    authenticator: Authenticator = current_app.extensions[EXTENSION]
+    authenticator.revoke(parsed, current_principal().account_id)
     return "", 204

@@ -12,7 +12,8 @@ from timo_hub.accounts import store
 from timo_hub.platform.json_types import UtcDatetime
 
 # Characters PostgreSQL text cannot hold (NUL), that are invisible controls, or lone surrogates.
-_FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Co", "Cn"}
+# Unicode categories a key name may not contain: controls, surrogates, private use, unassigned.
+FORBIDDEN_NAME_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Cn"})
 
 
 class PlanOut(BaseModel):
@@ -115,7 +116,7 @@ class CreateApiKeyIn(BaseModel):
     @field_validator("name")
     @classmethod
     def _printable(cls, name: str) -> str:
-        if any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in name):
+        if any(unicodedata.category(ch) in FORBIDDEN_NAME_CATEGORIES for ch in name):
             raise ValueError("must not contain control characters or unpaired surrogates")
         # Refused rather than trimmed, so that what the schema calls invalid is never accepted.
         if name != name.strip():

@@ -180,9 +180,7 @@ def invite_owner(runtime: Runtime, account_id: uuid.UUID) -> Invitation:
     account = accounts.get_account(runtime, account_id)
     token = secrets.token_urlsafe(32)
     with runtime.database.connection() as conn, conn.transaction():
-        user = store.account_owner(conn, account.id)
-        if user is None:
-            user = store.insert_user(conn, account.id, account.email, None)
+        user = _owner(conn, account)
         expires_at = store.insert_invitation(conn, user.id, _token_hash(token), INVITATION_SECONDS)
     return Invitation(user=user, token=token, expires_at=expires_at)
 
@@ -194,9 +192,7 @@ def set_owner_password(runtime: Runtime, account_id: uuid.UUID, password: str) -
     passwords.check_policy(password, account.email)
     password_hash = passwords.hash_password(password)
     with runtime.database.connection() as conn, conn.transaction():
-        user = store.account_owner(conn, account.id)
-        if user is None:
-            user = store.insert_user(conn, account.id, account.email, None)
+        user = _owner(conn, account)
         changed = store.set_password(conn, user.id, password_hash)
     assert changed is not None
     return changed
@@ -238,6 +234,14 @@ def accept_invitation(runtime: Runtime, token: str, password: str) -> User:
         changed = store.set_password(conn, user.id, password_hash)
     assert changed is not None
     return changed
+
+
+def _owner(conn: psycopg.Connection, account: accounts_store.Account) -> User:
+    """The account's owner, made (with no password yet) if the account has none."""
+    user = store.account_owner(conn, account.id)
+    if user is None:
+        user = store.insert_user(conn, account.id, account.email, None)
+    return user
 
 
 def _check_throttle(
