@@ -74,5 +74,7 @@ def close_app(app: Flask) -> None:
     authenticator: authentication.Authenticator = app.extensions[authentication.EXTENSION]
     authenticator.cache.close()
     app.extensions[gate.QUOTA_EXTENSION].close()
+    app.extensions[gate.WATCH_EXTENSION].close()
+    app.extensions[gate.DELIVERIES_EXTENSION].close()
     app.extensions[EVENTS].close()
     app.extensions[current.EXTENSION].close()

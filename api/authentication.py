@@ -20,6 +20,8 @@ from timo_hub.accounts import key_format, service, store
 from timo_hub.accounts.cache import PrincipalCache
 from timo_hub.accounts.principal import Principal
 from timo_hub.platform.runtime import Runtime
+from timo_hub.webhooks import key_events
+from timo_hub.webhooks.dispatch import DeliveryQueue
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +54,15 @@ class TooManyFailedAuthenticationsError(ApiError):
 class Authenticator:
     """Resolves bearer keys to principals, caching per process."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, deliveries: DeliveryQueue | None = None) -> None:
         self.cache = PrincipalCache(runtime.redis)
         self._count_failure = runtime.redis.register_script(COUNT_FAILURE_LUA)
         self._runtime = runtime
         self._hash_key = key_format.KeyHasher(runtime.settings.key_pepper)
         self._last_touch: dict[uuid.UUID, float] = {}
         self._touch_lock = threading.Lock()
+        self.deliveries = deliveries or DeliveryQueue(runtime.broker_url)
+        """Queues the `key.revoked` webhooks of revocations made here."""
 
     def authenticate(self, authorization: str | None, address: str | None) -> Principal:
         """The principal behind an `Authorization` header (suspended or not), or 401/429.
@@ -109,7 +113,7 @@ class Authenticator:
         next request even if that lands here before the pub/sub message does.
         """
         try:
-            service.revoke_key(self._runtime, key_id, account_id=account_id)
+            key_events.revoke_key(self._runtime, self.deliveries, key_id, account_id)
         except service.ChangeNotAnnouncedError as exc:
             logger.warning("%s", exc)
         self.cache.forget(key_id=key_id)

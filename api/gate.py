@@ -59,12 +59,16 @@ from timo_hub.accounts import key_format
 from timo_hub.platform.runtime import Runtime
 from timo_hub.quota.counting import counts
 from timo_hub.quota.enforcer import QuotaEnforcer, quota_exceeded
+from timo_hub.webhooks.dispatch import DeliveryQueue
+from timo_hub.webhooks.quota_watch import QuotaWatch
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 QUOTA_EXTENSION = "timo_quota"
+DELIVERIES_EXTENSION = "timo_webhook_deliveries"
+WATCH_EXTENSION = "timo_quota_watch"
 PUBLIC_ENDPOINTS = frozenset({"v1.health", "v1.get_openapi"})
 
 logger = logging.getLogger(__name__)
@@ -270,10 +274,21 @@ def admit_request() -> None:
         raise ForbiddenError("This account is suspended; contact support.")
     admission = quota.admit(principal, now)
     state.admission = admission
+    watch: QuotaWatch = extensions[WATCH_EXTENSION]
     if not admission.admitted:
         http_metrics.count_admission(False)
+        watch.refused(
+            principal.account_id, admission.period.first_day, admission.limit, admission.used
+        )
         raise quota_exceeded(admission, now)
     http_metrics.count_admission(True)
+    watch.admitted(
+        principal.account_id,
+        principal.alert_thresholds,
+        admission.period.first_day,
+        admission.limit,
+        admission.used,
+    )
     # Run once the answer has gone out: the write costs the caller nothing.
     state.touch = authenticator.touch_later(principal)
 
@@ -282,10 +297,13 @@ def init_app(app: Flask, runtime: Runtime) -> dict[str, Any]:
     """Build the gate's parts for `app` (authenticator, quota, event publisher) and wrap it."""
     quota = QuotaEnforcer(runtime)
     publisher = metering.build_publisher(runtime)
+    deliveries = DeliveryQueue(runtime.broker_url)
     parts = {
-        authentication.EXTENSION: authentication.Authenticator(runtime),
+        authentication.EXTENSION: authentication.Authenticator(runtime, deliveries),
         QUOTA_EXTENSION: quota,
         metering.EXTENSION: publisher,
+        DELIVERIES_EXTENSION: deliveries,
+        WATCH_EXTENSION: QuotaWatch(runtime.database, deliveries),
     }
     app.extensions.update(parts)
     app.request_class = request_state.GatedRequest

@@ -59,6 +59,8 @@ def settings(
         redis_url=service_urls.redis_url,
         broker_url=service_urls.broker_url,
         key_pepper=TEST_PEPPER,
+        # Tests send webhooks to receivers on 127.0.0.1, and only there.
+        webhooks_allow_private=True,
     )
 
 

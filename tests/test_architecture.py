@@ -21,6 +21,7 @@ DOMAIN = (
     "timo_hub.people",
     "timo_hub.quota",
     "timo_hub.usage",
+    "timo_hub.webhooks",
     "timo_hub.errors",
 )
 ABOVE_PLATFORM = ("api", "workers", "events", "analytics", "timo_hub.cli", *DOMAIN)
@@ -38,6 +39,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "timo_hub.people",
         "timo_hub.quota",
         "timo_hub.usage",
+        "timo_hub.webhooks",
         "timo_hub_client",
     ),
     "timo_hub.people": (
@@ -46,6 +48,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "timo_hub.cli",
         "timo_hub.quota",
         "timo_hub.usage",
+        "timo_hub.webhooks",
         "timo_hub_client",
     ),
     "timo_hub.quota": (
@@ -54,9 +57,19 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "timo_hub.cli",
         "timo_hub.people",
         "timo_hub.usage",
+        "timo_hub.webhooks",
         "timo_hub_client",
     ),
     "timo_hub.usage": ("api", "workers", "timo_hub.cli", "timo_hub_client"),
+    "timo_hub.webhooks": (
+        "api",
+        "workers",
+        "timo_hub.cli",
+        "timo_hub.people",
+        "timo_hub.quota",
+        "timo_hub.usage",
+        "timo_hub_client",
+    ),
     "timo_hub.cli": ("api", "workers", "timo_hub_client"),
     "timo_hub.gunicorn_config": ("api", "workers", "timo_hub.cli", *DOMAIN, "timo_hub_client"),
     "workers": ("api", "timo_hub.cli", "timo_hub_client"),

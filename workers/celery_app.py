@@ -18,9 +18,10 @@ from timo_hub.platform import prometheus
 from timo_hub.platform.logs import configure_logging
 from timo_hub.platform.runtime import Runtime, build_runtime
 from timo_hub.platform.settings import Settings
+from timo_hub.webhooks.dispatch import DELIVERY_ROUTES, WEBHOOKS_QUEUE
 from workers.schedule import BEAT_SCHEDULE
 
-TASK_MODULES = ["workers.tasks"]
+TASK_MODULES = ["workers.tasks", "workers.webhook_tasks"]
 
 
 class TimoCelery(Celery):
@@ -38,8 +39,8 @@ def create_celery_app(settings: Settings) -> TimoCelery:
     app.runtime = runtime
     app.partitions = PartitionRegistry()
     app.conf.update(
-        task_queues=TASK_QUEUES,
-        task_routes=TASK_ROUTES,
+        task_queues=(*TASK_QUEUES, WEBHOOKS_QUEUE),
+        task_routes={**TASK_ROUTES, **DELIVERY_ROUTES},
         timezone="UTC",
         enable_utc=True,
         task_serializer="json",

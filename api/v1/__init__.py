@@ -12,4 +12,4 @@ blueprint = Blueprint("v1", __name__, url_prefix="/api/v1")
 blueprint.before_request(admit_request)
 
 # Route modules register themselves on the blueprint when imported.
-from api.v1 import account, health, keys, openapi, quota, usage  # noqa: E402, F401
+from api.v1 import account, health, keys, openapi, quota, usage, webhooks  # noqa: E402, F401

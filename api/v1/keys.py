@@ -8,6 +8,7 @@ from flask.typing import ResponseReturnValue
 from api.authentication import EXTENSION, Authenticator
 from api.bodies import parse_body
 from api.current import current_principal, current_runtime
+from api.gate import DELIVERIES_EXTENSION
 from api.openapi.registry import PathParameter, Reply, operation
 from api.query import parse_query
 from api.v1 import blueprint
@@ -19,6 +20,7 @@ from api.v1.schemas import (
     CreatedApiKeyOut,
 )
 from timo_hub.accounts import service
+from timo_hub.webhooks import key_events
 
 KEY_ID = PathParameter(
     "keyId", "The key's id (from the list).", {"type": "string", "format": "uuid"}
@@ -70,7 +72,10 @@ def list_keys() -> ResponseReturnValue:
 def create_key() -> ResponseReturnValue:
     """Create a key; the response is the only place its secret ever appears."""
     body = parse_body(CreateApiKeyIn)
-    issued = service.issue_key(current_runtime(), current_principal().account_id, body.name)
+    deliveries = current_app.extensions[DELIVERIES_EXTENSION]
+    issued = key_events.issue_key(
+        current_runtime(), deliveries, current_principal().account_id, body.name
+    )
     created = CreatedApiKeyOut(**ApiKeyOut.of(issued.key).model_dump(), key=issued.secret)
     response = jsonify(created.model_dump(mode="json"))
     response.status_code = 201

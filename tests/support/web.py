@@ -30,6 +30,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
             "TIMO_BROKER_URL": settings.effective_broker_url,
             "TIMO_KEY_PEPPER": settings.key_pepper,
             "TIMO_SECRET_KEY": settings.secret_key,
+            "TIMO_WEBHOOKS_ALLOW_PRIVATE": str(settings.webhooks_allow_private).lower(),
+            "TIMO_WEBHOOK_TIMEOUT_SECONDS": str(settings.webhook_timeout_seconds),
         }
     )
     return env

@@ -40,7 +40,7 @@ class WorkerProcess:
                 "--without-mingle",
                 "--without-gossip",
                 "-Q",
-                "events,celery",
+                "events,celery,webhooks",
                 "-n",
                 f"test-{time.monotonic_ns()}@%h",
             ],

@@ -16,6 +16,14 @@ class Principal:
     account_status: str
     plan: str
     monthly_limit: int | None
+    alert_thresholds: tuple[int, ...] = (50, 80, 100)
+    """Percentages of the monthly limit at which a `quota.threshold_reached` webhook fires,
+    ascending."""
+
+    def __post_init__(self) -> None:
+        # PostgreSQL hands the array over as a list; a principal stays hashable and immutable.
+        if not isinstance(self.alert_thresholds, tuple):
+            object.__setattr__(self, "alert_thresholds", tuple(self.alert_thresholds))
 
     @cached_property
     def account_text(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -113,8 +114,14 @@ def list_plans(runtime: Runtime) -> list[store.Plan]:
         return store.list_plans(conn)
 
 
-def issue_key(runtime: Runtime, account_id: uuid.UUID, name: str) -> store.IssuedKey:
-    """Create a key, refusing beyond `MAX_ACTIVE_KEYS` active keys."""
+def issue_key(
+    runtime: Runtime,
+    account_id: uuid.UUID,
+    name: str,
+    within: Callable[[psycopg.Connection, store.ApiKey], None] | None = None,
+) -> store.IssuedKey:
+    """Create a key, refusing beyond `MAX_ACTIVE_KEYS` active keys; `within` runs in the same
+    transaction (so what it records, a webhook, exists if and only if the key does)."""
     with runtime.database.connection() as conn:
         # The row lock serialises concurrent creations for one account, so the count holds.
         if not store.lock_account(conn, account_id):
@@ -124,7 +131,10 @@ def issue_key(runtime: Runtime, account_id: uuid.UUID, name: str) -> store.Issue
                 f"An account may have at most {MAX_ACTIVE_KEYS} active keys; revoke one first.",
                 max_active_keys=MAX_ACTIVE_KEYS,
             )
-        return store.insert_key(conn, account_id, name, runtime.settings.key_pepper)
+        issued = store.insert_key(conn, account_id, name, runtime.settings.key_pepper)
+        if within is not None:
+            within(conn, issued.key)
+        return issued
 
 
 def list_keys(
@@ -136,16 +146,55 @@ def list_keys(
 
 
 def revoke_key(
-    runtime: Runtime, key_id: uuid.UUID, account_id: uuid.UUID | None = None
+    runtime: Runtime,
+    key_id: uuid.UUID,
+    account_id: uuid.UUID | None = None,
+    within: Callable[[psycopg.Connection, store.ApiKey], None] | None = None,
 ) -> store.ApiKey:
-    """Revoke a key (only one of `account_id`'s, when given) and tell every web process."""
+    """Revoke a key (only one of `account_id`'s, when given) and tell every web process;
+    `within` runs in the same transaction."""
     with runtime.database.connection() as conn:
         key = store.revoke_key(conn, key_id, account_id)
+        if key is not None and within is not None:
+            within(conn, key)
     if key is None:
         raise KeyNotFoundError(f"No API key with id {key_id}.")
     if not publish_invalidation(runtime.redis, key_id=key.id):
         raise ChangeNotAnnouncedError(f"Key {key.id} is revoked", committed=key)
     return key
+
+
+MAX_ALERT_THRESHOLDS = 10
+
+
+def set_alert_thresholds(
+    runtime: Runtime, account_id: uuid.UUID, thresholds: list[int]
+) -> list[int]:
+    """Set the percentages of the monthly quota at which `quota.threshold_reached` fires
+    (each 1 to 100, at most 10, kept ascending and once each); effective on the next request."""
+    wanted = sorted(set(thresholds))
+    if len(wanted) > MAX_ALERT_THRESHOLDS or any(not 1 <= t <= 100 for t in wanted):
+        raise InvalidError(
+            f"Alert thresholds are at most {MAX_ALERT_THRESHOLDS} whole percentages from 1 to 100.",
+            field="thresholds",
+        )
+    with runtime.database.connection() as conn:
+        if not store.set_alert_thresholds(conn, account_id, wanted):
+            raise AccountNotFoundError(f"No account with id {account_id}.")
+    if not publish_invalidation(runtime.redis, account_id=account_id):
+        raise ChangeNotAnnouncedError(
+            f"Account {account_id}'s alert thresholds are set", committed=wanted
+        )
+    return wanted
+
+
+def alert_thresholds(runtime: Runtime, account_id: uuid.UUID) -> list[int]:
+    """The account's alert thresholds (percent, ascending)."""
+    with runtime.database.connection() as conn:
+        found = store.alert_thresholds(conn, account_id)
+    if found is None:
+        raise AccountNotFoundError(f"No account with id {account_id}.")
+    return found
 
 
 def set_plan(runtime: Runtime, account_id: uuid.UUID, plan: str) -> store.Account:

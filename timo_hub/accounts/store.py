@@ -36,6 +36,10 @@ INSERT_ACCOUNT = "INSERT INTO accounts (email, plan) VALUES (%(email)s, %(plan)s
 UPDATE_ACCOUNT_PLAN = "UPDATE accounts SET plan = %(plan)s WHERE id = %(id)s RETURNING id"
 UPDATE_ACCOUNT_STATUS = "UPDATE accounts SET status = %(status)s WHERE id = %(id)s RETURNING id"
 LOCK_ACCOUNT = "SELECT id FROM accounts WHERE id = %(id)s FOR UPDATE"
+UPDATE_ALERT_THRESHOLDS = """
+UPDATE accounts SET alert_thresholds = %(thresholds)s WHERE id = %(id)s RETURNING alert_thresholds
+"""
+SELECT_ALERT_THRESHOLDS = "SELECT alert_thresholds FROM accounts WHERE id = %(id)s"
 SELECT_PLAN_NAMES = "SELECT name FROM plans ORDER BY sort_order"
 SELECT_PLANS = """
 SELECT name, display_name, monthly_limit, price_usd FROM plans ORDER BY sort_order
@@ -65,7 +69,8 @@ WHERE id = %(id)s AND (%(account_id)s::uuid IS NULL OR account_id = %(account_id
 RETURNING {KEY_COLUMNS}
 """
 SELECT_PRINCIPAL = """
-SELECT k.id AS key_id, k.account_id, a.status AS account_status, p.name AS plan, p.monthly_limit
+SELECT k.id AS key_id, k.account_id, a.status AS account_status, p.name AS plan, p.monthly_limit,
+       a.alert_thresholds
 FROM api_keys k JOIN accounts a ON a.id = k.account_id JOIN plans p ON p.name = a.plan
 WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL
 """
@@ -243,3 +248,17 @@ def key_is_active(conn: psycopg.Connection, secret: str, pepper: str) -> bool:
     if not key_format.is_well_formed(secret):
         return False
     return find_principal(conn, key_format.hash_key(secret, pepper)) is not None
+
+
+def alert_thresholds(conn: psycopg.Connection, account_id: uuid.UUID) -> list[int] | None:
+    """The account's quota alert thresholds (percent, ascending); None if no such account."""
+    row = conn.execute(SELECT_ALERT_THRESHOLDS, {"id": account_id}).fetchone()
+    return None if row is None else list(row[0])
+
+
+def set_alert_thresholds(
+    conn: psycopg.Connection, account_id: uuid.UUID, thresholds: list[int]
+) -> bool:
+    """Replace the account's alert thresholds; False if there is no such account."""
+    params = {"id": account_id, "thresholds": thresholds}
+    return conn.execute(UPDATE_ALERT_THRESHOLDS, params).fetchone() is not None

@@ -18,6 +18,8 @@ from timo_hub.cli.context import CliContext, pass_cli
 from timo_hub.cli.error_messages import operator_errors
 from timo_hub.people import service as people
 from timo_hub.platform.runtime import Runtime
+from timo_hub.webhooks import key_events
+from timo_hub.webhooks.dispatch import DeliveryQueue
 
 
 def _account_id(raw: str) -> uuid.UUID:
@@ -212,7 +214,7 @@ def create_key(ctx: CliContext, account_id: str, name: str, as_json: bool) -> No
     if not 1 <= len(name) <= 100:
         raise click.BadParameter("must be 1 to 100 characters", param_hint="--name")
     with operator_errors():
-        issued = service.issue_key(ctx.runtime, parsed, name)
+        issued = key_events.issue_key(ctx.runtime, _deliveries(ctx), parsed, name)
     if as_json:
         click.echo(
             json.dumps(
@@ -236,8 +238,13 @@ def revoke_key(ctx: CliContext, key_id: str) -> None:
     with operator_errors():
         parsed = service.parse_id(key_id, service.KeyNotFoundError, "API key")
         try:
-            key = service.revoke_key(ctx.runtime, parsed)
+            key = key_events.revoke_key(ctx.runtime, _deliveries(ctx), parsed)
         except service.ChangeNotAnnouncedError as exc:
             key = exc.committed
             click.echo(f"warning: {exc}", err=True)
     click.echo(f"Revoked key {key.id} ({key.prefix}…, {key.name!r}) of account {key.account_id}.")
+
+
+def _deliveries(ctx: CliContext) -> DeliveryQueue:
+    """Where the CLI queues the webhooks of what it changes."""
+    return DeliveryQueue(ctx.runtime.broker_url)

@@ -84,6 +84,11 @@ class Settings(BaseModel):
     # How long a web worker waits for a whole request (line, headers, body) from the moment it
     # accepts the connection; a client slower than this gets a 408 and never reaches the app.
     request_read_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Webhooks may go to private, loopback and link-local addresses (and, outside production, over
+    # plain http): for tests and a laptop, never for a server that reaches an internal network.
+    webhooks_allow_private: bool = False
+    # How long one webhook attempt may take in all (connect, TLS, request, response).
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=30)
 
     @field_validator("home")
     @classmethod
@@ -231,6 +236,8 @@ _VARIABLES = {
     "trusted_proxies": "TIMO_TRUSTED_PROXIES",
     "spool_sync_seconds": "TIMO_SPOOL_SYNC_SECONDS",
     "request_read_seconds": "TIMO_REQUEST_READ_SECONDS",
+    "webhooks_allow_private": "TIMO_WEBHOOKS_ALLOW_PRIVATE",
+    "webhook_timeout_seconds": "TIMO_WEBHOOK_TIMEOUT_SECONDS",
 }
 
 
