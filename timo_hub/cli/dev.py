@@ -158,6 +158,8 @@ def _child_environment(settings: Settings, *, port: int, host: str) -> dict[str,
         "TIMO_BROKER_URL": settings.effective_broker_url,
         "TIMO_HOME": str(settings.home),
         "TIMO_ENV": settings.env,
+        # A laptop's webhook receiver is on localhost; the operator's own setting still wins.
+        "TIMO_WEBHOOKS_ALLOW_PRIVATE": os.environ.get("TIMO_WEBHOOKS_ALLOW_PRIVATE", "true"),
         "PORT": str(port),
         "HOST": host,
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
