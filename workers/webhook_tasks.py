@@ -11,7 +11,7 @@ from celery.app.task import Task
 from psycopg_pool import PoolTimeout
 
 from timo_hub.webhooks import catch_up as catching_up
-from timo_hub.webhooks import delivery
+from timo_hub.webhooks import delivery, metrics
 from timo_hub.webhooks.dispatch import DELIVER_TASK, WEBHOOKS_QUEUE_NAME
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def catch_up() -> dict[str, int]:
     for delivery_id in result.delivery_ids:
         deliver.apply_async((delivery_id,), queue=WEBHOOKS_QUEUE_NAME)
     if result.thresholds or result.exhausted:
+        metrics.QUOTA_EVENTS_CAUGHT_UP.inc(result.thresholds + result.exhausted)
         logger.warning(
             "webhooks catch-up: recorded %d threshold(s) and %d exhaustion(s) no web process had",
             result.thresholds,

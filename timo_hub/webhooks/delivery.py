@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from timo_hub.platform.db import Database
 from timo_hub.platform.settings import Settings
-from timo_hub.webhooks import destinations, signing, store
+from timo_hub.webhooks import destinations, metrics, signing, store
 
 logger = logging.getLogger(__name__)
 
@@ -134,12 +134,15 @@ def attempt_delivery(
         if disabled_reason is not None and store.disable_endpoint(
             conn, endpoint.id, disabled_reason, done
         ):
+            metrics.ENDPOINTS_DISABLED.inc()
             logger.warning(
                 "webhooks: endpoint %s of account %s disabled: %s",
                 endpoint.id,
                 endpoint.account_id,
                 disabled_reason,
             )
+    metrics.ATTEMPTS.labels(state if state != "pending" else "retrying").inc()
+    metrics.ATTEMPT_SECONDS.observe(result.latency_ms / 1000)
     return AttemptOutcome(delivery.id, delivery.attempts, state, status, retry_in)
 
 
