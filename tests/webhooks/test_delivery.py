@@ -318,3 +318,19 @@ def _endpoint_of(runtime: Runtime, delivery_id: str) -> uuid.UUID:
         ).fetchone()
     assert row is not None
     return uuid.UUID(str(row[0]))
+
+
+def test_an_answer_holding_nul_is_recorded(
+    runtime: Runtime, customer: object, receiver: WebhookReceiver
+) -> None:
+    """Guards against a receiver's body with a NUL byte (PostgreSQL text refuses it) leaving the
+    attempt unrecorded and the delivery claimed and retried for ever."""
+    account_id = customer.account.id  # type: ignore[attr-defined]
+    register(runtime, account_id, receiver.url)
+    delivery_id = threshold_delivery(runtime, account_id)
+    receiver.plan(PlannedAnswer(500, body=b"bad\x00answer"))
+    outcome = attempt_delivery(runtime.database, runtime.settings, delivery_id, clock=Clock(T0))
+    assert outcome is not None and outcome.state == "pending"
+    endpoint_id = _endpoint_of(runtime, delivery_id)
+    (record,) = endpoints.deliveries(runtime.database, account_id, endpoint_id, limit=1)
+    assert record.attempts[0].response == "bad\ufffdanswer"

@@ -112,8 +112,8 @@ def attempt_delivery(
             done,
             status=status,
             latency_ms=result.latency_ms,
-            error=result.error,
-            response=result.response_excerpt,
+            error=_storable(result.error),
+            response=_storable(result.response_excerpt) or "",
         )
         if succeeded:
             state = "succeeded"
@@ -150,6 +150,12 @@ def due(database: Database, now: datetime, limit: int = 500) -> list[str]:
     """Deliveries due at `now` (retries, and first attempts nobody queued or finished)."""
     with database.connection() as conn:
         return store.due_deliveries(conn, now, limit)
+
+
+def _storable(text: str | None) -> str | None:
+    """Text PostgreSQL can store: a receiver's answer may hold NUL, which `text` refuses (and an
+    attempt whose outcome cannot be recorded would be retried for ever)."""
+    return None if text is None else text.replace("\x00", "\ufffd")
 
 
 def _utc_now() -> datetime:
