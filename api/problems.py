@@ -203,8 +203,13 @@ def _from_domain_error(error: errors.DomainError) -> Response:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
+    extensions = dict(error.details)
+    field = extensions.get("field")
+    if kind.status == 422 and isinstance(field, str) and "errors" not in extensions:
+        # The same shape as a refused body's: a client reads `errors` whichever check refused it.
+        extensions["errors"] = [{"field": field, "message": error.detail}]
     return problem_response(
-        kind.status, kind.slug, kind.title, error.detail, headers=headers, **error.details
+        kind.status, kind.slug, kind.title, error.detail, headers=headers, **extensions
     )
 
 

@@ -27,12 +27,16 @@ from timo_hub_client.models import (
     Account,
     ApiKey,
     CreatedApiKey,
+    CreatedWebhook,
     Forecast,
     Health,
     Quota,
     RateLimit,
     UsageAlert,
     UsageStats,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "AuthenticationError",
     "ConflictError",
     "CreatedApiKey",
+    "CreatedWebhook",
     "ForbiddenError",
     "Forecast",
     "Health",
@@ -54,4 +59,7 @@ __all__ = [
     "TimoHubError",
     "UsageAlert",
     "UsageStats",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookDelivery",
 ]

@@ -17,26 +17,30 @@ from timo_hub_client.models import (
     Account,
     ApiKey,
     CreatedApiKey,
+    CreatedWebhook,
     Forecast,
     Health,
     Quota,
     RateLimit,
     UsageAlert,
     UsageStats,
+    Webhook,
+    WebhookDelivery,
 )
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 Model = TypeVar("Model", bound=BaseModel)
 # Only these are safe to send again after the connection failed mid-request: they change nothing
-# (GET) or end in the same state (DELETE of a key). A POST might have created a key already.
-IDEMPOTENT = frozenset({"GET", "DELETE"})
+# (GET) or end in the same state (DELETE of a key, PUT of the alert thresholds). A POST might have
+# created a key or a webhook endpoint already, or rotated a secret.
+IDEMPOTENT = frozenset({"GET", "DELETE", "PUT"})
 
 
 class TimoHubClient:
     """A client of one Timo Hub API server with one API key.
 
     `base_url` defaults to `TIMO_API_URL` (else `http://127.0.0.1:8000`), `api_key` to
-    `TIMO_API_KEY`. `503` answers (and, for GET and DELETE, connection failures) are retried up
+    `TIMO_API_KEY`. `503` answers (and, for GET, PUT and DELETE, connection failures) are retried up
     to `max_retries` times, waiting `backoff * 2**attempt` seconds (with jitter), or the server's
     `Retry-After` when it says more, capped at `max_wait`. After each authenticated call,
     `rate_limit` holds the response's rate-limit headers.
@@ -119,6 +123,63 @@ class TimoHubClient:
     def openapi(self) -> dict[str, Any]:
         """The server's OpenAPI 3.1 document."""
         return self._request("GET", "/openapi.json", authenticated=False)
+
+    def create_webhook(self, url: str, events: list[str], description: str = "") -> CreatedWebhook:
+        """Register an endpoint for `events`; its signing `secret` is shown only this once."""
+        body = {"url": url, "events": events, "description": description}
+        return self._call("POST", "/webhooks", CreatedWebhook, json=body)
+
+    def list_webhooks(self) -> list[Webhook]:
+        """Your webhook endpoints, oldest first, disabled ones included."""
+        body = self._request("GET", "/webhooks")
+        return [Webhook.model_validate(webhook) for webhook in body["webhooks"]]
+
+    def get_webhook(self, webhook_id: uuid.UUID | str) -> Webhook:
+        """One of your webhook endpoints."""
+        return self._call("GET", f"/webhooks/{webhook_id}", Webhook)
+
+    def delete_webhook(self, webhook_id: uuid.UUID | str) -> None:
+        """Delete an endpoint and its delivery log."""
+        self._request("DELETE", f"/webhooks/{webhook_id}")
+
+    def rotate_webhook_secret(self, webhook_id: uuid.UUID | str) -> CreatedWebhook:
+        """A new signing secret, shown only this once; the old one also signs for 24 hours."""
+        return self._call("POST", f"/webhooks/{webhook_id}/rotate-secret", CreatedWebhook)
+
+    def enable_webhook(self, webhook_id: uuid.UUID | str) -> Webhook:
+        """Enable a disabled endpoint (then replay what it missed)."""
+        return self._call("POST", f"/webhooks/{webhook_id}/enable", Webhook)
+
+    def test_webhook(self, webhook_id: uuid.UUID | str) -> WebhookDelivery:
+        """Queue a `webhook.test` event to the endpoint; its attempts follow in the log."""
+        return self._call("POST", f"/webhooks/{webhook_id}/test", WebhookDelivery)
+
+    def webhook_deliveries(
+        self, webhook_id: uuid.UUID | str, limit: int = 50
+    ) -> list[WebhookDelivery]:
+        """The endpoint's last `limit` (1 to 100) deliveries, newest first, with every attempt."""
+        body = self._request(
+            "GET", f"/webhooks/{webhook_id}/deliveries", params={"limit": str(limit)}
+        )
+        return [WebhookDelivery.model_validate(d) for d in body["deliveries"]]
+
+    def replay_webhook_delivery(
+        self, webhook_id: uuid.UUID | str, delivery_id: str
+    ) -> WebhookDelivery:
+        """Send a delivery again under the same `webhook-id` (a pending one is left as it is)."""
+        path = f"/webhooks/{webhook_id}/deliveries/{delivery_id}/replay"
+        return self._call("POST", path, WebhookDelivery)
+
+    def alert_thresholds(self) -> list[int]:
+        """The percentages of the monthly quota at which `quota.threshold_reached` is sent."""
+        thresholds: list[int] = self._request("GET", "/account/alert-thresholds")["thresholds"]
+        return thresholds
+
+    def set_alert_thresholds(self, thresholds: list[int]) -> list[int]:
+        """Replace the thresholds (1 to 100, at most 10; `[]` for none); those now in force."""
+        body = {"thresholds": thresholds}
+        kept: list[int] = self._request("PUT", "/account/alert-thresholds", json=body)["thresholds"]
+        return kept
 
     # Plumbing.
 

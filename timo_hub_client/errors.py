@@ -22,8 +22,16 @@ class RequestRejectedError(TimoHubError):
 
     @property
     def errors(self) -> list[dict[str, str]]:
-        """The invalid fields or parameters and why."""
-        return list(self.problem.get("errors") or [])
+        """The invalid fields or parameters and why.
+
+        A value refused by a rule past the body's shape (a webhook URL that is not https, say)
+        comes as one `field` member beside the `detail`: it is listed here the same way.
+        """
+        listed = self.problem.get("errors")
+        if listed:
+            return list(listed)
+        field = self.problem.get("field")
+        return [{"field": field, "message": self.detail}] if isinstance(field, str) else []
 
 
 class AuthenticationError(TimoHubError):
@@ -39,7 +47,8 @@ class NotFoundError(TimoHubError):
 
 
 class ConflictError(TimoHubError):
-    """409: e.g. the account already has 25 active keys."""
+    """409: e.g. the account already has 25 active keys (or 10 webhook endpoints), or the
+    webhook endpoint is disabled (enable it first)."""
 
 
 class QuotaExceededError(TimoHubError):

@@ -145,3 +145,55 @@ class UsageAlert(_Model):
     used: int
     projected_total: int
     exhaustion_date: date | None
+
+
+class Webhook(_Model):
+    """A webhook endpoint as listed (never its signing secret)."""
+
+    id: uuid.UUID
+    url: str
+    description: str
+    events: list[str]
+    enabled: bool
+    created_at: datetime
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    failing_since: datetime | None
+    """First of an unbroken run of failed attempts; five days of it disable the endpoint."""
+    previous_secret_expires_at: datetime | None
+    """After a rotation, until when the previous secret still signs too."""
+
+
+class CreatedWebhook(Webhook):
+    """A new (or rotated) endpoint: `secret` (`whsec_…`) verifies its deliveries, shown once."""
+
+    secret: str
+
+
+class WebhookAttempt(_Model):
+    """One attempt of a delivery."""
+
+    attempt: int
+    started_at: datetime
+    finished_at: datetime | None
+    status_code: int | None
+    """The endpoint's HTTP status; None when none came (see `error`)."""
+    latency_ms: int | None
+    error: str | None
+    response: str | None
+    """The start of the endpoint's response body."""
+
+
+class WebhookDelivery(_Model):
+    """One event sent to one endpoint: `id` is the `webhook-id` header of every attempt."""
+
+    id: str
+    type: str
+    state: str
+    """`pending`, `succeeded` or `failed`."""
+    attempts: list[WebhookAttempt]
+    created_at: datetime
+    next_attempt_at: datetime | None
+    finished_at: datetime | None
+    payload: dict[str, Any]
+    """What is sent: `{type, timestamp, data}`."""

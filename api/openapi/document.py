@@ -4,7 +4,8 @@ What every operation shares is added here once, so no operation can forget it: t
 security requirement, the problem responses an authenticated call can get (401, 403, 429, 503; 400
 with a query; 400, 413, 415 and 422 with a body; 404 with a path parameter), and the headers
 (`X-RateLimit-*` on every authenticated answer, `Retry-After` on 429 and 503, `X-Request-ID` on
-all of them).
+all of them). The requests Timo Hub sends to customers' webhook endpoints are the document's
+top-level `webhooks` (OpenAPI 3.1), one per event type, from `webhook_payloads`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pydantic.json_schema import models_json_schema
 
 from api.metering import route_template
 from api.openapi.registry import Operation
+from api.openapi.webhook_payloads import EVENTS, WebhookEvent
 from api.v1.schemas import ProblemOut
+from timo_hub.webhooks.delivery import RETRY_DELAYS_SECONDS
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 SCHEMA_REF = "#/components/schemas/{model}"
@@ -41,6 +44,10 @@ seconds when the next UTC month starts). Past the limit the answer is `429` with
 
 **Errors** are RFC 9457 `application/problem+json` bodies with a stable `type` and a `request_id`
 (also in the `X-Request-ID` header) to quote to support.
+
+**Webhooks.** Register an https endpoint (`POST /webhooks`) and Timo Hub POSTs the events it
+subscribed to there, signed the Standard Webhooks way (https://www.standardwebhooks.com): see
+`webhooks` below for the requests and their payloads.
 """
 
 HEADERS: dict[str, dict[str, Any]] = {
@@ -93,8 +100,18 @@ def build(operations: Iterable[Operation], *, version: str) -> dict[str, Any]:
             {"name": "usage", "description": "Usage statistics, forecasts and alerts."},
             {"name": "keys", "description": "Create, list and revoke API keys."},
             {"name": "meta", "description": "Health and this document."},
+            {
+                "name": "webhooks",
+                "description": "Webhook endpoints that receive signed events (quota thresholds "
+                "and exhaustion, projected exhaustion, keys created and revoked), their delivery "
+                "logs and replays, and the account's alert thresholds.",
+            },
         ],
         "paths": paths,
+        "webhooks": {
+            event.kind: {"post": _webhook(event, refs[(event.payload, "serialization")])}
+            for event in EVENTS
+        },
         "components": {
             "schemas": schemas,
             "headers": copy.deepcopy(HEADERS),
@@ -113,6 +130,7 @@ def _schemas(
     operations: list[Operation],
 ) -> tuple[dict[str, Any], dict[tuple[type[BaseModel], Usage], dict[str, Any]]]:
     wanted: list[tuple[type[BaseModel], Usage]] = [(ProblemOut, "serialization")]
+    wanted += [(event.payload, "serialization") for event in EVENTS]
     for op in operations:
         if op.body is not None:
             wanted.append((op.body, "validation"))
@@ -247,3 +265,69 @@ def _problems(op: Operation) -> list[tuple[int, str, str | None, tuple[str, ...]
         )
     )
     return problems
+
+
+WEBHOOK_HEADERS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    (
+        "webhook-id",
+        "The delivery's id: the same on every retry and replay of it. Deliveries are at least "
+        "once: deduplicate on this.",
+        {"type": "string", "pattern": "^msg_[0-9a-f]{32}$"},
+    ),
+    (
+        "webhook-timestamp",
+        "Epoch seconds when this attempt was signed; the Standard Webhooks libraries refuse "
+        "messages more than 5 minutes away from their clock.",
+        {"type": "string", "pattern": "^[0-9]+$"},
+    ),
+    (
+        "webhook-signature",
+        "`v1,` and the base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`, keyed "
+        "with the base64-decoded secret after `whsec_`. Space-separated, one per secret: two "
+        "for 24 hours after a rotation.",
+        {"type": "string", "pattern": "^v1,[A-Za-z0-9+/=]+( v1,[A-Za-z0-9+/=]+)*$"},
+    ),
+)
+
+
+def _webhook(event: WebhookEvent, schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI operation of the request Timo Hub sends for one event type."""
+    *first, last = [_duration(s) for s in dict.fromkeys(RETRY_DELAYS_SECONDS)]
+    schedule = ", ".join(first) + f", then every {last}"
+    return {
+        "operationId": "webhook_" + event.kind.replace(".", "_"),
+        "summary": event.summary,
+        "description": event.description
+        + " Signed the Standard Webhooks way: verify the request with a Standard Webhooks "
+        "library and the endpoint's secret before trusting it.",
+        "tags": ["webhooks"],
+        "parameters": [
+            {"name": name, "in": "header", "required": True, "description": text, "schema": kind}
+            for name, text, kind in WEBHOOK_HEADERS
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        },
+        "responses": {
+            "2XX": {"description": "Received: any 2xx status within 10 seconds."},
+            "410": {
+                "description": "Gone: the endpoint is disabled at once; nothing more is sent to "
+                "it until it is enabled again (`POST /webhooks/{webhookId}/enable`)."
+            },
+            "default": {
+                "description": "Any other status (redirects included: they are not followed), or "
+                f"no answer within 10 seconds, fails the attempt. It is retried after {schedule}"
+                " (each ±20%), about 3 days in all; an endpoint failing for 5 days is disabled."
+            },
+        },
+    }
+
+
+def _duration(seconds: int) -> str:
+    """`5 s`, `30 min`, `10 h`: a retry delay as the document words it."""
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -176,7 +176,7 @@ class AlertThresholdsIn(BaseModel):
         extra="forbid", strict=True, json_schema_extra={"examples": [{"thresholds": [50, 80, 100]}]}
     )
 
-    thresholds: list[int] = Field(
+    thresholds: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         max_length=10,
         description="Whole percentages of the monthly quota, 1 to 100; an empty list sends no "
         "`quota.threshold_reached`.",

@@ -78,7 +78,26 @@ def _deliveries() -> DeliveryQueue:
     tag="webhooks",
     body=CreateWebhookIn,
     replies=(
-        Reply(201, "The endpoint, with its signing secret: store it now.", WebhookSecretOut),
+        Reply(
+            201,
+            "The endpoint, with its signing secret: store it now.",
+            WebhookSecretOut,
+            links={
+                name: {
+                    "operationId": operation_id,
+                    "parameters": {"webhookId": "$response.body#/id"},
+                    "description": f"The new endpoint's id {what}.",
+                }
+                for name, operation_id, what in (
+                    ("GetWebhook", "get_webhook", "reads it"),
+                    ("DeleteWebhook", "delete_webhook", "deletes it"),
+                    ("RotateSecret", "rotate_webhook_secret", "rotates its secret"),
+                    ("EnableWebhook", "enable_webhook", "enables it"),
+                    ("TestWebhook", "test_webhook", "sends it a test event"),
+                    ("ListDeliveries", "list_webhook_deliveries", "lists its deliveries"),
+                )
+            },
+        ),
         Reply(409, "The account already has 10 endpoints."),
     ),
 )

@@ -15,7 +15,7 @@ from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
 
 CONFIG = Path(__file__).parents[1] / "schemathesis.toml"
-OPERATIONS = 9  # every operation of the OpenAPI document
+OPERATIONS = 20  # every operation of the OpenAPI document
 CHECKS = (
     "not_a_server_error",
     "response_schema_conformance",

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
+from standardwebhooks.webhooks import Webhook
 
 from tests.support.accounts import Customer, new_customer
 from tests.support.events import seed_calls
 from tests.support.web import web_process
+from tests.support.webhook_receiver import WebhookReceiver
 from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
+from timo_hub.webhooks.delivery import attempt_delivery
 from timo_hub_client import (
     AuthenticationError,
+    ConflictError,
     NotFoundError,
     QuotaExceededError,
     RequestRejectedError,
@@ -126,3 +130,124 @@ def test_service_unavailable_is_retried_with_backoff(settings: Settings, runtime
     assert session.sent == 3
     # The server says Retry-After: 1, which is longer than the client's own backoff.
     assert waits == [1.0, 1.0]
+
+
+def test_webhook_endpoints_deliveries_and_replays(
+    server: str, runtime: Runtime, settings: Settings, customer: Customer
+) -> None:
+    client = TimoHubClient(server, customer.secret)
+    with WebhookReceiver() as receiver:
+        url = receiver.url_for("/hooks/timo")
+        created = client.create_webhook(url, ["quota.threshold_reached", "key.created"], "ops")
+        assert created.secret.startswith("whsec_") and created.enabled
+        assert created.events == ["quota.threshold_reached", "key.created"]
+        assert created.url == url and created.description == "ops"
+        (listed,) = client.list_webhooks()
+        assert listed.id == created.id and "secret" not in listed.model_dump()
+        assert client.get_webhook(created.id).url == url
+
+        queued = client.test_webhook(created.id)
+        assert queued.id.startswith("msg_") and queued.type == "webhook.test"
+        assert queued.state == "pending" and queued.attempts == []
+        # No worker runs here: make the attempt the worker would (a no-op if one got it first).
+        attempt_delivery(runtime.database, settings, queued.id)
+        (request,) = receiver.wait_for(1)
+        verified = Webhook(created.secret).verify(request.body, request.headers)
+        assert verified["type"] == "webhook.test"
+        assert request.headers["webhook-id"] == queued.id
+
+        (logged,) = client.webhook_deliveries(created.id, limit=10)
+        assert logged.id == queued.id and logged.state == "succeeded"
+        (attempt,) = logged.attempts
+        assert attempt.attempt == 1 and attempt.status_code == 200
+        assert attempt.latency_ms is not None and logged.next_attempt_at is None
+        assert logged.payload["data"]["endpoint_id"] == str(created.id)
+
+        rotated = client.rotate_webhook_secret(created.id)
+        assert rotated.secret.startswith("whsec_") and rotated.secret != created.secret
+        overlap = rotated.previous_secret_expires_at
+        assert overlap is not None
+        assert abs(overlap - datetime.now(UTC) - timedelta(hours=24)) < timedelta(minutes=1)
+
+        replayed = client.replay_webhook_delivery(created.id, queued.id)
+        assert replayed.id == queued.id and replayed.state == "pending"
+        assert len(replayed.attempts) == 1  # the first round's attempt stays in the log
+        attempt_delivery(runtime.database, settings, queued.id)
+        _, again = receiver.wait_for(2)
+        # The same webhook-id, signed by both secrets during the overlap: either verifies.
+        assert again.headers["webhook-id"] == queued.id
+        for secret in (created.secret, rotated.secret):
+            assert Webhook(secret).verify(again.body, again.headers)["type"] == "webhook.test"
+
+    assert client.enable_webhook(created.id).enabled  # already enabled: unchanged
+    client.delete_webhook(created.id)
+    assert client.list_webhooks() == []
+    with pytest.raises(NotFoundError):
+        client.get_webhook(created.id)
+
+
+def test_webhook_errors(server: str, runtime: Runtime, customer: Customer) -> None:
+    client = TimoHubClient(server, customer.secret)
+    for url in ("ftp://x", "ftp://example.com/hooks"):
+        with pytest.raises(RequestRejectedError) as refused:
+            client.create_webhook(url, ["key.created"])
+        assert refused.value.status == 422 and refused.value.errors[0]["field"] == "url"
+    with pytest.raises(RequestRejectedError) as unknown:
+        client.create_webhook("https://example.com/hooks", ["quota.nonsense"])
+    assert unknown.value.status == 422 and unknown.value.errors[0]["field"] == "events.0"
+    # Another account's endpoint does not exist for this one, whatever the operation.
+    other = TimoHubClient(server, new_customer(runtime).secret)
+    theirs = other.create_webhook("http://127.0.0.1:9/hook", ["key.created"]).id
+    delivery = other.test_webhook(theirs).id
+    for call in (
+        lambda: client.get_webhook(theirs),
+        lambda: client.delete_webhook(theirs),
+        lambda: client.rotate_webhook_secret(theirs),
+        lambda: client.enable_webhook(theirs),
+        lambda: client.test_webhook(theirs),
+        lambda: client.webhook_deliveries(theirs),
+        lambda: client.replay_webhook_delivery(theirs, delivery),
+    ):
+        with pytest.raises(NotFoundError) as missing:
+            call()
+        assert missing.value.status == 404
+    assert other.get_webhook(theirs).enabled
+    with pytest.raises(NotFoundError):
+        other.replay_webhook_delivery(theirs, "msg_" + "0" * 32)
+    with pytest.raises(RequestRejectedError):
+        other.webhook_deliveries(theirs, limit=0)
+
+
+def test_too_many_endpoints_is_a_conflict(server: str, customer: Customer) -> None:
+    client = TimoHubClient(server, customer.secret)
+    for n in range(10):
+        client.create_webhook(f"http://127.0.0.1:9/hook/{n}", ["key.revoked"])
+    with pytest.raises(ConflictError) as full:
+        client.create_webhook("http://127.0.0.1:9/hook/10", ["key.revoked"])
+    assert full.value.status == 409
+
+
+def test_private_addresses_are_refused_unless_the_operator_allows_them(
+    settings: Settings, customer: Customer
+) -> None:
+    strict = settings.model_copy(update={"webhooks_allow_private": False})
+    with web_process(strict) as base:
+        client = TimoHubClient(base, customer.secret)
+        for url in ("http://127.0.0.1:8080/hook", "https://169.254.169.254/latest"):
+            with pytest.raises(RequestRejectedError) as refused:
+                client.create_webhook(url, ["key.created"])
+            assert refused.value.status == 422 and refused.value.errors[0]["field"] == "url"
+        assert client.list_webhooks() == []
+
+
+def test_alert_thresholds(server: str, customer: Customer) -> None:
+    client = TimoHubClient(server, customer.secret)
+    assert client.alert_thresholds() == [50, 80, 100]
+    assert client.set_alert_thresholds([90, 25, 90]) == [25, 90]
+    assert client.alert_thresholds() == [25, 90]
+    assert client.set_alert_thresholds([]) == []
+    with pytest.raises(RequestRejectedError) as refused:
+        client.set_alert_thresholds([0, 101])
+    assert refused.value.status == 422
+    assert [e["field"] for e in refused.value.errors] == ["thresholds.0", "thresholds.1"]
+    assert client.alert_thresholds() == []

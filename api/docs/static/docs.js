@@ -9,6 +9,12 @@ const SHOWN_HEADERS = [
   "Retry-After",
   "X-Request-ID",
 ];
+// Where the console's path parameters come from.
+const PLACEHOLDERS = {
+  keyId: "a key id from GET /auth/keys",
+  webhookId: "an endpoint id from GET /webhooks",
+  deliveryId: "msg_… from GET /webhooks/{webhookId}/deliveries",
+};
 
 function element(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -93,7 +99,7 @@ function renderParameters(spec, chosen) {
     } else {
       input = element("input", { id, name: p.name, "data-in": p.in, type: "text" });
       if (s.default !== undefined) input.value = s.default;
-      if (s.format === "uuid") input.placeholder = "a key id from GET /auth/keys";
+      if (PLACEHOLDERS[p.name]) input.placeholder = PLACEHOLDERS[p.name];
     }
     container.append(element("label", { for: id, text: `${p.name} (${p.in})` }), input);
   }
@@ -146,8 +152,10 @@ async function send(chosen) {
 }
 
 async function main() {
-  const first = document.getElementById("first-request");
-  first.textContent = first.textContent.replace("https://your-host", window.location.origin);
+  // The curl examples (the first request's, the webhooks') name this server.
+  for (const code of document.querySelectorAll("pre code")) {
+    code.textContent = code.textContent.replaceAll("https://your-host", window.location.origin);
+  }
   const response = await fetch(SPEC_URL);
   const spec = await response.json();
   document.getElementById("version").textContent = `Version ${spec.info.version}`;

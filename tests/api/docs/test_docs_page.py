@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
+import types
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from jsonschema import Draft202012Validator
+from standardwebhooks.webhooks import Webhook
 
 from api.docs import STATIC
 from tests.support.accounts import Customer
@@ -34,6 +40,99 @@ def test_nothing_is_loaded_from_elsewhere() -> None:
         assert 'fetch("http' not in text and "fetch('http" not in text, path.name
 
 
+def _webhooks_section(client: FlaskClient) -> str:
+    page = client.get("/docs").get_data(as_text=True)
+    found = re.search(r'<section id="webhooks">(.*?)</section>', page, re.S)
+    assert found, "no Webhooks section"
+    return found.group(1)
+
+
+def test_webhooks_section_covers_every_operation_event_and_rule(client: FlaskClient) -> None:
+    section = _webhooks_section(client)
+    text = html.unescape(re.sub(r"<[^>]+>", "", section))
+    document = client.get("/api/v1/openapi.json").get_json()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if operation["tags"] == ["webhooks"]:
+                assert f"/api/v1{path}" in text, (method, path)
+    for kind in document["webhooks"]:
+        assert kind in text, kind
+    for phrase in (
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "whsec_",
+        "standardwebhooks",
+        "At least once",
+        "5 s, 5 min, 30 min, 2 h, 5 h, then every 10 h",
+        "±20%",
+        "about 3 days",
+        "10 seconds",
+        "Redirects are not followed",
+        "410 Gone",
+        "5 days",
+        "24 hours",
+        "https",
+        "public addresses only",
+        "50, 80 and 100",
+        "once per account, kind and UTC month",
+    ):
+        assert phrase in text, phrase
+
+
+def test_webhook_payload_examples_match_the_document(client: FlaskClient) -> None:
+    document = client.get("/api/v1/openapi.json").get_json()
+    examples = re.findall(
+        r'<code class="webhook-example" data-event="([^"]+)">(.*?)</code>',
+        _webhooks_section(client),
+        re.S,
+    )
+    assert len(examples) == 4
+    for kind, text in examples:
+        payload = json.loads(html.unescape(text))
+        assert payload["type"] == kind
+        schema = document["webhooks"][kind]["post"]["requestBody"]["content"]["application/json"]
+        root = {"$ref": schema["schema"]["$ref"], "components": document["components"]}
+        Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER).validate(
+            payload
+        )
+
+
+def test_the_python_receiver_example_verifies_and_deduplicates(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    found = re.search(
+        r'<code id="webhook-receiver-example">(.*?)</code>', _webhooks_section(client), re.S
+    )
+    assert found
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    monkeypatch.setenv("TIMO_WEBHOOK_SECRET", secret)
+    receiver = types.ModuleType("receiver")
+    exec(compile(html.unescape(found.group(1)), "receiver.py", "exec"), receiver.__dict__)
+    hooks = receiver.app.test_client()
+    body = json.dumps(
+        {
+            "type": "quota.threshold_reached",
+            "timestamp": "2026-12-14T09:21:07.482Z",
+            "data": {"threshold": 80, "used": 800, "limit": 1000},
+        }
+    )
+    now = datetime.now(UTC)
+    headers = {
+        "webhook-id": "msg_" + "ab" * 16,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign("msg_" + "ab" * 16, now, body),
+        "Content-Type": "application/json",
+    }
+    assert hooks.post("/hooks/timo", data=body, headers=headers).status_code == 204
+    assert capsys.readouterr().out == "80% of the quota used: 800 of 1000\n"
+    # The same delivery again (a retry): acknowledged, not handled twice.
+    assert hooks.post("/hooks/timo", data=body, headers=headers).status_code == 204
+    assert capsys.readouterr().out == ""
+    forged = {**headers, "webhook-id": "msg_" + "cd" * 16}
+    assert hooks.post("/hooks/timo", data=body, headers=forged).status_code == 400
+
+
 @pytest.fixture(scope="module")
 def server(settings: Settings) -> Iterator[str]:
     with web_process(settings) as base:
@@ -50,6 +149,8 @@ def test_console_runs_the_quota_call_in_a_real_browser(server: str, customer: Cu
         expect(page.locator("body")).to_have_attribute("data-ready", "true")
         # The reference is built from the OpenAPI document.
         expect(page.locator("#op-get_quota")).to_contain_text("/api/v1/account/quota")
+        expect(page.locator("#op-create_webhook")).to_contain_text("/api/v1/webhooks")
+        expect(page.locator("#webhook-register + pre")).to_contain_text(f"{server}/api/v1/webhooks")
         page.fill("#api-key", customer.secret)
         page.select_option("#operation", label="GET /api/v1/account/quota")
         page.click("#send")
