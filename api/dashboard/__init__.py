@@ -1,4 +1,5 @@
-"""The customer dashboard: sign up and sign in, usage and forecast pages, the Settings page.
+"""The customer dashboard: sign up and sign in, usage and forecast pages, the Settings page,
+the Alerts page with the account's webhook endpoints and their delivery logs.
 
 Server-rendered pages for people, beside the API for programs. Forms work without JavaScript;
 `static/dashboard.js` only enhances (charts drawn from the tables that carry their data, a copy
@@ -46,4 +47,5 @@ from api.dashboard import (  # noqa: E402
     security,
     sessions,
     sign_in_pages,  # noqa: F401
+    webhook_pages,  # noqa: F401
 )

@@ -1,4 +1,5 @@
-"""The signed-in pages: overview, usage, keys (the Settings page), alerts and plans.
+"""The signed-in pages: overview, usage, keys (the Settings page) and plans (the Alerts page is
+`webhook_pages`).
 
 Every page takes the account from the signed-in user (`viewer()`), never from the URL or a form,
 so a session can see and change only its own account: a key id of another account is simply not
@@ -23,17 +24,18 @@ from api.current import current_runtime
 from api.dashboard import blueprint, display, sessions
 from api.dashboard.forms import ConfirmForm, NewKeyForm
 from api.dashboard.viewer import sign_in_required, viewer
-from api.gate import QUOTA_EXTENSION
+from api.gate import DELIVERIES_EXTENSION, QUOTA_EXTENSION
 from api.v1.schemas import FORBIDDEN_NAME_CATEGORIES
 from timo_hub.accounts import service as accounts
 from timo_hub.errors import DomainError
 from timo_hub.quota.enforcer import QuotaEnforcer
-from timo_hub.usage import alerts, forecasts, statistics
+from timo_hub.usage import forecasts, statistics
 from timo_hub.usage.forecast_body import ForecastOut
+from timo_hub.webhooks import endpoints as webhook_endpoints
+from timo_hub.webhooks import key_events
 
 logger = logging.getLogger(__name__)
 
-MAX_ALERTS = 100
 # Characters that reorder the text after them: a name could read as another key's.
 _DIRECTION_OVERRIDES = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -63,6 +65,8 @@ def overview() -> ResponseReturnValue:
             forecast.exhaustion_range80.probability if forecast else None
         ),
         today=now.date(),
+        # An endpoint that answered 410, or failed for days, was disabled: its owner is told here.
+        disabled_webhooks=webhook_endpoints.disabled(runtime.database, account.id),
     )
 
 
@@ -94,7 +98,8 @@ def keys() -> ResponseReturnValue:
             form.fail("name", "Use visible characters, without direction overrides.")
         else:
             try:
-                issued = accounts.issue_key(runtime, account_id, name)
+                deliveries = current_app.extensions[DELIVERIES_EXTENSION]
+                issued = key_events.issue_key(runtime, deliveries, account_id, name)
             except DomainError as exc:
                 form.fail("name", exc.detail)
             else:
@@ -104,6 +109,10 @@ def keys() -> ResponseReturnValue:
                 return redirect(url_for("dashboard.keys"), 303)
     # A HEAD (a link preview, a prefetch) must not use up the one showing.
     new_key = sessions.take_once() if request.method == "GET" else None
+    if new_key is not None and "kind" in new_key:
+        # A webhook's signing secret, held for the Alerts page: it stays there.
+        sessions.hold_once(new_key)
+        new_key = None
     listed = accounts.list_keys(runtime, account_id)
     status = 422 if form.errors else 200
     return render_template("keys.html", keys=listed, form=form, new_key=new_key), status
@@ -128,14 +137,6 @@ def revoke(key_id: str) -> ResponseReturnValue:
     authenticator.revoke(key.id, account_id)
     flash(f"Key “{key.name}” ({key.prefix}…) is revoked; calls with it are refused.", "info")
     return redirect(url_for("dashboard.keys"), 303)
-
-
-@blueprint.get("/dashboard/alerts")
-@sign_in_required
-def alerts_page() -> ResponseReturnValue:
-    """The account's projected-quota alerts, newest first."""
-    stored = alerts.account_alerts(current_runtime().database, viewer().account_id, MAX_ALERTS)
-    return render_template("alerts.html", alerts=stored, alert_words=display.ALERT_WORDS)
 
 
 @blueprint.get("/dashboard/plans")

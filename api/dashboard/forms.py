@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, StringField
+from wtforms import EmailField, PasswordField, SelectMultipleField, StringField, URLField
 from wtforms.validators import DataRequired, Length
 
+from timo_hub.accounts.service import MAX_ALERT_THRESHOLDS
 from timo_hub.people.passwords import MAX_LENGTH, MIN_LENGTH
+from timo_hub.webhooks import endpoints, event_types
 
 _PASSWORD_LENGTH = Length(
     min=MIN_LENGTH,
@@ -73,6 +75,55 @@ class NewKeyForm(_Form):
         "Key name",
         validators=[DataRequired(), Length(max=100)],
         description="What the key is for, e.g. “CI” or “production server”.",
+    )
+
+
+# What each event is, in the page's words (the checkboxes of a new webhook endpoint).
+EVENT_WORDS = {
+    event_types.THRESHOLD_REACHED: "This month's calls reached one of your alert thresholds.",
+    event_types.EXHAUSTED: "The quota is used up: the month's first call was refused.",
+    event_types.EXHAUSTION_PROJECTED: "The forecast says the quota will run out this month.",
+    event_types.KEY_CREATED: "An API key was created.",
+    event_types.KEY_REVOKED: "An API key was revoked.",
+}
+
+
+class WebhookForm(_Form):
+    url = URLField(
+        "Endpoint URL",
+        validators=[
+            DataRequired(message="Enter the URL events are to be sent to."),
+            Length(max=2000, message="A URL is at most 2,000 characters."),
+        ],
+        description="Where to POST events: https, on a public address.",
+    )
+    # One checkbox per `EVENT_WORDS` entry (the page draws them). The domain checks the events
+    # (known, at least one) and says what is wrong in its words.
+    events = SelectMultipleField(
+        "Events to send",
+        default=[event_types.THRESHOLD_REACHED, event_types.EXHAUSTED],
+        validate_choice=False,
+    )
+    description = StringField(
+        "Description (optional)",
+        validators=[
+            Length(
+                max=endpoints.MAX_DESCRIPTION,
+                message=f"A description is at most {endpoints.MAX_DESCRIPTION} characters.",
+            )
+        ],
+        description="What it is for, e.g. “billing alerts to Slack”.",
+    )
+
+
+class ThresholdsForm(_Form):
+    thresholds = StringField(
+        "Alert thresholds (% of the monthly quota)",
+        validators=[Length(max=100, message="That is longer than any ten percentages.")],
+        description=(
+            f"Comma-separated whole percentages from 1 to 100, at most "
+            f"{MAX_ALERT_THRESHOLDS}, e.g. “50, 80, 100”. Empty: none."
+        ),
     )
 
 

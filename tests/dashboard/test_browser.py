@@ -222,16 +222,32 @@ def test_pages_fit_a_phone_screen(browser: Browser, server: str) -> None:
     page = context.new_page()
     _sign_up(page, server)
     overflowing = []
-    for path in PAGES:
-        page.goto(f"{server}{path}")
-        if path == "/dashboard":
-            _expect_chart_drawn(page)
+
+    def measure(what: str) -> None:
         expect(page.locator("body")).to_be_visible()
         width = page.evaluate(
             "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
         )
         if width[0] > width[1] + 1:
-            overflowing.append(f"{path}: scrollWidth {width[0]} > clientWidth {width[1]}")
+            overflowing.append(f"{what}: scrollWidth {width[0]} > clientWidth {width[1]}")
+
+    for path in PAGES:
+        page.goto(f"{server}{path}")
+        if path == "/dashboard":
+            _expect_chart_drawn(page)
+        measure(path)
+    # The Alerts page with a webhook endpoint (a long URL, its secret shown once), and the
+    # endpoint's delivery log with a delivery in it.
+    page.goto(f"{server}/dashboard/alerts")
+    page.fill("#url", "http://127.0.0.1:9/" + "a-rather-long-path-segment/" * 8)
+    page.check("input[name=events][value='key.created']")
+    page.get_by_role("button", name="Add endpoint").click()
+    expect(page.locator("code#new-webhook-secret")).to_have_text(re.compile(r"^whsec_"))
+    measure("/dashboard/alerts with an endpoint")
+    page.locator("#webhooks-table a.log-link").first.click()
+    page.get_by_role("button", name="Send test").click()
+    expect(page.locator("section.delivery")).to_have_count(1)
+    measure("a delivery log")
     context.close()
     assert not overflowing, "pages wider than the phone:\n" + "\n".join(overflowing)
     watch.assert_clean()

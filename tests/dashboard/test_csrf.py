@@ -23,6 +23,14 @@ def _dashboard_posts(app: Flask) -> list[str]:
 def test_every_dashboard_post_is_listed_here(app: Flask) -> None:
     # A new form must be added to the refusal tests below by whoever adds it.
     assert _dashboard_posts(app) == [
+        "/dashboard/alerts/thresholds",
+        "/dashboard/alerts/webhooks",
+        "/dashboard/alerts/webhooks/00000000-0000-0000-0000-000000000000/delete",
+        "/dashboard/alerts/webhooks/00000000-0000-0000-0000-000000000000/deliveries/"
+        "00000000-0000-0000-0000-000000000000/replay",
+        "/dashboard/alerts/webhooks/00000000-0000-0000-0000-000000000000/enable",
+        "/dashboard/alerts/webhooks/00000000-0000-0000-0000-000000000000/rotate",
+        "/dashboard/alerts/webhooks/00000000-0000-0000-0000-000000000000/test",
         "/dashboard/keys",
         "/dashboard/keys/00000000-0000-0000-0000-000000000000/revoke",
         "/dashboard/password",
