@@ -6,6 +6,8 @@ from celery.schedules import crontab
 
 HEARTBEAT_INTERVAL_SECONDS = 15.0
 RECONCILE_INTERVAL_SECONDS = 60.0
+PROJECTION_REFRESH_INTERVAL_SECONDS = 600.0
+WEBHOOK_DISPATCH_INTERVAL_SECONDS = 5.0
 
 BEAT_SCHEDULE = {
     "analytics-forecast-all": {
@@ -14,6 +16,15 @@ BEAT_SCHEDULE = {
         "schedule": crontab(hour=0, minute=20),
         # A run missed by more than a few hours is superseded by on-demand forecasts anyway.
         "options": {"expires": 6 * 3600},
+    },
+    "analytics-refresh-projections": {
+        "task": "timo.analytics.refresh_projections",
+        # During the day: accounts running ahead of their forecast's band, or past half their
+        # quota with a forecast over an hour old, so a projected exhaustion is announced the day it
+        # becomes likely. Picking them is one query; a run not started within its interval is
+        # superseded by the next.
+        "schedule": PROJECTION_REFRESH_INTERVAL_SECONDS,
+        "options": {"expires": PROJECTION_REFRESH_INTERVAL_SECONDS},
     },
     "events-maintain-partitions": {
         "task": "timo.events.maintain_partitions",
@@ -26,6 +37,20 @@ BEAT_SCHEDULE = {
         # bug) over-admits for at most a minute; a run costs one grouped read of the month's
         # usage and one pipelined read per 500 accounts. Restarts, failovers and lost counters
         # do not wait for this: the next call rebuilds them exactly.
+        "schedule": RECONCILE_INTERVAL_SECONDS,
+        "options": {"expires": RECONCILE_INTERVAL_SECONDS},
+    },
+    "webhooks-dispatch-due": {
+        "task": "timo.webhooks.dispatch_due",
+        # Retries come due here, and deliveries whose first send was lost (the web process or a
+        # worker died before queueing or finishing it) are sent again; a run is one indexed query.
+        "schedule": WEBHOOK_DISPATCH_INTERVAL_SECONDS,
+        "options": {"expires": WEBHOOK_DISPATCH_INTERVAL_SECONDS},
+    },
+    "webhooks-catch-up": {
+        "task": "timo.webhooks.catch_up",
+        # The backstop of the quota events noticed at admission: a web process killed between
+        # noticing a threshold and recording it leaves it to this run (one grouped query).
         "schedule": RECONCILE_INTERVAL_SECONDS,
         "options": {"expires": RECONCILE_INTERVAL_SECONDS},
     },

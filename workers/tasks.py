@@ -19,7 +19,7 @@ from timo_hub.platform.heartbeat import record_heartbeat
 from timo_hub.quota import metrics as quota_metrics
 from timo_hub.quota import reconcile as reconciliation
 from timo_hub.quota.period import period_containing
-from timo_hub.usage import forecasts
+from timo_hub.usage import forecasts, projection_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -137,3 +137,29 @@ def forecast_account(self: Task, account_id: str, as_of: str | None = None) -> d
         logger.exception("forecast failed for account %s", account_id)
         return {"account_id": account_id, "failed": True}
     return {"account_id": account_id, "model": outcome.model, "alerts": list(outcome.alerts_raised)}
+
+
+@shared_task(name="timo.analytics.refresh_projections", ignore_result=True)
+def refresh_projections() -> dict[str, int]:
+    """Recompute the projections that have moved since the nightly run, and raise their alerts.
+
+    Which accounts are due, and in what order, is decided in `timo_hub.usage.projection_refresh`;
+    a run that finds none costs one query, and a long one ends before the next is due.
+    """
+    outcome = projection_refresh.refresh(current_app.runtime.database, datetime.now(UTC))
+    logger.info(
+        "projection refresh: %d account(s) due, %d refreshed, %d failed, %d left for the next "
+        "run, %d alert(s) raised",
+        outcome.due,
+        outcome.refreshed,
+        outcome.failed,
+        outcome.deferred,
+        outcome.alerts_raised,
+    )
+    return {
+        "due": outcome.due,
+        "refreshed": outcome.refreshed,
+        "failed": outcome.failed,
+        "deferred": outcome.deferred,
+        "alerts": outcome.alerts_raised,
+    }

@@ -8,7 +8,7 @@ from flask import current_app
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
-from api.current import current_principal, current_runtime
+from api.current import current_admission, current_principal, current_runtime
 from api.openapi.registry import Reply, operation
 from api.query import parse_query
 from api.v1 import blueprint
@@ -60,12 +60,16 @@ def get_usage_stats() -> ResponseReturnValue:
 def get_usage_forecast() -> ResponseReturnValue:
     """Predicted daily calls, the month's projection and the quota exhaustion date."""
     query = parse_query(UsageForecastQuery)
+    # The month's count as the quota counter had it when it admitted this call (what
+    # `/account/quota` answers): a stored forecast that has fallen behind it is recomputed, so the
+    # two cannot disagree by more than `forecasts.STALE_USED_SHARE` of the limit.
     body = forecasts.get_forecast(
         current_runtime().database,
         current_principal().account_id,
         days=query.days,
         model=query.model,
         now=datetime.now(UTC),
+        live_used=current_admission().used,
     )
     return _json(body)
 

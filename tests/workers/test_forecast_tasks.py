@@ -13,6 +13,7 @@ from tests.support.events import seed_calls
 from tests.support.waiting import eventually
 from timo_hub.accounts import service
 from timo_hub.platform.runtime import Runtime
+from timo_hub.usage import forecasts
 from workers.celery_app import TimoCelery
 from workers.tasks import (
     forecast_account,
@@ -21,7 +22,9 @@ from workers.tasks import (
     ingest_events,
     maintain_partitions,
     reconcile_quota,
+    refresh_projections,
 )
+from workers.webhook_tasks import catch_up, deliver, dispatch_due
 
 # What beat must run, written out here rather than read from `workers.schedule`, so that an entry
 # removed, renamed, pointed at another task or given another interval there fails this test.
@@ -29,15 +32,26 @@ from workers.tasks import (
 INTENDED_SCHEDULE = {
     # Nightly at 00:20 UTC, once the UTC day has closed; a run late by hours is dropped.
     "analytics-forecast-all": (forecast_all.name, crontab(minute=20, hour=0), {"expires": 21600}),
+    # Projections that moved during the day, every ten minutes; a late run gives way to the next.
+    "analytics-refresh-projections": (
+        refresh_projections.name,
+        timedelta(minutes=10),
+        {"expires": 600.0},
+    ),
     # Partitions for the coming months, and retention's drops, hourly.
     "events-maintain-partitions": (maintain_partitions.name, timedelta(hours=1), {}),
     # Counters raised to what PostgreSQL proves, every minute (README: "each minute").
     "quota-reconcile": (reconcile_quota.name, timedelta(minutes=1), {"expires": 60.0}),
+    # Webhook retries come due, and first sends that were lost are sent again, every 5 s.
+    "webhooks-dispatch-due": (dispatch_due.name, timedelta(seconds=5), {"expires": 5.0}),
+    # Quota events a killed web process noticed but did not record, every minute.
+    "webhooks-catch-up": (catch_up.name, timedelta(minutes=1), {"expires": 60.0}),
     # The liveness stamp health reports; a stale one is dropped, not queued.
     "workers-heartbeat": (heartbeat.name, timedelta(seconds=15), {"expires": 15.0}),
 }
-# Tasks that run on demand (a shipped batch, one account of the nightly run), never from beat.
-ON_DEMAND_TASKS = {ingest_events.name, forecast_account.name}
+# Tasks that run on demand (a shipped batch, one account of the nightly run, one webhook
+# delivery), never from beat.
+ON_DEMAND_TASKS = {ingest_events.name, forecast_account.name, deliver.name}
 
 
 def test_beat_schedules_every_periodic_task_at_its_interval(celery_app: TimoCelery) -> None:
@@ -112,3 +126,25 @@ def test_forecast_all_stores_a_forecast_per_active_account(
     assert set(rows) == {heavy.account.id, quiet.account.id}
     assert all(row == (30, "auto", today) for row in rows.values())
     assert "projected_80_percent" in alerts()
+
+
+def test_refresh_projections_announces_a_surge_on_a_worker(
+    runtime: Runtime, celery_app: TimoCelery, celery_worker: object
+) -> None:
+    surging = new_customer(runtime, plan="free")
+    now = datetime.now(UTC)
+    today = now.date()
+    seed_calls(runtime, surging.account.id, {today - timedelta(days=n): 10 for n in range(1, 31)})
+    forecasts.run_nightly(runtime.database, surging.account.id, now)  # about 300 projected
+    seed_calls(runtime, surging.account.id, {today: 900})  # then a surge, ingested
+
+    celery_app.send_task(refresh_projections.name)
+
+    def kinds() -> set[str]:
+        with runtime.database.connection() as conn:
+            rows = conn.execute(
+                "SELECT kind FROM usage_alerts WHERE account_id = %s", (surging.account.id,)
+            )
+            return {row[0] for row in rows}
+
+    eventually(lambda: "projected_exhaustion" in kinds(), timeout=60)

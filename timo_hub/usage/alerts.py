@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Literal
 
 import psycopg
 
 from timo_hub.platform.db import Database
+from timo_hub.webhooks import event_types, notifications
 
 if TYPE_CHECKING:
     from analytics.month_projection import MonthProjection
@@ -99,6 +100,33 @@ def account_alerts(database: Database, account_id: uuid.UUID, limit: int) -> lis
         return list_alerts(conn, account_id, limit)
 
 
+def exhaustion_data(account_id: uuid.UUID, projection: MonthProjection) -> dict[str, object]:
+    """`quota.exhaustion_projected`: the figures `GET /api/v1/usage/forecast` gives."""
+
+    def day(value: date | None) -> str | None:
+        return None if value is None else value.isoformat()
+
+    return {
+        "account_id": str(account_id),
+        "month": event_types.month_label(projection.first_day),
+        "limit": projection.limit,
+        "used": projection.used,
+        "exhaustion_date": day(projection.exhaustion_date),
+        "exhaustion_range80": {
+            "earliest": day(projection.exhaustion_earliest),
+            "latest": day(projection.exhaustion_latest),
+            "probability": (
+                None
+                if projection.exhaustion_probability is None
+                else round(projection.exhaustion_probability, 3)
+            ),
+        },
+        "projected_total": round(projection.projected_total, 1),
+        "projected_total_lower80": round(projection.projected_total_lower80, 1),
+        "projected_total_upper80": round(projection.projected_total_upper80, 1),
+    }
+
+
 def raise_alerts(
     database: Database, account_id: uuid.UUID, projection: MonthProjection
 ) -> tuple[str, ...]:
@@ -112,6 +140,17 @@ def raise_alerts(
         due.append(ALERT_EXHAUSTION)
     raised = []
     with database.connection() as conn:
+        if projection.exhaustion_date is not None:
+            # The webhook, once a month, in the same transaction as the alert it announces; the
+            # workers' dispatch run sends it within seconds.
+            notifications.notify(
+                conn,
+                account_id,
+                event_types.EXHAUSTION_PROJECTED,
+                event_types.month_label(projection.first_day),
+                exhaustion_data(account_id, projection),
+                datetime.now(UTC),
+            )
         for kind in due:
             if record_alert(
                 conn,

@@ -4,7 +4,10 @@ A forecast is computed from full UTC days of counted calls (those that count aga
 `timo_hub.quota.counting`) up to yesterday; today's calls so far feed only the month's projection.
 It is stored as the body the API serves (`forecast_body.ForecastOut`), keyed by account, UTC day,
 horizon and requested model, and served again for the rest of that day unless the account's plan
-limit changed or the body's shape did (`forecast_body.SCHEMA_VERSION`).
+limit changed, the body's shape did (`forecast_body.SCHEMA_VERSION`), or the history it was
+computed from did (an import, a late event or a backfill for a past day: the stored digest of the
+history no longer matches, `forecast_store`). Callers that know the month's live count pass it,
+and a body that has fallen behind it is recomputed too.
 
 Holding a pooled connection while a model fits would starve the web process, so every function
 reads in one short transaction, computes with no connection held, and writes in another.
@@ -45,6 +48,12 @@ STALE_USED_CALLS = 10
 # Stored forecasts older than this are deleted by the nightly run.
 FORECAST_RETENTION_DAYS = 7
 
+# The most history a model sees (`analytics.history.daily_history`'s `max_days`), set here rather
+# than read from there: this module is imported by web workers, which must not import pandas to
+# serve a stored forecast. A forecast reads one day more (the account's partial first day may be
+# that one), and its stored digest covers every day it read before today.
+HISTORY_DAYS = 365
+
 
 @dataclass(frozen=True)
 class NightlyOutcome:
@@ -67,16 +76,24 @@ def get_forecast(
     """The account's forecast: today's stored one if fresh and current, else computed and stored.
 
     A stored body written by another version of the body's shape, or one that no longer
-    validates, is recomputed rather than served. With `live_used` (the month's calls as the
-    quota counter has them now), so is one made before the month moved on by more than
-    `STALE_USED_SHARE` of the limit: a page showing both must not show a gauge at its limit
-    beside a projection from the morning.
+    validates, or one computed from a history that has changed since (the counted calls of any
+    day before today), is recomputed rather than served. With `live_used` (the month's calls as
+    the quota counter has them now), so is one made before the month moved on by more than
+    `STALE_USED_SHARE` of the limit: a page or a client showing both must not show a gauge at
+    its limit beside a projection from the morning.
     """
     today = now.date()
     with database.connection() as conn:
         account = _account(conn, account_id)
         stored = forecast_store.fresh_forecast(
-            conn, account_id, today, days, model, account.monthly_limit, SCHEMA_VERSION
+            conn,
+            account_id,
+            today,
+            days,
+            model,
+            account.monthly_limit,
+            SCHEMA_VERSION,
+            history_first(today),
         )
     if stored is not None:
         try:
@@ -147,6 +164,11 @@ def prune(database: Database, today: date) -> int:
         )
 
 
+def history_first(today: date) -> date:
+    """The first day of history a forecast made on `today` reads."""
+    return today - timedelta(days=HISTORY_DAYS + 1)
+
+
 def _account(conn: psycopg.Connection, account_id: uuid.UUID) -> accounts_store.Account:
     account = accounts_store.get_account(conn, account_id)
     if account is None:
@@ -165,14 +187,13 @@ def _compute_and_store(
     # Imported here, not at module level: a web worker should not pay for statsmodels at boot
     # (gunicorn's master imports it once before forking: `timo_hub.gunicorn_config`).
     from analytics.forecasting import forecast
-    from analytics.history import MAX_HISTORY_DAYS, daily_history
+    from analytics.history import daily_history
     from analytics.month_projection import PlanOption, project_month
 
     today = now.date()
     with database.connection() as conn:
-        counts = counted_calls_by_day(
-            conn, account.id, today - timedelta(days=MAX_HISTORY_DAYS + 1), today
-        )
+        # One statement, so the history, today's calls and the digest below are one snapshot.
+        counts = counted_calls_by_day(conn, account.id, history_first(today), today)
         plans = [
             PlanOption(
                 plan.name,
@@ -181,10 +202,12 @@ def _compute_and_store(
             )
             for plan in accounts_store.list_plans(conn)
         ]
+    past = {day: n for day, n in counts.items() if day < today}
     history = daily_history(
-        {day: n for day, n in counts.items() if day < today},
+        past,
         last_day=today - timedelta(days=1),
         partial_day=account.created_at.astimezone(UTC).date(),
+        max_days=HISTORY_DAYS,
     )
     first_day, last_day = months.month_start(today), months.last_day(today)
     horizon = max(days + 1, months.days_to_month_end(today))
@@ -209,5 +232,7 @@ def _compute_and_store(
             now,
             SCHEMA_VERSION,
             body.model_dump(mode="json"),
+            forecast_store.history_digest(past),
+            counts.get(today, 0),
         )
     return body, projection
