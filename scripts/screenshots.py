@@ -28,11 +28,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -131,6 +133,8 @@ def _environment(settings: Settings, port: int) -> dict[str, str]:
         "TIMO_BROKER_URL": settings.effective_broker_url,
         "TIMO_KEY_PEPPER": settings.key_pepper,
         "TIMO_SECRET_KEY": settings.secret_key,
+        # The demo's webhook receiver listens on 127.0.0.1.
+        "TIMO_WEBHOOKS_ALLOW_PRIVATE": "true",
         "PORT": str(port),
         "HOST": "127.0.0.1",
         "WEB_CONCURRENCY": "2",
@@ -336,6 +340,55 @@ def _eventually(condition: Callable[[], bool], failure: str, stack: Stack) -> No
         time.sleep(0.2)
 
 
+class _Receiver(BaseHTTPRequestHandler):
+    """The demo's webhook receiver: takes every delivery."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _webhooks(stack: Stack, key: str) -> str:
+    """Register two endpoints (one receiving, one whose server is down) and send each a test
+    event; the path of the receiving one's delivery log."""
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    auth = {"Authorization": f"Bearer {key}"}
+    made = []
+    for url, events in (
+        (
+            f"http://127.0.0.1:{receiver.server_address[1]}/hooks/timo",
+            ["quota.threshold_reached", "quota.exhausted", "quota.exhaustion_projected"],
+        ),
+        (f"http://127.0.0.1:{_free_port()}/hooks/keys", ["key.created", "key.revoked"]),
+    ):
+        answer = requests.post(
+            f"{stack.base}/api/v1/webhooks",
+            json={"url": url, "events": events, "description": "Billing alerts"},
+            headers=auth,
+            timeout=30,
+        )
+        answer.raise_for_status()
+        made.append(answer.json()["id"])
+        sent = requests.post(
+            f"{stack.base}/api/v1/webhooks/{made[-1]}/test", headers=auth, timeout=30
+        )
+        sent.raise_for_status()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        log = requests.get(
+            f"{stack.base}/api/v1/webhooks/{made[0]}/deliveries", headers=auth, timeout=30
+        ).json()
+        if log["deliveries"] and log["deliveries"][0]["state"] == "succeeded":
+            break
+        time.sleep(0.2)
+    return f"/dashboard/alerts/webhooks/{made[0]}"
+
+
 def _take_screenshots(
     stack: Stack, out: Path, chromium: str, days: int, timezone: str, email: str
 ) -> list[str]:
@@ -377,11 +430,14 @@ def _take_screenshots(
             _give_history(stack, account_id, days)
             _live_calls(stack, account_id, keys)
             print(f"  forecast: {stack.cli('forecast', 'run', '--account', account_id).strip()}")
+            log_path = _webhooks(stack, keys[0])
 
             for device, page in (("desktop", desktop), ("phone", phone)):
                 for name, path in PAGES:
                     page.goto(f"{stack.base}{path}")
                     written.append(_shoot(page, out, name, device))
+                page.goto(f"{stack.base}{log_path}")
+                written.append(_shoot(page, out, "webhook-log", device))
                 _create_key(page, stack.base, SHOWN_KEYS[device])
                 written.append(_shoot(page, out, "keys", device))
             for context in contexts.values():
