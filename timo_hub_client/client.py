@@ -155,12 +155,14 @@ class TimoHubClient:
         return self._call("POST", f"/webhooks/{webhook_id}/test", WebhookDelivery)
 
     def webhook_deliveries(
-        self, webhook_id: uuid.UUID | str, limit: int = 50
+        self, webhook_id: uuid.UUID | str, limit: int = 50, before: str | None = None
     ) -> list[WebhookDelivery]:
-        """The endpoint's last `limit` (1 to 100) deliveries, newest first, with every attempt."""
-        body = self._request(
-            "GET", f"/webhooks/{webhook_id}/deliveries", params={"limit": str(limit)}
-        )
+        """The endpoint's last `limit` (1 to 100) deliveries, newest first, with every attempt;
+        with `before` (a delivery's id, the last of a page), the ones older than it."""
+        params = {"limit": str(limit)}
+        if before is not None:
+            params["before"] = before
+        body = self._request("GET", f"/webhooks/{webhook_id}/deliveries", params=params)
         return [WebhookDelivery.model_validate(d) for d in body["deliveries"]]
 
     def replay_webhook_delivery(

@@ -54,6 +54,12 @@ BEAT_SCHEDULE = {
         "schedule": RECONCILE_INTERVAL_SECONDS,
         "options": {"expires": RECONCILE_INTERVAL_SECONDS},
     },
+    "webhooks-prune": {
+        "task": "timo.webhooks.prune",
+        # Daily, in the quiet hour after the nightly forecasts; deletes in small batches.
+        "schedule": crontab(hour=2, minute=10),
+        "options": {"expires": 6 * 3600},
+    },
     "workers-heartbeat": {
         "task": "timo.workers.heartbeat",
         "schedule": HEARTBEAT_INTERVAL_SECONDS,

@@ -11,7 +11,7 @@ from celery.app.task import Task
 from psycopg_pool import PoolTimeout
 
 from timo_hub.webhooks import catch_up as catching_up
-from timo_hub.webhooks import delivery, metrics
+from timo_hub.webhooks import delivery, metrics, retention
 from timo_hub.webhooks.dispatch import DELIVER_TASK, WEBHOOKS_QUEUE_NAME
 
 logger = logging.getLogger(__name__)
@@ -73,3 +73,10 @@ def catch_up() -> dict[str, int]:
             result.exhausted,
         )
     return {"thresholds": result.thresholds, "exhausted": result.exhausted}
+
+
+@shared_task(name="timo.webhooks.prune", ignore_result=True)
+def prune() -> dict[str, int]:
+    """Delete delivery logs and notifications past retention (`timo_hub.webhooks.retention`)."""
+    pruned = retention.prune(current_app.runtime.database, datetime.now(UTC))
+    return {"deliveries": pruned.deliveries, "notifications": pruned.notifications}

@@ -160,6 +160,11 @@ class DeliveryListQuery(BaseModel):
     limit: WholeNumber = Field(
         50, ge=1, le=endpoints.MAX_DELIVERIES_LISTED, description="How many, newest first."
     )
+    before: str | None = Field(
+        None,
+        pattern=r"^msg_[0-9a-f]{32}$",
+        description="A delivery's id: list those older than it (the last id of a page pages on).",
+    )
 
 
 class DeliveryListOut(BaseModel):

@@ -258,6 +258,7 @@ def list_webhook_deliveries(webhook_id: str) -> ResponseReturnValue:
         current_principal().account_id,
         _endpoint_id(webhook_id),
         limit=query.limit + 1,
+        before=query.before,
     )
     listed = [DeliveryOut.of(r.delivery, r.attempts) for r in records[: query.limit]]
     return _json(DeliveryListOut(deliveries=listed, has_more=len(records) > query.limit))

@@ -74,3 +74,21 @@ def test_a_refusal_in_the_event_log_at_the_limit_is_recorded_as_exhausted(
     assert catch_up.catch_up(runtime.database, now).exhausted == 1
     assert catch_up.catch_up(runtime.database, now).exhausted == 0
     assert ("quota.exhausted", now.strftime("%Y-%m")) in _recorded(runtime, customer.account.id)
+
+
+def test_early_in_a_month_last_months_missed_crossings_are_recorded_too(
+    runtime: Runtime,
+) -> None:
+    """Guards against a crossing in a month's last seconds, noticed by a process killed before
+    recording it, being lost because the next run already looks at the new month."""
+    customer = new_customer(runtime, "free")
+    last_month_end = datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC)
+    _set_used(runtime, customer.account.id, 820, last_month_end)
+    soon_after = datetime(2026, 12, 1, 0, 0, 30, tzinfo=UTC)
+    assert catch_up.catch_up(runtime.database, soon_after).thresholds == 2
+    assert ("quota.threshold_reached", "2026-11:80") in _recorded(runtime, customer.account.id)
+    # Later in the month only the month itself is looked at.
+    other = new_customer(runtime, "free")
+    _set_used(runtime, other.account.id, 820, last_month_end)
+    later = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    assert catch_up.catch_up(runtime.database, later).thresholds == 0

@@ -17,7 +17,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from tests.support.webhook_receiver import PlannedAnswer, WebhookReceiver
 from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
-from timo_hub.webhooks import delivery, endpoints, notifications, store
+from timo_hub.webhooks import delivery, endpoints, notifications, retention, store
 from timo_hub.webhooks.delivery import RETRY_DELAYS_SECONDS, attempt_delivery
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -334,3 +334,118 @@ def test_an_answer_holding_nul_is_recorded(
     endpoint_id = _endpoint_of(runtime, delivery_id)
     (record,) = endpoints.deliveries(runtime.database, account_id, endpoint_id, limit=1)
     assert record.attempts[0].response == "bad\ufffdanswer"
+
+
+def test_the_dispatch_run_does_not_queue_a_backlog_again_every_run(
+    runtime: Runtime, customer: object
+) -> None:
+    """Guards against the dispatch run queueing the same due delivery on each run while the
+    workers are behind (a backlog growing by up to 500 messages every 5 s)."""
+    account_id = customer.account.id  # type: ignore[attr-defined]
+    register(runtime, account_id, "http://127.0.0.1:9/hook")
+    delivery_id = threshold_delivery(runtime, account_id)
+    now = T0 + timedelta(seconds=10)
+    assert delivery.due(runtime.database, now) == [delivery_id]
+    assert delivery.due(runtime.database, now + timedelta(seconds=5)) == []
+    # A message lost in the broker: queued again once `REQUEUE_AFTER` has passed.
+    later = now + delivery.REQUEUE_AFTER + timedelta(seconds=1)
+    assert delivery.due(runtime.database, later) == [delivery_id]
+
+
+def test_events_while_an_endpoint_is_disabled_can_be_replayed_once_enabled(
+    runtime: Runtime, customer: object, receiver: WebhookReceiver
+) -> None:
+    """Guards against events of a disabled endpoint's downtime being lost for good (no delivery
+    made, so nothing to replay after enabling it)."""
+    account_id = customer.account.id  # type: ignore[attr-defined]
+    endpoint = register(runtime, account_id, receiver.url)
+    with runtime.database.connection() as conn:
+        store.disable_endpoint(conn, endpoint.id, "The endpoint answered 410 Gone.", T0)
+    assert threshold_delivery_count(runtime, account_id, 80) == 0  # nothing sent now
+    endpoints.enable(runtime.database, account_id, endpoint.id)
+    (missed,) = endpoints.deliveries(runtime.database, account_id, endpoint.id, limit=5)
+    assert missed.delivery.state == "failed" and missed.attempts == []
+    endpoints.replay(runtime.database, account_id, endpoint.id, missed.delivery.id, T0)
+    outcome = attempt_delivery(
+        runtime.database, runtime.settings, missed.delivery.id, clock=Clock(T0)
+    )
+    assert outcome is not None and outcome.state == "succeeded"
+    assert receiver.wait_for(1)[0].headers["webhook-id"] == missed.delivery.id
+
+
+def test_the_delivery_log_pages_past_its_first_page(runtime: Runtime, customer: object) -> None:
+    """Guards against a log that says `has_more` and offers no way to the older deliveries."""
+    account_id = customer.account.id  # type: ignore[attr-defined]
+    endpoint = register(runtime, account_id, "http://127.0.0.1:9/hook")
+    for _ in range(7):
+        endpoints.send_test(runtime.database, account_id, endpoint.id, T0)  # same created_at
+    first = endpoints.deliveries(runtime.database, account_id, endpoint.id, limit=4)
+    rest = endpoints.deliveries(
+        runtime.database, account_id, endpoint.id, limit=4, before=first[-1].delivery.id
+    )
+    ids = [r.delivery.id for r in first + rest]
+    assert len(ids) == 7 and len(set(ids)) == 7
+
+
+def test_a_second_rotation_keeps_the_first_secret_signing_its_24_hours(
+    runtime: Runtime, customer: object
+) -> None:
+    """Guards against a second rotation within a day cutting the original secret off at once
+    (receivers still on it would fail every delivery)."""
+    account_id = customer.account.id  # type: ignore[attr-defined]
+    original = register(runtime, account_id, "http://127.0.0.1:9/hook")
+    middle = endpoints.rotate_secret(runtime.database, account_id, original.id, T0)
+    newest = endpoints.rotate_secret(
+        runtime.database, account_id, original.id, T0 + timedelta(minutes=5)
+    )
+    at = T0 + timedelta(minutes=6)
+    assert newest.signing_secrets(at) == [newest.secret, middle.secret, original.secret]
+    assert newest.signing_secrets(T0 + timedelta(hours=24, minutes=1)) == [
+        newest.secret,
+        middle.secret,
+    ]
+    assert newest.signing_secrets(T0 + timedelta(hours=24, minutes=6)) == [newest.secret]
+
+
+def test_an_attempt_of_an_earlier_round_cannot_settle_a_replay(
+    runtime: Runtime, customer: object, receiver: WebhookReceiver
+) -> None:
+    """Guards against a replay answered 202 and then silently cancelled: an attempt still in
+    flight from before (disable, enable, replay meanwhile) settled the new round as failed."""
+    account_id = customer.account.id  # type: ignore[attr-defined]
+    endpoint = register(runtime, account_id, receiver.url)
+    delivery_id = threshold_delivery(runtime, account_id)
+    with runtime.database.connection() as conn:
+        claimed = store.claim_delivery(conn, delivery_id, T0, T0 + timedelta(seconds=30))
+        assert claimed is not None
+        store.disable_endpoint(conn, endpoint.id, "The endpoint answered 410 Gone.", T0)
+    endpoints.enable(runtime.database, account_id, endpoint.id)
+    replayed = endpoints.replay(runtime.database, account_id, endpoint.id, delivery_id, T0)
+    assert replayed.state == "pending"
+    with runtime.database.connection() as conn:
+        old = claimed[0]
+        assert not store.settle_delivery(
+            conn, delivery_id, old.attempts, old.round, "failed", None, T0
+        )
+    outcome = attempt_delivery(runtime.database, runtime.settings, delivery_id, clock=Clock(T0))
+    assert outcome is not None and outcome.state == "succeeded"
+
+
+def test_old_delivery_logs_are_pruned_and_pending_ones_kept(
+    runtime: Runtime, customer: object
+) -> None:
+    account_id = customer.account.id  # type: ignore[attr-defined]
+    endpoint = register(runtime, account_id, "http://127.0.0.1:9/hook")
+    done = endpoints.send_test(runtime.database, account_id, endpoint.id, T0)
+    pending = threshold_delivery(runtime, account_id)
+    with runtime.database.connection() as conn:
+        conn.execute(
+            "UPDATE webhook_deliveries SET state = 'succeeded', next_attempt_at = NULL "
+            "WHERE id = %s",
+            (done.id,),
+        )
+    pruned = retention.prune(runtime.database, T0 + timedelta(days=91))
+    assert pruned.deliveries == 1
+    remaining = endpoints.deliveries(runtime.database, account_id, endpoint.id, limit=5)
+    assert [r.delivery.id for r in remaining] == [pending]
+    assert retention.prune(runtime.database, T0 + timedelta(days=500)).notifications == 0

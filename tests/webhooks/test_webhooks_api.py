@@ -7,16 +7,23 @@ library verifies; key events, tests, replays and the delivery log work through t
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from standardwebhooks.webhooks import Webhook
 
+from api.gate import DELIVERIES_EXTENSION
 from tests.support.accounts import Customer, new_customer
 from tests.support.webhook_receiver import WebhookReceiver
 from timo_hub.platform.runtime import Runtime
+from timo_hub.webhooks import delivery
 
 
 @pytest.fixture
@@ -278,3 +285,92 @@ def test_thresholds_are_configurable(runtime: Runtime, client: FlaskClient) -> N
             "/api/v1/account/alert-thresholds", json={"thresholds": bad}, headers=customer.auth
         )
         assert response.status_code == 422, bad
+
+
+def test_a_broker_that_never_answers_does_not_hold_key_creation(
+    runtime: Runtime, app: Flask, client: FlaskClient
+) -> None:
+    """Guards against a request hanging on the broker: a broker that accepts connections and
+    never answers held key creation (its secret's one showing) and test sends for minutes."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                accepted.append(silent.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        queue = app.extensions[DELIVERIES_EXTENSION]
+        queue._broker_url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        customer = new_customer(runtime, "developer")
+        webhook_id = register(client, customer, "http://127.0.0.1:9/hook", ["key.created"])["id"]
+        started = time.monotonic()
+        made = client.post("/api/v1/auth/keys", json={"name": "ci"}, headers=customer.auth)
+        sent = client.post(f"/api/v1/webhooks/{webhook_id}/test", headers=customer.auth)
+        elapsed = time.monotonic() - started
+        assert (made.status_code, sent.status_code) == (201, 202)
+        assert elapsed < 1.0
+        # Nothing is lost: both deliveries are due, for the dispatch run to queue.
+        due = delivery.due(runtime.database, datetime.now(UTC))
+        assert len(due) == 2
+    finally:
+        stop.set()
+        for connection in accepted:
+            connection.close()
+        silent.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        # Percent-encoded, this is over 2,000 characters (the stored URL's limit).
+        ({"url": "https://example.com/" + "€" * 1900, "events": ["key.created"]}, "url"),
+        (
+            {"url": "https://example.com/h", "events": ["key.created"], "description": "a\u0000b"},
+            "description",
+        ),
+        (
+            {
+                "url": "https://example.com/h",
+                "events": ["key.created"],
+                "description": "a\u202eb\u0007",
+            },
+            "description",
+        ),
+    ],
+)
+def test_inputs_postgresql_would_refuse_are_422_not_500(
+    runtime: Runtime, client: FlaskClient, body: dict[str, object], field: str
+) -> None:
+    """Guards against 500s: a URL that outgrows its limit once percent-encoded, and a NUL (which
+    PostgreSQL text refuses) in a description."""
+    customer = new_customer(runtime, "developer")
+    response = client.post("/api/v1/webhooks", json=body, headers=customer.auth)
+    assert response.status_code == 422, response.get_json()
+    assert response.get_json()["errors"][0]["field"] == field
+
+
+def test_key_events_say_what_the_key_listing_says(runtime: Runtime, client: FlaskClient) -> None:
+    """Guards against key payloads whose times differ from `GET /auth/keys` (milliseconds
+    against microseconds)."""
+    customer = new_customer(runtime, "developer")
+    register(client, customer, "http://127.0.0.1:9/hook", ["key.created"])
+    made = client.post("/api/v1/auth/keys", json={"name": "ci"}, headers=customer.auth)
+    listed = client.get("/api/v1/auth/keys", headers=customer.auth).get_json()["keys"]
+    (key,) = [k for k in listed if k["id"] == made.get_json()["id"]]
+    with runtime.database.connection() as conn:
+        row = conn.execute(
+            "SELECT payload FROM account_notifications WHERE type = 'key.created' "
+            "AND dedupe_key = %s",
+            (key["id"],),
+        ).fetchone()
+    assert row is not None
+    data = row[0]["data"]
+    for field in ("id", "name", "prefix", "created_at", "last_used_at", "revoked_at"):
+        assert data[field] == key[field], field

@@ -24,7 +24,7 @@ from workers.tasks import (
     reconcile_quota,
     refresh_projections,
 )
-from workers.webhook_tasks import catch_up, deliver, dispatch_due
+from workers.webhook_tasks import catch_up, deliver, dispatch_due, prune
 
 # What beat must run, written out here rather than read from `workers.schedule`, so that an entry
 # removed, renamed, pointed at another task or given another interval there fails this test.
@@ -46,6 +46,8 @@ INTENDED_SCHEDULE = {
     "webhooks-dispatch-due": (dispatch_due.name, timedelta(seconds=5), {"expires": 5.0}),
     # Quota events a killed web process noticed but did not record, every minute.
     "webhooks-catch-up": (catch_up.name, timedelta(minutes=1), {"expires": 60.0}),
+    # Delivery logs past 90 days, notifications past 400, daily after the nightly forecasts.
+    "webhooks-prune": (prune.name, crontab(minute=10, hour=2), {"expires": 21600}),
     # The liveness stamp health reports; a stale one is dropped, not queued.
     "workers-heartbeat": (heartbeat.name, timedelta(seconds=15), {"expires": 15.0}),
 }

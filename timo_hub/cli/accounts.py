@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC
 
 import click
@@ -213,8 +214,8 @@ def create_key(ctx: CliContext, account_id: str, name: str, as_json: bool) -> No
     name = name.strip()
     if not 1 <= len(name) <= 100:
         raise click.BadParameter("must be 1 to 100 characters", param_hint="--name")
-    with operator_errors():
-        issued = key_events.issue_key(ctx.runtime, _deliveries(ctx), parsed, name)
+    with operator_errors(), _deliveries(ctx) as deliveries:
+        issued = key_events.issue_key(ctx.runtime, deliveries, parsed, name)
     if as_json:
         click.echo(
             json.dumps(
@@ -238,13 +239,19 @@ def revoke_key(ctx: CliContext, key_id: str) -> None:
     with operator_errors():
         parsed = service.parse_id(key_id, service.KeyNotFoundError, "API key")
         try:
-            key = key_events.revoke_key(ctx.runtime, _deliveries(ctx), parsed)
+            with _deliveries(ctx) as deliveries:
+                key = key_events.revoke_key(ctx.runtime, deliveries, parsed)
         except service.ChangeNotAnnouncedError as exc:
             key = exc.committed
             click.echo(f"warning: {exc}", err=True)
     click.echo(f"Revoked key {key.id} ({key.prefix}…, {key.name!r}) of account {key.account_id}.")
 
 
-def _deliveries(ctx: CliContext) -> DeliveryQueue:
-    """Where the CLI queues the webhooks of what it changes."""
-    return DeliveryQueue(ctx.runtime.broker_url)
+@contextmanager
+def _deliveries(ctx: CliContext) -> Iterator[DeliveryQueue]:
+    """Where the CLI queues the webhooks of what it changes; sent before the command ends."""
+    deliveries = DeliveryQueue(ctx.runtime.broker_url)
+    try:
+        yield deliveries
+    finally:
+        deliveries.close()

@@ -11,9 +11,10 @@ from typing import Annotated
 from pydantic import PlainSerializer
 
 
-def _utc_iso(moment: datetime) -> str:
+def utc_iso(moment: datetime) -> str:
+    """`moment` as the API writes every datetime: UTC ISO 8601 with a `Z`."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-UtcDatetime = Annotated[datetime, PlainSerializer(_utc_iso, return_type=str)]
+UtcDatetime = Annotated[datetime, PlainSerializer(utc_iso, return_type=str)]
 """A datetime written as UTC ISO 8601 with a `Z` (`2026-12-01T09:30:00.123456Z`)."""

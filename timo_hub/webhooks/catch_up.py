@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from timo_hub.platform import months
 from timo_hub.platform.db import Database
 from timo_hub.webhooks import event_types, notifications
+
+# How long into a month the run still looks at the month before.
+LAST_MONTH_TOO = timedelta(hours=1)
 
 MISSING_THRESHOLDS = """
 SELECT q.account_id, q.used, p.monthly_limit, t.pct
@@ -56,8 +59,24 @@ class CatchUp:
 
 
 def catch_up(database: Database, now: datetime) -> CatchUp:
-    """Record this month's missed quota events."""
-    first_day: date = months.month_start(now)
+    """Record this month's missed quota events (and, early in a month, last month's: a crossing
+    in its last seconds may not have been recorded by then)."""
+    this_month = months.month_start(now)
+    checked = [this_month]
+    if now - datetime(this_month.year, this_month.month, 1, tzinfo=UTC) < LAST_MONTH_TOO:
+        checked.append(months.add_months(this_month, -1))
+    total = CatchUp(0, 0, [])
+    for first_day in checked:
+        found = _catch_up_month(database, first_day, now)
+        total = CatchUp(
+            total.thresholds + found.thresholds,
+            total.exhausted + found.exhausted,
+            total.delivery_ids + found.delivery_ids,
+        )
+    return total
+
+
+def _catch_up_month(database: Database, first_day: date, now: datetime) -> CatchUp:
     label = event_types.month_label(first_day)
     ids: list[str] = []
     thresholds = exhausted = 0

@@ -31,9 +31,13 @@ logger = logging.getLogger(__name__)
 RETRY_DELAYS_SECONDS: tuple[int, ...] = (5, 300, 1800, 7200, 18000, *([36000] * 6))
 JITTER = 0.2
 DISABLE_AFTER = timedelta(days=5)
-# Longer than any attempt can take (the 10 s timeout, plus the two short transactions), so a
-# claim lapses only for a worker that died.
+# A claim outlasts any attempt (its timeout, plus the two short transactions) by this much, so it
+# lapses only for a worker that died: 30 s at the default 10 s timeout.
+CLAIM_MARGIN_SECONDS = 20
 CLAIM_SECONDS = 30
+# The dispatch run queues a due delivery again only if it queued it this long ago and it is
+# still due (its message was lost: a broker restarted without its queue).
+REQUEUE_AFTER = timedelta(seconds=60)
 GONE = 410
 
 
@@ -74,10 +78,9 @@ def attempt_delivery(
     """Make the next attempt of a due delivery; None if it is not due (sent, or being sent)."""
     now_of = clock or _utc_now
     now = now_of()
+    lease = claim_seconds(settings)
     with database.connection() as conn:
-        claimed = store.claim_delivery(
-            conn, delivery_id, now, now + timedelta(seconds=CLAIM_SECONDS)
-        )
+        claimed = store.claim_delivery(conn, delivery_id, now, now + timedelta(seconds=lease))
     if claimed is None:
         return None
     delivery, endpoint = claimed
@@ -130,7 +133,9 @@ def attempt_delivery(
             retry_in = None if disabled_reason else retry_delay(delivery.round_attempts)
             state = "pending" if retry_in is not None else "failed"
         next_at = None if retry_in is None else done + timedelta(seconds=retry_in)
-        store.settle_delivery(conn, delivery.id, delivery.attempts, state, next_at, done)
+        store.settle_delivery(
+            conn, delivery.id, delivery.attempts, delivery.round, state, next_at, done
+        )
         if disabled_reason is not None and store.disable_endpoint(
             conn, endpoint.id, disabled_reason, done
         ):
@@ -146,10 +151,18 @@ def attempt_delivery(
     return AttemptOutcome(delivery.id, delivery.attempts, state, status, retry_in)
 
 
-def due(database: Database, now: datetime, limit: int = 500) -> list[str]:
-    """Deliveries due at `now` (retries, and first attempts nobody queued or finished)."""
+def claim_seconds(settings: Settings) -> float:
+    """How long a claimed attempt keeps others off its delivery."""
+    return max(CLAIM_SECONDS, settings.webhook_timeout_seconds + CLAIM_MARGIN_SECONDS)
+
+
+def due(database: Database, now: datetime, *, grace: float = 0.0, limit: int = 500) -> list[str]:
+    """Deliveries due `grace` seconds before `now` (retries, and first attempts nobody queued or
+    finished) and not queued in the last `REQUEUE_AFTER`, now marked queued: to queue them."""
     with database.connection() as conn:
-        return store.due_deliveries(conn, now, limit)
+        return store.queue_due_deliveries(
+            conn, now, now - timedelta(seconds=grace), now - REQUEUE_AFTER, limit
+        )
 
 
 def _storable(text: str | None) -> str | None:

@@ -249,13 +249,21 @@ def _parse(url: str, *, require_https: bool) -> _Target:
     if port == 0:
         raise DestinationRefusedError("The port must be a number from 1 to 65535.")
     host = _host(parts.hostname or "")
-    return _Target(
+    target = _Target(
         scheme=scheme,
         host=host,
         port=port if port is not None else (443 if scheme == "https" else 80),
         request_path=quote(parts.path or "/", safe=_PATH_SAFE)
         + (f"?{quote(parts.query, safe=_PATH_SAFE + '?')}" if parts.query else ""),
     )
+    # Again once normalised: percent-encoding and IDNA can make a URL several times longer, and
+    # what is stored and sent is the normalised one.
+    if len(target.url) > MAX_URL_LENGTH:
+        raise DestinationRefusedError(
+            f"Webhook URLs are at most {MAX_URL_LENGTH:,} characters (once percent-encoded).",
+            limit=MAX_URL_LENGTH,
+        )
+    return target
 
 
 def _host(hostname: str) -> str:

@@ -9,6 +9,8 @@ loses it, and a message queued twice sends once (the second finds it claimed).
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import threading
 from collections.abc import Iterable
 
@@ -28,21 +30,66 @@ WEBHOOKS_QUEUE = Queue(
 )
 DELIVERY_ROUTES = {DELIVER_TASK: {"queue": WEBHOOKS_QUEUE_NAME}}
 SEND_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+BROKER_TIMEOUT_SECONDS = 2.0
 
 
 class DeliveryQueue:
-    """Queues delivery tasks from a process that runs no tasks itself (web, CLI)."""
+    """Queues delivery tasks from a process that runs no tasks itself (web, CLI).
+
+    `send` only hands the ids to a background thread, which publishes them: a broker that is
+    slow, down, or accepts connections and never answers must not hold the request that made
+    the deliveries (a key's creation, its one showing of the secret), and the dispatch run
+    sends whatever this thread could not.
+    """
 
     def __init__(self, broker_url: str) -> None:
         self._broker_url = broker_url
         self._app: Celery | None = None
         self._lock = threading.Lock()
+        self._pending: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
 
     def send(self, delivery_ids: Iterable[str]) -> None:
-        """Queue each delivery now; on failure log it and leave it to the dispatch run."""
+        """Queue each delivery soon (never blocks); failures are logged and left to the
+        dispatch run."""
         ids = list(delivery_ids)
         if not ids:
             return
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    # After a fork the parent's thread and connections are not ours.
+                    self._pending = queue.SimpleQueue()
+                    self._app = None
+                    self._thread = threading.Thread(
+                        target=self._run, name="timo-webhook-queue", daemon=True
+                    )
+                    self._thread.start()
+                    self._pid = os.getpid()
+        self._pending.put(ids)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Publish what was handed over (for up to `timeout` s) and release the connections."""
+        thread = self._thread
+        if thread is not None and self._pid == os.getpid():
+            self._pending.put(None)
+            thread.join(timeout)
+        self._thread = None
+        self._pid = None
+        with self._lock:
+            if self._app is not None:
+                self._app.close()
+                self._app = None
+
+    def _run(self) -> None:
+        while True:
+            ids = self._pending.get()
+            if ids is None:
+                return
+            self._publish(ids)
+
+    def _publish(self, ids: list[str]) -> None:
         try:
             app = self._celery()
             for delivery_id in ids:
@@ -60,27 +107,34 @@ class DeliveryQueue:
                 exc,
             )
 
-    def close(self) -> None:
-        """Release the broker connection pool."""
-        with self._lock:
-            if self._app is not None:
-                self._app.close()
-                self._app = None
-
     def _celery(self) -> Celery:
         with self._lock:
             if self._app is None:
                 app = Celery("timo-webhooks", broker=self._broker_url, set_as_current=False)
-                options: dict[str, object] = {"max_retries": 1}
-                if self._broker_url.startswith(("amqp", "pyamqp")):
-                    options["confirm_publish"] = True
                 app.conf.update(
                     task_queues=(WEBHOOKS_QUEUE,),
                     task_routes=DELIVERY_ROUTES,
                     task_serializer="json",
-                    broker_transport_options=options,
-                    broker_connection_timeout=2,
+                    broker_transport_options=_transport_options(self._broker_url),
+                    broker_connection_timeout=BROKER_TIMEOUT_SECONDS,
                     broker_connection_retry=False,
                 )
                 self._app = app
             return self._app
+
+
+def _transport_options(broker_url: str) -> dict[str, object]:
+    """Bounded waits on the broker: a connect timeout alone lets a broker that accepts and never
+    answers hold the sender for ever."""
+    options: dict[str, object] = {"max_retries": 1}
+    if broker_url.startswith(("amqp", "pyamqp")):
+        options.update(
+            confirm_publish=True,
+            read_timeout=BROKER_TIMEOUT_SECONDS,
+            write_timeout=BROKER_TIMEOUT_SECONDS,
+        )
+    else:
+        options.update(
+            socket_timeout=BROKER_TIMEOUT_SECONDS, socket_connect_timeout=BROKER_TIMEOUT_SECONDS
+        )
+    return options

@@ -6,6 +6,7 @@ from `rotate_secret`, to be shown once.
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from timo_hub.webhooks import destinations, event_types, signing, store
 
 MAX_ENDPOINTS = 10
 MAX_DESCRIPTION = 200
+# Controls, surrogates, private use, unassigned.
+UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Cn"})
 ROTATION_OVERLAP = timedelta(hours=24)
 MAX_DELIVERIES_LISTED = 100
 
@@ -87,6 +90,9 @@ def create(
         raise InvalidError(
             f"A description is at most {MAX_DESCRIPTION} characters.", field="description"
         )
+    if any(unicodedata.category(c) in UNPRINTABLE_CATEGORIES for c in description):
+        # PostgreSQL text refuses NUL; the rest would only garble the pages that show it.
+        raise InvalidError("A description may not contain control characters.", field="description")
     checked = checked_url(settings, url)
     with database.connection() as conn:
         # The row lock serialises concurrent registrations for one account, so the count holds.
@@ -133,7 +139,7 @@ def rotate_secret(
     """A new signing secret; the old one keeps signing beside it for `ROTATION_OVERLAP`."""
     with database.connection() as conn:
         endpoint = store.rotate_secret(
-            conn, account_id, endpoint_id, signing.new_secret(), now + ROTATION_OVERLAP
+            conn, account_id, endpoint_id, signing.new_secret(), now, now + ROTATION_OVERLAP
         )
     if endpoint is None:
         raise EndpointNotFoundError(f"No webhook endpoint with id {endpoint_id}.")
@@ -172,7 +178,7 @@ def deliveries(
     endpoint_id: uuid.UUID,
     *,
     limit: int,
-    before: datetime | None = None,
+    before: str | None = None,
 ) -> list[DeliveryRecord]:
     """The endpoint's deliveries, newest first, each with every attempt."""
     with database.connection() as conn:

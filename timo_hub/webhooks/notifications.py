@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from timo_hub.accounts.store import ApiKey
+from timo_hub.platform.json_types import utc_iso
 from timo_hub.webhooks import event_types, store
 
 
@@ -73,8 +74,9 @@ def key_changed(conn: psycopg.Connection, kind: str, key: ApiKey, now: datetime)
         "id": str(key.id),
         "name": key.name,
         "prefix": key.prefix,
-        "created_at": event_types.iso(key.created_at),
-        "last_used_at": None if key.last_used_at is None else event_types.iso(key.last_used_at),
-        "revoked_at": None if key.revoked_at is None else event_types.iso(key.revoked_at),
+        # Written as `GET /auth/keys` writes them (to the microsecond).
+        "created_at": utc_iso(key.created_at),
+        "last_used_at": None if key.last_used_at is None else utc_iso(key.last_used_at),
+        "revoked_at": None if key.revoked_at is None else utc_iso(key.revoked_at),
     }
     return notify(conn, key.account_id, kind, str(key.id), data, now)

@@ -17,9 +17,11 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 ENDPOINT_COLUMNS = """
-id, account_id, url, description, events, secret, previous_secret, previous_secret_expires_at,
-created_at, failing_since, disabled_at, disabled_reason
+id, account_id, url, description, events, secret, retired_secrets, created_at, failing_since,
+disabled_at, disabled_reason
 """
+MAX_RETIRED_SECRETS = 5
+
 INSERT_ENDPOINT = f"""
 INSERT INTO webhook_endpoints (account_id, url, description, events, secret, created_at)
 VALUES (%(account)s, %(url)s, %(description)s, %(events)s, %(secret)s, %(now)s)
@@ -37,9 +39,24 @@ COUNT_ENDPOINTS = "SELECT count(*) FROM webhook_endpoints WHERE account_id = %(a
 DELETE_ENDPOINT = """
 DELETE FROM webhook_endpoints WHERE id = %(id)s AND account_id = %(account)s RETURNING id
 """
+# The current secret joins the retired ones, each signing until its own expiry; expired ones
+# are dropped, and at most `MAX_RETIRED_SECRETS` are kept (the newest), so that a burst of
+# rotations cannot make every signature header grow without end.
 ROTATE_SECRET = f"""
 UPDATE webhook_endpoints
-SET previous_secret = secret, previous_secret_expires_at = %(overlap_until)s, secret = %(secret)s
+SET retired_secrets = (
+        SELECT coalesce(jsonb_agg(kept.r ORDER BY kept.expires), '[]'::jsonb)
+        FROM (
+            SELECT r, (r->>'expires_at')::timestamptz AS expires
+            FROM jsonb_array_elements(
+                retired_secrets || jsonb_build_array(jsonb_build_object(
+                    'secret', secret, 'expires_at', %(overlap_until)s::timestamptz))) AS r
+            WHERE (r->>'expires_at')::timestamptz > %(now)s
+            ORDER BY expires DESC
+            LIMIT %(keep)s
+        ) AS kept
+    ),
+    secret = %(secret)s
 WHERE id = %(id)s AND account_id = %(account)s
 RETURNING {ENDPOINT_COLUMNS}
 """
@@ -70,15 +87,20 @@ VALUES (%(account)s, %(type)s, %(dedupe_key)s, %(occurred_at)s, %(payload)s)
 ON CONFLICT (account_id, type, dedupe_key) DO NOTHING
 RETURNING id
 """
-# Every enabled endpoint of the account subscribed to the type gets one delivery, due now.
+# Every endpoint of the account subscribed to the type gets one delivery: due now, or, for a
+# disabled endpoint, failed unsent (so that once enabled, it can be replayed from the log).
 FAN_OUT = """
 INSERT INTO webhook_deliveries
-    (id, endpoint_id, account_id, notification_id, type, payload, next_attempt_at, created_at)
+    (id, endpoint_id, account_id, notification_id, type, payload, state, next_attempt_at,
+     created_at, finished_at)
 SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), e.id, e.account_id, %(notification)s,
-       %(type)s, %(payload)s, %(now)s, %(now)s
+       %(type)s, %(payload)s,
+       CASE WHEN e.disabled_at IS NULL THEN 'pending' ELSE 'failed' END,
+       CASE WHEN e.disabled_at IS NULL THEN %(now)s END, %(now)s,
+       CASE WHEN e.disabled_at IS NULL THEN NULL ELSE %(now)s END
 FROM webhook_endpoints e
-WHERE e.account_id = %(account)s AND e.disabled_at IS NULL AND %(type)s = ANY (e.events)
-RETURNING id
+WHERE e.account_id = %(account)s AND %(type)s = ANY (e.events)
+RETURNING id, state
 """
 INSERT_DELIVERY = """
 INSERT INTO webhook_deliveries
@@ -87,8 +109,8 @@ VALUES (%(id)s, %(endpoint)s, %(account)s, %(type)s, %(payload)s, %(now)s, %(now
 """
 
 DELIVERY_COLUMNS = """
-d.id, d.endpoint_id, d.account_id, d.type, d.payload, d.state, d.attempts, d.round_attempts,
-d.next_attempt_at, d.created_at, d.finished_at
+d.id, d.endpoint_id, d.account_id, d.type, d.payload, d.state, d.attempts, d.round,
+d.round_attempts, d.next_attempt_at, d.created_at, d.finished_at
 """
 # The claim: only a pending delivery that is due, and only one worker at a time (the row lock,
 # then `next_attempt_at` pushed past the longest attempt). Returns the attempt number taken.
@@ -117,7 +139,7 @@ SETTLE_DELIVERY = """
 UPDATE webhook_deliveries
 SET state = %(state)s, next_attempt_at = %(next)s,
     finished_at = CASE WHEN %(state)s = 'pending' THEN NULL ELSE %(now)s END
-WHERE id = %(id)s AND state = 'pending' AND attempts = %(attempt)s
+WHERE id = %(id)s AND state = 'pending' AND attempts = %(attempt)s AND round = %(round)s
 RETURNING id
 """
 FAIL_PENDING_OF_ENDPOINT = """
@@ -126,7 +148,8 @@ WHERE endpoint_id = %(id)s AND state = 'pending'
 """
 REPLAY_DELIVERY = f"""
 UPDATE webhook_deliveries d
-SET state = 'pending', round_attempts = 0, next_attempt_at = %(now)s, finished_at = NULL
+SET state = 'pending', round = d.round + 1, round_attempts = 0, next_attempt_at = %(now)s,
+    finished_at = NULL, queued_at = NULL
 FROM webhook_endpoints e
 WHERE d.id = %(id)s AND d.endpoint_id = %(endpoint)s AND d.account_id = %(account)s
   AND e.id = d.endpoint_id AND d.state <> 'pending'
@@ -136,10 +159,13 @@ SELECT_DELIVERY = f"""
 SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
 WHERE d.id = %(id)s AND d.endpoint_id = %(endpoint)s AND d.account_id = %(account)s
 """
+# Newest first; `before` (a delivery id) pages on past it, ties on the time broken by the id.
 SELECT_DELIVERIES = f"""
 SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
 WHERE d.endpoint_id = %(endpoint)s AND d.account_id = %(account)s
-  AND (%(before)s::timestamptz IS NULL OR d.created_at < %(before)s)
+  AND (%(before)s::text IS NULL OR (d.created_at, d.id) < (
+      SELECT b.created_at, b.id FROM webhook_deliveries b
+      WHERE b.id = %(before)s AND b.endpoint_id = %(endpoint)s))
 ORDER BY d.created_at DESC, d.id DESC
 LIMIT %(limit)s
 """
@@ -148,11 +174,18 @@ SELECT delivery_id, attempt, started_at, finished_at, status_code, latency_ms, e
 FROM webhook_attempts WHERE delivery_id = ANY (%(ids)s)
 ORDER BY delivery_id, attempt
 """
-SELECT_DUE = """
-SELECT id FROM webhook_deliveries
-WHERE state = 'pending' AND next_attempt_at <= %(now)s
-ORDER BY next_attempt_at
-LIMIT %(limit)s
+# Due and not queued lately, marked queued in the same statement: a backlog the workers have not
+# drained yet is not queued again every run, only after `requeue_after` (a lost message).
+QUEUE_DUE = """
+UPDATE webhook_deliveries SET queued_at = %(now)s
+WHERE id IN (
+    SELECT id FROM webhook_deliveries
+    WHERE state = 'pending' AND next_attempt_at <= %(due_by)s
+      AND (queued_at IS NULL OR queued_at <= %(requeue_before)s)
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING id
 """
 
 
@@ -166,19 +199,29 @@ class Endpoint:
     description: str
     events: list[str]
     secret: str
-    previous_secret: str | None
-    previous_secret_expires_at: datetime | None
+    retired_secrets: list[dict[str, str]]
+    """Rotated-out secrets that still sign: `{"secret", "expires_at"}`, oldest first."""
     created_at: datetime
     failing_since: datetime | None
     disabled_at: datetime | None
     disabled_reason: str | None
 
     def signing_secrets(self, now: datetime) -> list[str]:
-        """The secrets that sign at `now`: the current one, and the previous one for 24 h."""
-        expires = self.previous_secret_expires_at
-        if self.previous_secret is not None and expires is not None and now < expires:
-            return [self.secret, self.previous_secret]
-        return [self.secret]
+        """The secrets signing at `now`: the current one and those rotated out in the last day."""
+        retired = [r["secret"] for r in self.retired_secrets if now < _moment(r["expires_at"])]
+        return [self.secret, *reversed(retired)]
+
+    @property
+    def previous_secret(self) -> str | None:
+        """The secret most recently rotated out (signing or not any more)."""
+        return self.retired_secrets[-1]["secret"] if self.retired_secrets else None
+
+    @property
+    def previous_secret_expires_at(self) -> datetime | None:
+        """Until when the last of the rotated-out secrets signs."""
+        if not self.retired_secrets:
+            return None
+        return max(_moment(r["expires_at"]) for r in self.retired_secrets)
 
 
 @dataclass(frozen=True)
@@ -192,6 +235,8 @@ class Delivery:
     payload: dict[str, Any]
     state: str
     attempts: int
+    round: int
+    """Bumped by each replay: an attempt of an earlier round settles nothing."""
     round_attempts: int
     next_attempt_at: datetime | None
     created_at: datetime
@@ -276,6 +321,7 @@ def rotate_secret(
     account_id: uuid.UUID,
     endpoint_id: uuid.UUID,
     secret: str,
+    now: datetime,
     overlap_until: datetime,
 ) -> Endpoint | None:
     """Make `secret` current; the old one keeps signing until `overlap_until`."""
@@ -283,7 +329,9 @@ def rotate_secret(
         "id": endpoint_id,
         "account": account_id,
         "secret": secret,
+        "now": now,
         "overlap_until": overlap_until,
+        "keep": MAX_RETIRED_SECRETS,
     }
     with conn.cursor(row_factory=class_row(Endpoint)) as cur:
         return cur.execute(ROTATE_SECRET, params).fetchone()
@@ -347,7 +395,8 @@ def fan_out(
     payload: dict[str, Any],
     now: datetime,
 ) -> list[str]:
-    """One delivery, due now, per enabled endpoint subscribed to `kind`; their ids."""
+    """One delivery per endpoint subscribed to `kind`; the ids of those to send (not those of
+    disabled endpoints, stored failed unsent)."""
     params = {
         "account": account_id,
         "notification": notification_id,
@@ -355,7 +404,7 @@ def fan_out(
         "payload": Jsonb(payload),
         "now": now,
     }
-    return [row[0] for row in conn.execute(FAN_OUT, params)]
+    return [row[0] for row in conn.execute(FAN_OUT, params) if row[1] == "pending"]
 
 
 def insert_delivery(
@@ -423,14 +472,17 @@ def settle_delivery(
     conn: psycopg.Connection,
     delivery_id: str,
     attempt: int,
+    round_number: int,
     state: str,
     next_attempt_at: datetime | None,
     now: datetime,
 ) -> bool:
-    """Set the delivery's state after attempt `attempt`, if that attempt is still its latest."""
+    """Set the delivery's state after attempt `attempt` of round `round_number`, if that attempt
+    is still its latest and no replay has begun a new round since."""
     params = {
         "id": delivery_id,
         "attempt": attempt,
+        "round": round_number,
         "state": state,
         "next": next_attempt_at,
         "now": now,
@@ -465,9 +517,9 @@ def list_deliveries(
     account_id: uuid.UUID,
     endpoint_id: uuid.UUID,
     limit: int,
-    before: datetime | None = None,
+    before: str | None = None,
 ) -> list[Delivery]:
-    """The endpoint's deliveries, newest first."""
+    """The endpoint's deliveries, newest first; with `before`, those older than that one."""
     params = {"endpoint": endpoint_id, "account": account_id, "limit": limit, "before": before}
     with conn.cursor(row_factory=class_row(Delivery)) as cur:
         return cur.execute(SELECT_DELIVERIES, params).fetchall()
@@ -482,6 +534,14 @@ def attempts_of(conn: psycopg.Connection, delivery_ids: list[str]) -> dict[str, 
     return found
 
 
-def due_deliveries(conn: psycopg.Connection, now: datetime, limit: int) -> list[str]:
-    """Pending deliveries due at `now`, most overdue first."""
-    return [row[0] for row in conn.execute(SELECT_DUE, {"now": now, "limit": limit})]
+def queue_due_deliveries(
+    conn: psycopg.Connection, now: datetime, due_by: datetime, requeue_before: datetime, limit: int
+) -> list[str]:
+    """Pending deliveries due by `due_by` and not queued since `requeue_before`, most overdue
+    first, marked queued at `now`."""
+    params = {"now": now, "due_by": due_by, "requeue_before": requeue_before, "limit": limit}
+    return [row[0] for row in conn.execute(QUEUE_DUE, params)]
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text)
