@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 import psycopg
 
@@ -47,6 +47,12 @@ WITH incoming AS (
     SET calls = u.calls + EXCLUDED.calls,
         duration_ms_sum = u.duration_ms_sum + EXCLUDED.duration_ms_sum
     RETURNING 1
+), past_changed AS (
+    -- Events of a day already over when they arrive change the account's history (what its
+    -- forecasts were computed from): noted for the intraday projection refresh.
+    INSERT INTO usage_history_changes (account_id)
+    SELECT DISTINCT account_id FROM appended
+    WHERE occurred_at < date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
 )
 SELECT (SELECT count(*) FROM appended)
 """
@@ -62,6 +68,8 @@ DELETE FROM event_batch_receipts WHERE received_at < now() - make_interval(days 
 INSERT_DEAD_LETTER = """
 INSERT INTO dead_letters (source, payload, payload_bytes, error) VALUES (%s, %s, %s, %s)
 """
+
+DELETE_HISTORY_CHANGES = "DELETE FROM usage_history_changes WHERE changed_at < %(before)s"
 
 REBUILD_USAGE_FOR_DAY = """
 INSERT INTO usage_daily (account_id, day, key_id, endpoint, status, calls, duration_ms_sum)
@@ -158,3 +166,8 @@ def event_days_since(conn: psycopg.Connection, since: date) -> list[date]:
 def rebuild_usage_day(conn: psycopg.Connection, day: date) -> None:
     """Recompute one day of `usage_daily` from the log."""
     conn.execute(REBUILD_USAGE_FOR_DAY, {"day": day})
+
+
+def forget_history_changes(conn: psycopg.Connection, before: datetime) -> int:
+    """Delete the notes of past changes made before `before`; returns how many."""
+    return conn.execute(DELETE_HISTORY_CHANGES, {"before": before}).rowcount

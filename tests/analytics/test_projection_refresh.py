@@ -18,10 +18,35 @@ def at(day: date, hour: int, minute: int = 0) -> datetime:
 
 
 def history(runtime: Runtime, customer: Customer, today: date, per_day: int) -> None:
-    """`per_day` calls on each of the 40 days before `today`."""
+    """`per_day` calls on each of the 40 days before `today`, ingested the day before it (so
+    before that night's forecast: not a change of the past the refresh should act on)."""
     seed_calls(
         runtime, customer.account.id, {today - timedelta(days=n): per_day for n in range(1, 41)}
     )
+    ingested_at(runtime, customer.account.id, at(today - timedelta(days=1), 23))
+
+
+def seed_today(
+    runtime: Runtime, account_id: uuid.UUID, today: date, calls: int, hour: int = 12
+) -> None:
+    """`calls` calls on `today`, ingested that day: not a change of the past, though `today`
+    may be a day the real clock has left behind (ingestion notes those with the real time)."""
+    seed_calls(runtime, account_id, {today: calls}, hour=hour)
+    with runtime.database.connection() as conn:
+        conn.execute(
+            "DELETE FROM usage_history_changes WHERE account_id = %s AND changed_at > %s",
+            (account_id, at(today, 23, 59)),
+        )
+
+
+def ingested_at(runtime: Runtime, account_id: uuid.UUID, moment: datetime) -> None:
+    """Date the notes of a changed past that seeding just left (ingestion stamps them with the
+    real clock, while these tests drive `now`)."""
+    with runtime.database.connection() as conn:
+        conn.execute(
+            "UPDATE usage_history_changes SET changed_at = %s WHERE account_id = %s",
+            (moment, account_id),
+        )
 
 
 def alerts(runtime: Runtime, account_id: uuid.UUID) -> dict[str, tuple[date, date]]:
@@ -51,8 +76,8 @@ def test_a_surge_today_is_announced_today(runtime: Runtime) -> None:
 
     # By noon: 900 calls instead of about 5, ingested; the calm account made its usual few.
     for customer in (surging, unlimited, suspended):
-        seed_calls(runtime, customer.account.id, {today: 900}, hour=11)
-    seed_calls(runtime, calm.account.id, {today: 5}, hour=11)
+        seed_today(runtime, customer.account.id, today, 900, hour=11)
+    seed_today(runtime, calm.account.id, today, 5, hour=11)
 
     noon = at(today, 12, 30)
     assert projection_refresh.due_accounts(runtime.database, noon) == [surging.account.id]
@@ -65,7 +90,7 @@ def test_a_surge_today_is_announced_today(runtime: Runtime) -> None:
 
     # Refreshed: its band now starts from the surge, and nothing is due until it moves again.
     assert projection_refresh.due_accounts(runtime.database, noon + timedelta(minutes=10)) == []
-    seed_calls(runtime, surging.account.id, {today: 30}, hour=12)
+    seed_today(runtime, surging.account.id, today, 30, hour=12)
     assert projection_refresh.due_accounts(runtime.database, noon + timedelta(minutes=20)) == [
         surging.account.id
     ]
@@ -77,11 +102,11 @@ def test_usage_inside_the_band_is_not_due(runtime: Runtime) -> None:
     history(runtime, customer, today, per_day=60)  # 780 of 5,000 by the 13th, 1,800 projected
     forecasts.run_nightly(runtime.database, customer.account.id, at(today, 0, 20))
     # A busier day than most, but well within what the month's upper band allows so far.
-    seed_calls(runtime, customer.account.id, {today: 120}, hour=15)
+    seed_today(runtime, customer.account.id, today, 120, hour=15)
     for hour in (16, 20, 23):
         assert projection_refresh.due_accounts(runtime.database, at(today, hour)) == []
     # Past the band by more than the slack (2% of 5,000 calls): due.
-    seed_calls(runtime, customer.account.id, {today: 200}, hour=16)
+    seed_today(runtime, customer.account.id, today, 200, hour=16)
     assert projection_refresh.due_accounts(runtime.database, at(today, 16, 10)) == [
         customer.account.id
     ]
@@ -142,9 +167,9 @@ def test_an_account_without_a_forecast_today_is_due_once_its_calls_pass_the_slac
     customer = new_customer(runtime, plan="free")
     today = date(2026, 4, 20)
     history(runtime, customer, today, per_day=30)  # 570 of 1,000 by the 19th
-    seed_calls(runtime, customer.account.id, {today: 20})
+    seed_today(runtime, customer.account.id, today, 20)
     assert projection_refresh.due_accounts(runtime.database, at(today, 0, 10)) == []
-    seed_calls(runtime, customer.account.id, {today: 1})
+    seed_today(runtime, customer.account.id, today, 1)
     assert projection_refresh.due_accounts(runtime.database, at(today, 0, 10)) == [
         customer.account.id
     ]
@@ -159,7 +184,7 @@ def test_the_most_urgent_go_first_and_a_run_ends_on_time(runtime: Runtime) -> No
     history(runtime, surging, today, per_day=10)
     for customer in (hourly, surging):
         forecasts.run_nightly(runtime.database, customer.account.id, at(today, 0, 20))
-    seed_calls(runtime, surging.account.id, {today: 300}, hour=2)
+    seed_today(runtime, surging.account.id, today, 300, hour=2)
     now = at(today, 3)
     assert projection_refresh.due_accounts(runtime.database, now) == [
         surging.account.id,
@@ -167,3 +192,21 @@ def test_the_most_urgent_go_first_and_a_run_ends_on_time(runtime: Runtime) -> No
     ]
     skipped = projection_refresh.refresh(runtime.database, now, max_seconds=0)
     assert (skipped.due, skipped.refreshed, skipped.deferred) == (2, 0, 2)
+
+
+def test_an_import_of_earlier_days_is_announced_the_same_day(runtime: Runtime) -> None:
+    """Guards against a changed past going unnoticed until the next night: an import that makes
+    exhaustion likely touched neither today's usage nor the quota's ledger, so no other rule of
+    the refresh saw it."""
+    customer = new_customer(runtime, plan="free")
+    today = date(2026, 4, 14)
+    history(runtime, customer, today, per_day=10)
+    nightly = forecasts.run_nightly(runtime.database, customer.account.id, at(today, 0, 20))
+    assert nightly.alerts_raised == ()
+    assert projection_refresh.due_accounts(runtime.database, at(today, 10)) == []
+    seed_calls(runtime, customer.account.id, {today.replace(day=d): 50 for d in range(1, 14)})
+    ingested_at(runtime, customer.account.id, at(today, 11))
+    assert projection_refresh.due_accounts(runtime.database, at(today, 12)) == [customer.account.id]
+    projection_refresh.refresh(runtime.database, at(today, 12))
+    assert "projected_exhaustion" in alerts(runtime, customer.account.id)
+    assert projection_refresh.due_accounts(runtime.database, at(today, 12, 10)) == []

@@ -449,3 +449,23 @@ def test_old_delivery_logs_are_pruned_and_pending_ones_kept(
     remaining = endpoints.deliveries(runtime.database, account_id, endpoint.id, limit=5)
     assert [r.delivery.id for r in remaining] == [pending]
     assert retention.prune(runtime.database, T0 + timedelta(days=500)).notifications == 0
+
+
+def test_a_delivery_made_while_its_endpoint_was_being_disabled_is_not_sent(
+    runtime: Runtime, customer: object, receiver: WebhookReceiver
+) -> None:
+    """Guards against a fan-out that read the endpoint before a concurrent disable committed:
+    its delivery stayed pending, and was sent (and retried for days) to a disabled endpoint."""
+    account_id = customer.account.id  # type: ignore[attr-defined]
+    endpoint = register(runtime, account_id, receiver.url)
+    with runtime.database.connection() as fanning_out:
+        made = notifications.threshold_reached(
+            fanning_out, account_id, T0.date().replace(day=1), 1000, 800, 80, T0
+        )
+        with runtime.database.connection() as disabling:
+            assert store.disable_endpoint(disabling, endpoint.id, "Gone.", T0)
+    (delivery_id,) = made
+    outcome = attempt_delivery(runtime.database, runtime.settings, delivery_id, clock=Clock(T0))
+    assert outcome is None
+    assert state_of(runtime, delivery_id)[0] == "failed"  # replayable once enabled
+    assert receiver.requests == []

@@ -14,6 +14,9 @@ as the nightly run does (`forecasts.run_nightly`), alerts included. An account i
   `forecasts.STALE_USED_CALLS`). Without a forecast today (an account created today, or one the
   nightly run has not reached), the band is empty and today's calls are weighed against the
   slack alone;
+* **its past changed after the forecast was made**: ingestion notes every account whose events
+  for an earlier UTC day arrived (`usage_history_changes`: an import, a backfill, late events),
+  so an exhaustion an import makes likely is announced that day;
 * **its stored forecast calls for an alert not raised**: a forecast recomputed for a reader (the
   API or the dashboard) is stored, and restarts the band, but raises nothing;
 * **it is past half its quota and its forecast is over an hour old** (the month's calls: the
@@ -23,8 +26,7 @@ as the nightly run does (`forecasts.run_nightly`), alerts included. An account i
 
 The calls since the forecast come from today's `usage_daily` rows alone (the row keeps the calls
 of its day that it counted, `used_today`), so the statement reads one day of usage, not the
-month's. Late events for past days are not looked for here: no reader is served a forecast made
-before them (`forecast_store`), and the next nightly run includes them.
+month's. Late events for past days are found through the notes ingestion leaves (above).
 
 A run refreshes the due accounts most urgent first (ahead of the band or an alert not raised,
 then the oldest forecasts) and stops starting new ones after `MAX_RUN_SECONDS`, so that it ends
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from analytics.parameters import DEFAULT_HORIZON_DAYS, DEFAULT_MODEL
+from events import event_log
 from timo_hub.platform import months
 from timo_hub.platform.db import Database
 from timo_hub.quota.counting import NOT_COUNTED_STATUSES
@@ -58,6 +61,8 @@ HOURLY_SHARE = 0.5
 HOURLY_AGE = timedelta(hours=1)
 # A run starts no new account after this long: it is scheduled every ten minutes.
 MAX_RUN_SECONDS = 480.0
+# Notes of changed pasts are kept this long: longer than any forecast of the day is old.
+HISTORY_CHANGES_KEPT = timedelta(days=2)
 
 DUE_ACCOUNTS = """
 WITH today_calls AS (
@@ -91,6 +96,11 @@ WITH today_calls AS (
                    * greatest(extract(epoch FROM %(now)s - s.generated_at), 0)
                    / extract(epoch FROM %(month_end)s - s.generated_at),
                    0)
+           ) OR (
+               -- Its past changed after it was made (an import, a backfill, late events).
+               EXISTS (
+                   SELECT FROM usage_history_changes c
+                   WHERE c.account_id = s.id AND c.changed_at > s.generated_at)
            ) OR (
                s.exhaustion_date IS NOT NULL AND NOT EXISTS (
                    SELECT FROM usage_alerts u
@@ -158,6 +168,8 @@ def refresh(
     One account's failure is logged and the rest go on (`forecasts.run_all`); no account is
     started after `max_seconds`.
     """
+    with database.connection() as conn:
+        event_log.forget_history_changes(conn, now - HISTORY_CHANGES_KEPT)
     due = due_accounts(database, now)
     started = 0
     raised = 0

@@ -162,7 +162,8 @@ def send_test(
     """Queue a `webhook.test` message to the endpoint (a delivery like any other)."""
     delivery_id = "msg_" + uuid.uuid4().hex
     with database.connection() as conn:
-        endpoint = _endpoint(conn, account_id, endpoint_id)
+        # Locked: a disable committing meanwhile waits for this delivery, and then fails it.
+        endpoint = _endpoint(conn, account_id, endpoint_id, lock=True)
         _check_enabled(endpoint)
         data = {"account_id": str(account_id), "endpoint_id": str(endpoint_id)}
         payload = event_types.envelope(event_types.TEST, now, data)
@@ -205,7 +206,7 @@ def replay(
     (so a receiver that deduplicates by it is safe). Idempotent: a delivery still pending (being
     tried, or replayed a moment ago) is returned as it is, not sent twice."""
     with database.connection() as conn:
-        endpoint = _endpoint(conn, account_id, endpoint_id)
+        endpoint = _endpoint(conn, account_id, endpoint_id, lock=True)
         _check_enabled(endpoint)
         replayed = store.replay_delivery(conn, account_id, endpoint_id, delivery_id, now)
         if replayed is not None:
@@ -217,9 +218,9 @@ def replay(
 
 
 def _endpoint(
-    conn: psycopg.Connection, account_id: uuid.UUID, endpoint_id: uuid.UUID
+    conn: psycopg.Connection, account_id: uuid.UUID, endpoint_id: uuid.UUID, *, lock: bool = False
 ) -> store.Endpoint:
-    endpoint = store.get_endpoint(conn, account_id, endpoint_id)
+    endpoint = store.get_endpoint(conn, account_id, endpoint_id, lock=lock)
     if endpoint is None:
         raise EndpointNotFoundError(f"No webhook endpoint with id {endpoint_id}.")
     return endpoint

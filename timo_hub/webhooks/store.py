@@ -120,8 +120,17 @@ SET attempts = attempts + 1, round_attempts = round_attempts + 1,
     next_attempt_at = %(claimed_until)s
 FROM webhook_endpoints e
 WHERE d.id = %(id)s AND d.state = 'pending' AND d.next_attempt_at <= %(now)s
-  AND e.id = d.endpoint_id
+  AND e.id = d.endpoint_id AND e.disabled_at IS NULL
 RETURNING {DELIVERY_COLUMNS}, {", ".join("e." + c.strip() for c in ENDPOINT_COLUMNS.split(","))}
+"""
+# A delivery made (or replayed) while its endpoint was being disabled, in a transaction that did
+# not yet see the disable: failed unsent, as the disable would have left it.
+FAIL_IF_DISABLED = """
+UPDATE webhook_deliveries d
+SET state = 'failed', next_attempt_at = NULL, finished_at = %(now)s
+FROM webhook_endpoints e
+WHERE d.id = %(id)s AND d.state = 'pending' AND e.id = d.endpoint_id
+  AND e.disabled_at IS NOT NULL
 """
 INSERT_ATTEMPT = """
 INSERT INTO webhook_attempts (delivery_id, attempt, started_at)
@@ -435,6 +444,7 @@ def claim_delivery(
         CLAIM_DELIVERY, {"id": delivery_id, "now": now, "claimed_until": claimed_until}
     ).fetchone()
     if row is None:
+        conn.execute(FAIL_IF_DISABLED, {"id": delivery_id, "now": now})
         return None
     width = len(Delivery.__dataclass_fields__)
     delivery, endpoint = Delivery(*row[:width]), Endpoint(*row[width:])
