@@ -6,6 +6,7 @@ workers are killed, duplicated and starved of PostgreSQL while they work.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import uuid
@@ -130,7 +131,10 @@ def _freeze_mid_batch(
             if xid is not None:
                 caught.append((child, xid))
                 return True
-            child.resume()
+            # A child can end between the two calls (the pool replacing a process as it
+            # starts): it holds no batch then, and the next look finds its successor.
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.resume()
         return False
 
     eventually(frozen_mid_batch, timeout=timeout)
