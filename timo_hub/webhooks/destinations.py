@@ -521,7 +521,8 @@ def _shut(sock: socket.socket) -> None:
 
 
 class _WatchedHTTPConnection(HTTPConnection):
-    """urllib3's connection, with its socket handed to the attempt's watchdog as it is made."""
+    """urllib3's connection, with its socket handed to the attempt's watchdog as it is made
+    (TLS included: `HTTPSConnection` makes its socket here too)."""
 
     def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -535,17 +536,8 @@ class _WatchedHTTPConnection(HTTPConnection):
         return sock
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    """urllib3's TLS connection, with its socket handed to the attempt's watchdog as it is made."""
-
-    def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._watchdog = watchdog
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        self._watchdog.watch(sock)
-        return sock
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
+    """urllib3's TLS connection, watched the same way."""
 
 
 def _describe(error: BaseException, watchdog: _Watchdog, timeout: float) -> str:

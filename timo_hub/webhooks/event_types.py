@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from timo_hub.platform import months
+from timo_hub.platform.json_types import utc_iso
 
 THRESHOLD_REACHED = "quota.threshold_reached"
 EXHAUSTED = "quota.exhausted"
@@ -28,9 +29,6 @@ EVENT_TYPES: tuple[str, ...] = (
     KEY_CREATED,
     KEY_REVOKED,
 )
-
-DEFAULT_THRESHOLDS: tuple[int, ...] = (50, 80, 100)
-MAX_THRESHOLDS = 10
 
 
 def iso(moment: datetime) -> str:
@@ -54,8 +52,8 @@ def quota_data(
         "used": used,
         "remaining": None if limit is None else max(limit - used, 0),
         "reset": int(end.timestamp()),
-        "period_start": iso(start).replace(".000Z", "Z"),
-        "period_end": iso(end).replace(".000Z", "Z"),
+        "period_start": utc_iso(start),
+        "period_end": utc_iso(end),
     }
 
 
@@ -64,11 +62,6 @@ def threshold_data(
 ) -> dict[str, Any]:
     """`quota.threshold_reached`: the percentage reached, and the month's usage."""
     return {"threshold": threshold, **quota_data(account_id, first_day, limit, used)}
-
-
-def threshold_calls(limit: int, percent: int) -> int:
-    """The call count at which `percent` of `limit` is reached (at least one call)."""
-    return max(1, -(-limit * percent // 100))
 
 
 def envelope(kind: str, occurred_at: datetime, data: dict[str, Any]) -> dict[str, Any]:
