@@ -26,9 +26,15 @@ class Customer:
         return {"Authorization": f"Bearer {self.secret}"}
 
 
-def new_customer(runtime: Runtime, plan: str = "developer") -> Customer:
-    """A fresh account on `plan` with its first key."""
+def new_customer(
+    runtime: Runtime, plan: str = "developer", *, burst: service.LimitSetting | None = None
+) -> Customer:
+    """A fresh account on `plan` with its first key; `burst` sets its own burst limit (e.g.
+    `"unlimited"` for a test that spends a month's calls faster than the plan's burst window
+    admits)."""
     account, issued = service.create_account(runtime, f"user{next(_counter)}@example.com", plan)
+    if burst is not None:
+        account = service.set_limits(runtime, account.id, {"burst": burst})
     return Customer(account, str(issued.key.id), issued.secret)
 
 

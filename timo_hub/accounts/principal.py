@@ -1,4 +1,5 @@
-"""Who is calling: the key, its account, and the account's plan and state at authentication."""
+"""Who is calling: the key, its account, and the account's plan, limits and state at
+authentication."""
 
 from __future__ import annotations
 
@@ -16,9 +17,14 @@ class Principal:
     account_status: str
     plan: str
     monthly_limit: int | None
+    """Calls per UTC month (the account's own limit, else its plan's); None: unlimited."""
     alert_thresholds: tuple[int, ...] = (50, 80, 100)
     """Percentages of the monthly limit at which a `quota.threshold_reached` webhook fires,
     ascending."""
+    burst_limit: int | None = None
+    """Calls per burst window (the account's own limit, else its plan's); None: no burst limit."""
+    burst_window_seconds: int = 60
+    """The burst window's length; it divides an hour."""
 
     def __post_init__(self) -> None:
         # PostgreSQL hands the array over as a list; a principal stays hashable and immutable.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 
@@ -204,6 +204,49 @@ def set_plan(runtime: Runtime, account_id: uuid.UUID, plan: str) -> store.Accoun
         if not store.set_plan(conn, account_id, plan):
             raise AccountNotFoundError(f"No account with id {account_id}.")
     return _announced(runtime, account_id, f"Account {account_id} is on plan {plan!r}")
+
+
+FOLLOW_PLAN = "plan"
+"""A limit setting that drops the account's own limit: its plan's applies again."""
+UNLIMITED = "unlimited"
+"""A limit setting for no limit at all."""
+LimitSetting = int | Literal["plan", "unlimited"]
+LIMIT_POLICIES = ("month", "burst")
+
+
+def set_limits(
+    runtime: Runtime, account_id: uuid.UUID, changes: dict[str, LimitSetting]
+) -> store.Account:
+    """Give the account its own limits (by policy: `month`, `burst`) in place of its plan's: a
+    number of calls, `unlimited`, or `plan` to follow the plan again. Effective on its next
+    request; kept across plan changes (they are the account's contract)."""
+    for policy, setting in changes.items():
+        if policy not in LIMIT_POLICIES:
+            raise InvalidError(f"Unknown limit {policy!r}.", field="policy")
+        if isinstance(setting, int) and not 0 <= setting <= MAX_LIMIT:
+            raise InvalidError(
+                f"A limit is a whole number of calls from 0 to {MAX_LIMIT:,}.", field=policy
+            )
+    with runtime.database.connection() as conn, conn.transaction():
+        if not store.lock_account(conn, account_id):
+            raise AccountNotFoundError(f"No account with id {account_id}.")
+        for policy, setting in changes.items():
+            if setting == FOLLOW_PLAN:
+                store.clear_limit_override(conn, account_id, policy)
+            else:
+                calls = None if setting == UNLIMITED else int(setting)
+                store.set_limit_override(conn, account_id, policy, calls)
+    return _announced(runtime, account_id, f"Account {account_id}'s limits are set")
+
+
+def limit_overrides(runtime: Runtime, account_id: uuid.UUID) -> dict[str, int | None]:
+    """The limits set for the account itself, by policy (None: unlimited)."""
+    with runtime.database.connection() as conn:
+        return store.limit_overrides(conn, account_id)
+
+
+# Far beyond any contract, well inside Redis's and Lua's exact integers.
+MAX_LIMIT = 10**15
 
 
 def set_status(runtime: Runtime, account_id: uuid.UUID, status: str) -> store.Account:

@@ -17,21 +17,19 @@ from psycopg.rows import class_row
 from timo_hub.accounts import key_format
 from timo_hub.accounts.principal import Principal
 
+# Limits come from `account_limits`: the account's own where an operator set them, else its plan's.
 ACCOUNT_COLUMNS = """
     a.id, a.email, a.status, a.created_at,
-    p.name AS plan, p.monthly_limit, p.price_usd
+    p.name AS plan, l.monthly_limit, p.price_usd, l.burst_limit, l.burst_window_seconds
 """
-SELECT_ACCOUNT = f"""
-SELECT {ACCOUNT_COLUMNS} FROM accounts a JOIN plans p ON p.name = a.plan WHERE a.id = %(id)s
+ACCOUNT_FROM = """
+accounts a JOIN plans p ON p.name = a.plan JOIN account_limits l ON l.account_id = a.id
 """
+SELECT_ACCOUNT = f"SELECT {ACCOUNT_COLUMNS} FROM {ACCOUNT_FROM} WHERE a.id = %(id)s"
 SELECT_ACCOUNT_BY_EMAIL = f"""
-SELECT {ACCOUNT_COLUMNS} FROM accounts a JOIN plans p ON p.name = a.plan
-WHERE lower(a.email) = lower(%(email)s)
+SELECT {ACCOUNT_COLUMNS} FROM {ACCOUNT_FROM} WHERE lower(a.email) = lower(%(email)s)
 """
-SELECT_ACCOUNTS = f"""
-SELECT {ACCOUNT_COLUMNS} FROM accounts a JOIN plans p ON p.name = a.plan
-ORDER BY a.created_at, a.id
-"""
+SELECT_ACCOUNTS = f"SELECT {ACCOUNT_COLUMNS} FROM {ACCOUNT_FROM} ORDER BY a.created_at, a.id"
 INSERT_ACCOUNT = "INSERT INTO accounts (email, plan) VALUES (%(email)s, %(plan)s) RETURNING id"
 UPDATE_ACCOUNT_PLAN = "UPDATE accounts SET plan = %(plan)s WHERE id = %(id)s RETURNING id"
 UPDATE_ACCOUNT_STATUS = "UPDATE accounts SET status = %(status)s WHERE id = %(id)s RETURNING id"
@@ -42,7 +40,19 @@ UPDATE accounts SET alert_thresholds = %(thresholds)s WHERE id = %(id)s RETURNIN
 SELECT_ALERT_THRESHOLDS = "SELECT alert_thresholds FROM accounts WHERE id = %(id)s"
 SELECT_PLAN_NAMES = "SELECT name FROM plans ORDER BY sort_order"
 SELECT_PLANS = """
-SELECT name, display_name, monthly_limit, price_usd FROM plans ORDER BY sort_order
+SELECT name, display_name, monthly_limit, price_usd, burst_limit, burst_window_seconds
+FROM plans ORDER BY sort_order
+"""
+SELECT_LIMIT_OVERRIDES = """
+SELECT policy, calls FROM account_limit_overrides WHERE account_id = %(id)s ORDER BY policy
+"""
+SET_LIMIT_OVERRIDE = """
+INSERT INTO account_limit_overrides (account_id, policy, calls)
+VALUES (%(id)s, %(policy)s, %(calls)s)
+ON CONFLICT (account_id, policy) DO UPDATE SET calls = EXCLUDED.calls, set_at = now()
+"""
+CLEAR_LIMIT_OVERRIDE = """
+DELETE FROM account_limit_overrides WHERE account_id = %(id)s AND policy = %(policy)s
 """
 SELECT_ACTIVE_ACCOUNT_IDS = """
 SELECT id FROM accounts WHERE status = 'active' ORDER BY created_at, id
@@ -69,9 +79,10 @@ WHERE id = %(id)s AND (%(account_id)s::uuid IS NULL OR account_id = %(account_id
 RETURNING {KEY_COLUMNS}
 """
 SELECT_PRINCIPAL = """
-SELECT k.id AS key_id, k.account_id, a.status AS account_status, p.name AS plan, p.monthly_limit,
-       a.alert_thresholds
-FROM api_keys k JOIN accounts a ON a.id = k.account_id JOIN plans p ON p.name = a.plan
+SELECT k.id AS key_id, k.account_id, a.status AS account_status, a.plan, l.monthly_limit,
+       a.alert_thresholds, l.burst_limit, l.burst_window_seconds
+FROM api_keys k JOIN accounts a ON a.id = k.account_id
+JOIN account_limits l ON l.account_id = a.id
 WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL
 """
 # Conditional so that several processes touching one key write at most about once a minute.
@@ -91,17 +102,24 @@ class Account:
     created_at: datetime
     plan: str
     monthly_limit: int | None
+    """In force: the account's own limit where an operator set one, else its plan's."""
     price_usd: Decimal | None
+    burst_limit: int | None
+    """Calls per burst window in force (None: none); the account's own, else its plan's."""
+    burst_window_seconds: int
 
 
 @dataclass(frozen=True)
 class Plan:
-    """A plan: its monthly limit (None: unlimited) and price (None: custom)."""
+    """A plan: its monthly limit (None: unlimited), price (None: custom) and burst limit (None:
+    none) per window of `burst_window_seconds`."""
 
     name: str
     display_name: str
     monthly_limit: int | None
     price_usd: Decimal | None
+    burst_limit: int | None = None
+    burst_window_seconds: int = 60
 
 
 @dataclass(frozen=True)
@@ -262,3 +280,21 @@ def set_alert_thresholds(
     """Replace the account's alert thresholds; False if there is no such account."""
     params = {"id": account_id, "thresholds": thresholds}
     return conn.execute(UPDATE_ALERT_THRESHOLDS, params).fetchone() is not None
+
+
+def limit_overrides(conn: psycopg.Connection, account_id: uuid.UUID) -> dict[str, int | None]:
+    """The limits an operator set for the account, by policy (`month`, `burst`); None: unlimited."""
+    rows = conn.execute(SELECT_LIMIT_OVERRIDES, {"id": account_id})
+    return {policy: None if calls is None else int(calls) for policy, calls in rows}
+
+
+def set_limit_override(
+    conn: psycopg.Connection, account_id: uuid.UUID, policy: str, calls: int | None
+) -> None:
+    """Give the account its own limit for `policy` (None: unlimited) in place of its plan's."""
+    conn.execute(SET_LIMIT_OVERRIDE, {"id": account_id, "policy": policy, "calls": calls})
+
+
+def clear_limit_override(conn: psycopg.Connection, account_id: uuid.UUID, policy: str) -> None:
+    """Let the account follow its plan's limit for `policy` again."""
+    conn.execute(CLEAR_LIMIT_OVERRIDE, {"id": account_id, "policy": policy})

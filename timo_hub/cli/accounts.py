@@ -28,17 +28,43 @@ def _account_id(raw: str) -> uuid.UUID:
         return service.parse_id(raw, service.AccountNotFoundError, "account")
 
 
-def _describe(account: store.Account) -> str:
-    limit = "unlimited"
+def _describe(account: store.Account, overrides: dict[str, int | None] | None = None) -> str:
+    monthly = "unlimited"
     if account.monthly_limit is not None:
-        limit = f"{account.monthly_limit:,} calls/month"
+        monthly = f"{account.monthly_limit:,} calls/month"
+    burst = "no burst limit"
+    if account.burst_limit is not None:
+        burst = f"{account.burst_limit:,} calls/{_window(account.burst_window_seconds)}"
+    own = sorted(overrides or {})
+    source = f" (set for this account: {', '.join(own)})" if own else ""
     return (
         f"Account {account.id}\n"
         f"  email:   {account.email}\n"
-        f"  plan:    {account.plan} ({limit})\n"
+        f"  plan:    {account.plan}\n"
+        f"  limits:  {monthly}, {burst}{source}\n"
         f"  status:  {account.status}\n"
         f"  created: {account.created_at.isoformat()}"
     )
+
+
+def _window(seconds: int) -> str:
+    if seconds == 60:
+        return "minute"
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min"
+
+
+def _limit_setting(raw: str | None, option: str) -> service.LimitSetting | None:
+    if raw is None:
+        return None
+    text = raw.strip().lower().replace(",", "").replace("_", "")
+    if text in (service.FOLLOW_PLAN, service.UNLIMITED):
+        return text  # type: ignore[return-value]
+    if not text.isdigit():
+        raise click.BadParameter(
+            "a whole number of calls, 'unlimited', or 'plan' (the plan's limit)",
+            param_hint=option,
+        )
+    return int(text)
 
 
 @click.group()
@@ -127,6 +153,9 @@ def list_accounts(ctx: CliContext, as_json: bool) -> None:
                         "id": str(a.id),
                         "email": a.email,
                         "plan": a.plan,
+                        "monthly_limit": a.monthly_limit,
+                        "burst_limit": a.burst_limit,
+                        "burst_window_seconds": a.burst_window_seconds,
                         "status": a.status,
                         "created_at": a.created_at.isoformat(),
                     }
@@ -149,7 +178,8 @@ def show_account(ctx: CliContext, account_id: str) -> None:
     parsed = _account_id(account_id)
     with operator_errors():
         account = service.get_account(ctx.runtime, parsed)
-    click.echo(_describe(account))
+        overrides = service.limit_overrides(ctx.runtime, parsed)
+    click.echo(_describe(account, overrides))
     click.echo("  keys:")
     for key in service.list_keys(ctx.runtime, parsed):
         state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
@@ -180,6 +210,44 @@ def _change(
 def set_plan(ctx: CliContext, account_id: str, plan: str) -> None:
     """Move an account to another plan; effective on its next request."""
     _change(ctx, account_id, service.set_plan, plan)
+
+
+@accounts.command("set-limit")
+@click.argument("account_id")
+@click.option(
+    "--per-minute",
+    "burst",
+    metavar="N|unlimited|plan",
+    help="Calls per burst window (a minute unless the plan says otherwise).",
+)
+@click.option(
+    "--monthly",
+    metavar="N|unlimited|plan",
+    help="Calls per UTC month (an enterprise contract, for instance).",
+)
+@pass_cli
+def set_limit(ctx: CliContext, account_id: str, burst: str | None, monthly: str | None) -> None:
+    """Give an account its own limits in place of its plan's; effective on its next request.
+
+    `plan` drops the account's own limit so that its plan's applies again. An account's own
+    limits stay when it changes plan.
+    """
+    changes: dict[str, service.LimitSetting] = {}
+    if (setting := _limit_setting(monthly, "--monthly")) is not None:
+        changes["month"] = setting
+    if (setting := _limit_setting(burst, "--per-minute")) is not None:
+        changes["burst"] = setting
+    if not changes:
+        raise click.UsageError("Say which limit to set: --per-minute and/or --monthly.")
+    parsed = _account_id(account_id)
+    with operator_errors():
+        try:
+            account = service.set_limits(ctx.runtime, parsed, changes)
+        except service.ChangeNotAnnouncedError as exc:
+            account = exc.committed
+            click.echo(f"warning: {exc}", err=True)
+        overrides = service.limit_overrides(ctx.runtime, parsed)
+    click.echo(_describe(account, overrides))
 
 
 @accounts.command("suspend")

@@ -49,7 +49,7 @@ from analytics.parameters import DEFAULT_HORIZON_DAYS, DEFAULT_MODEL
 from events import event_log
 from timo_hub.platform import months
 from timo_hub.platform.db import Database
-from timo_hub.quota.counting import NOT_COUNTED_STATUSES
+from timo_hub.quota.counting import COUNTED_STATUS
 from timo_hub.usage import forecasts
 from timo_hub.usage.alerts import ALERT_80_PERCENT, ALERT_EXHAUSTION, ALERT_SHARE
 from timo_hub.usage.forecast_body import SCHEMA_VERSION
@@ -64,29 +64,29 @@ MAX_RUN_SECONDS = 480.0
 # Notes of changed pasts are kept this long: longer than any forecast of the day is old.
 HISTORY_CHANGES_KEPT = timedelta(days=2)
 
-DUE_ACCOUNTS = """
+DUE_ACCOUNTS = f"""
 WITH today_calls AS (
     SELECT account_id, sum(calls)::bigint AS calls FROM usage_daily
-    WHERE day = %(today)s AND status <> ALL(%(not_counted)s)
+    WHERE day = %(today)s AND {COUNTED_STATUS}
     GROUP BY account_id
 ), standing AS (
-    SELECT a.id, p.monthly_limit AS quota, f.generated_at,
+    SELECT a.id, l.monthly_limit AS quota, f.generated_at,
            (f.body -> 'current_month' ->> 'used')::bigint AS used_then,
            (f.body -> 'current_month' ->> 'projected_total')::float8 AS projected,
            (f.body -> 'current_month' ->> 'projected_total_upper80')::float8 AS upper80,
            f.body ->> 'exhaustion_date' AS exhaustion_date,
            coalesce(t.calls, 0) - coalesce(f.used_today, 0) AS since,
            coalesce(q.used, 0) AS ledger,
-           greatest(%(slack_calls)s, %(slack_share)s * p.monthly_limit) AS slack
+           greatest(%(slack_calls)s, %(slack_share)s * l.monthly_limit) AS slack
     FROM accounts a
-    JOIN plans p ON p.name = a.plan
+    JOIN account_limits l ON l.account_id = a.id
     LEFT JOIN forecasts f
         ON f.account_id = a.id AND f.generated_on = %(today)s AND f.horizon_days = %(days)s
        AND f.requested_model = %(model)s AND f.schema_version = %(version)s
-       AND f.monthly_limit = p.monthly_limit
+       AND f.monthly_limit = l.monthly_limit
     LEFT JOIN today_calls t ON t.account_id = a.id
     LEFT JOIN quota_usage q ON q.account_id = a.id AND q.period = %(month)s
-    WHERE a.status = 'active' AND p.monthly_limit IS NOT NULL
+    WHERE a.status = 'active' AND l.monthly_limit IS NOT NULL
 ), verdict AS (
     -- Cheap tests first: a stored body's figures are read only where those leave it open.
     SELECT s.id, s.generated_at,
@@ -148,7 +148,6 @@ def due_accounts(database: Database, now: datetime) -> list[uuid.UUID]:
         "days": DEFAULT_HORIZON_DAYS,
         "model": DEFAULT_MODEL,
         "version": SCHEMA_VERSION,
-        "not_counted": list(NOT_COUNTED_STATUSES),
         "slack_calls": forecasts.STALE_USED_CALLS,
         "slack_share": forecasts.STALE_USED_SHARE,
         "hourly_share": HOURLY_SHARE,

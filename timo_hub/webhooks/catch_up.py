@@ -20,13 +20,13 @@ from timo_hub.webhooks import event_types, notifications
 LAST_MONTH_TOO = timedelta(hours=1)
 
 MISSING_THRESHOLDS = """
-SELECT q.account_id, q.used, p.monthly_limit, t.pct
+SELECT q.account_id, q.used, l.monthly_limit, t.pct
 FROM quota_usage q
 JOIN accounts a ON a.id = q.account_id
-JOIN plans p ON p.name = a.plan
+JOIN account_limits l ON l.account_id = a.id
 CROSS JOIN LATERAL unnest(a.alert_thresholds) AS t (pct)
-WHERE q.period = %(month)s AND p.monthly_limit > 0
-  AND q.used * 100 >= t.pct::bigint * p.monthly_limit
+WHERE q.period = %(month)s AND l.monthly_limit > 0
+  AND q.used * 100 >= t.pct::bigint * l.monthly_limit
   AND NOT EXISTS (
       SELECT 1 FROM account_notifications n
       WHERE n.account_id = q.account_id AND n.type = %(type)s
@@ -34,11 +34,11 @@ WHERE q.period = %(month)s AND p.monthly_limit > 0
 ORDER BY q.account_id, t.pct
 """
 MISSING_EXHAUSTED = """
-SELECT q.account_id, q.used, p.monthly_limit
+SELECT q.account_id, q.used, l.monthly_limit
 FROM quota_usage q
 JOIN accounts a ON a.id = q.account_id
-JOIN plans p ON p.name = a.plan
-WHERE q.period = %(month)s AND q.used >= p.monthly_limit
+JOIN account_limits l ON l.account_id = a.id
+WHERE q.period = %(month)s AND q.used >= l.monthly_limit
   AND EXISTS (
       SELECT 1 FROM usage_daily u
       WHERE u.account_id = q.account_id AND u.day >= %(month)s AND u.day < %(next)s
