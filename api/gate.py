@@ -9,7 +9,7 @@ Flask answers with an error; `/api/v1` calls other than health and the OpenAPI d
    monotonic one.
 2. `admit_request` authenticates the bearer key (401, or 429 for an address sending bad keys),
    refuses a suspended account (403, not counted), and admits and counts the call in one atomic
-   Redis step, or refuses it (429).
+   Redis step across its month and its burst window, or refuses it (429, naming the window).
 3. On the way out, once Flask has started its answer and before any byte of it is sent, the gate
    reads the clock once and hands the same interval to the usage event's `duration_ms`, the
    latency histogram and the access log line; it adds the rate-limit headers to every answer of an
@@ -57,8 +57,9 @@ from api.request_state import RequestState
 from events.publisher import EventPublisher
 from timo_hub.accounts import key_format
 from timo_hub.platform.runtime import Runtime
+from timo_hub.quota.admission import MONTH_POLICY
 from timo_hub.quota.counting import counts
-from timo_hub.quota.enforcer import QuotaEnforcer, quota_exceeded
+from timo_hub.quota.enforcer import QuotaEnforcer, refusal
 from timo_hub.webhooks.dispatch import DeliveryQueue
 from timo_hub.webhooks.quota_watch import QuotaWatch
 
@@ -108,12 +109,13 @@ class Gate:
                 _close_body(body)
                 status_line, headers, body = self._unmetered_answer(state, answered)
                 answered.status = 500
+                self._refund(state)  # no event says it was served: nor may the quota
             self._count_and_log(state, answered)
             # Appended to the app's list: a new answer has none of these to replace, and every
             # value is already a valid header value (ids, integers).
             headers.append((request_ids.HEADER, state.request_id))
             if state.admission is not None:
-                headers.extend(rate_limit_headers.pairs(state.admission))
+                headers.extend(rate_limit_headers.pairs(state.admission, state.clock.started_at))
             _add_safety_headers(headers, answered)
             try:
                 start_response(status_line, headers)
@@ -146,12 +148,16 @@ class Gate:
         except Exception:
             logger.exception("could not record the call (request_id=%s)", state.request_id)
             return False
-        admission = state.admission
-        if admission is not None and admission.admitted and not counts(answered.status):
-            # Admitted, then answered 503 by the handler (a store it needed was down): the
-            # event says the call does not count, so neither may the quota.
-            self.quota.refund(principal, admission)
+        if not counts(answered.status):
+            # Admitted, then answered 5xx (our failure, not the caller's): the event says the
+            # call does not count, so neither may any window of the quota.
+            self._refund(state)
         return True
+
+    def _refund(self, state: RequestState) -> None:
+        admission = state.admission
+        if state.principal is not None and admission is not None and admission.admitted:
+            self.quota.refund(state.principal, admission)
 
     def _count_and_log(self, state: RequestState, answered: _Answered) -> None:
         """The latency histogram and the access line: bookkeeping, which never fails a call."""
@@ -277,10 +283,11 @@ def admit_request() -> None:
     watch: QuotaWatch = extensions[WATCH_EXTENSION]
     if not admission.admitted:
         http_metrics.count_admission(False)
-        watch.refused(
-            principal.account_id, admission.period.first_day, admission.limit, admission.used
-        )
-        raise quota_exceeded(admission, now)
+        if admission.refused_by == MONTH_POLICY:
+            watch.refused(
+                principal.account_id, admission.period.first_day, admission.limit, admission.used
+            )
+        raise refusal(admission, now)
     http_metrics.count_admission(True)
     watch.admitted(
         principal.account_id,

@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException
 from api.request_state import current_request
 from timo_hub import errors
 from timo_hub.accounts import key_format
-from timo_hub.quota.enforcer import QuotaExceededError
+from timo_hub.quota.enforcer import BurstLimitError, QuotaExceededError
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ DOMAIN_PROBLEMS: dict[type[errors.DomainError], ProblemKind] = {
     # A limit on what an account may hold (active keys): the request conflicts with that state.
     errors.LimitReachedError: CONFLICT,
     QuotaExceededError: ProblemKind(429, "quota-exceeded", "Quota Exceeded"),
+    BurstLimitError: ProblemKind(429, "burst-limit-exceeded", "Burst Limit Exceeded"),
     errors.UnavailableError: ProblemKind(
         ServiceUnavailableError.status, ServiceUnavailableError.slug, ServiceUnavailableError.title
     ),

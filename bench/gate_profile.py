@@ -86,8 +86,9 @@ def _measure(settings: Any, args: argparse.Namespace) -> None:
     runtime = build_runtime(settings)
     with runtime.database.connection() as conn:
         conn.execute(
-            "INSERT INTO plans (name, display_name, monthly_limit, sort_order) "
-            "VALUES ('bench', 'Bench (huge limit)', 1000000000000, 99) ON CONFLICT DO NOTHING"
+            "INSERT INTO plans (name, display_name, monthly_limit, sort_order, burst_limit) "
+            "VALUES ('bench', 'Bench (huge limit)', 1000000000000, 99, 1000000000000) "
+            "ON CONFLICT (name) DO UPDATE SET burst_limit = EXCLUDED.burst_limit"
         )
     _, issued = service.create_account(runtime, f"profile-{time.time_ns()}@example.com", "bench")
     runtime.close()

@@ -61,8 +61,9 @@ from timo_hub.platform.settings import Settings  # noqa: E402
 BENCH_PEPPER = "bench-pepper-not-a-secret-0123456789abcdef"
 BENCH_SECRET_KEY = "bench-secret-key-not-a-secret-0123456789"
 # A plan no round can exhaust, so every call of (c) takes the limited-plan admission path (an
-# unlimited plan would be no cheaper: the counter is counted either way).
-BENCH_PLAN = ("bench", "Bench (huge limit)", 10**12)
+# unlimited plan would be no cheaper: the counter is counted either way), with a burst window as
+# large (both windows checked and counted on every admission, none ever refusing).
+BENCH_PLAN = ("bench", "Bench (huge limit)", 10**12, 10**12)
 WORKER_CLASSES = {
     "buffering": "timo_hub.serving.buffering_worker.BufferingWorker",
     "sync": "sync",
@@ -244,8 +245,9 @@ def _run(home: str, args) -> None:  # type: ignore[no-untyped-def]
     runtime = build_runtime(settings)
     with runtime.database.connection() as conn:
         conn.execute(
-            "INSERT INTO plans (name, display_name, monthly_limit, sort_order) "
-            "VALUES (%s, %s, %s, 99) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO plans (name, display_name, monthly_limit, sort_order, burst_limit) "
+            "VALUES (%s, %s, %s, 99, %s) "
+            "ON CONFLICT (name) DO UPDATE SET burst_limit = EXCLUDED.burst_limit",
             BENCH_PLAN,
         )
     _, issued = service.create_account(

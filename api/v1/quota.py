@@ -19,10 +19,13 @@ from timo_hub.quota.period import Period
     "/account/quota",
     summary="This month's quota: limit, used, remaining",
     tag="account",
-    replies=(Reply(200, "This month's usage, this call included.", QuotaOut),),
+    replies=(
+        Reply(200, "This month's and this burst window's usage, this call included.", QuotaOut),
+    ),
 )
 def get_quota() -> ResponseReturnValue:
-    """Limit, used, remaining and the reset time; agrees with this response's headers."""
+    """Limit, used, remaining and the reset time of the month and of the burst window; agrees
+    with this response's headers."""
     admission = current_admission()
     return current_app.response_class(quota_json(admission), mimetype="application/json")
 
@@ -45,11 +48,19 @@ def quota_json(admission: Admission) -> str:
             period_start=period.start,
             period_end=period.end,
         ).model_dump_json()
-        tail = _PERIOD_TAILS[period] = sample[sample.index(',"reset"') :]
+        tail = sample[sample.index(',"reset"') : sample.index(',"burst"')]
+        _PERIOD_TAILS[period] = tail
+    burst = admission.burst
+    window = "null"
+    if burst is not None:
+        window = (
+            f'{{"limit":{burst.limit},"window_seconds":{burst.seconds},"used":{burst.used},'
+            f'"remaining":{burst.remaining},"reset":{burst.reset_epoch}}}'
+        )
     if admission.limit is None:
-        return f'{{"limit":null,"used":{admission.used},"remaining":null{tail}'
+        return f'{{"limit":null,"used":{admission.used},"remaining":null{tail},"burst":{window}}}'
     used, limit, remaining = admission.used, admission.limit, admission.remaining
-    return f'{{"limit":{limit},"used":{used},"remaining":{remaining}{tail}'
+    return f'{{"limit":{limit},"used":{used},"remaining":{remaining}{tail},"burst":{window}}}'
 
 
 _PERIOD_TAILS: dict[Period, str] = {}

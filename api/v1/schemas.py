@@ -20,8 +20,17 @@ class PlanOut(BaseModel):
     """A plan as the account sees it."""
 
     name: str
-    monthly_limit: int | None = Field(description="Calls per UTC month; null means unlimited.")
+    monthly_limit: int | None = Field(
+        description="Calls per UTC month in force (the account's contract, else its plan's); "
+        "null means unlimited."
+    )
     price_usd: float | None = Field(description="Monthly price; null means custom pricing.")
+    burst_limit: int | None = Field(
+        default=None,
+        description="Calls per burst window in force (the account's own, else its plan's); "
+        "null means no burst limit.",
+    )
+    burst_window_seconds: int = Field(default=60, description="The burst window's length.")
 
 
 class AccountOut(BaseModel):
@@ -40,7 +49,13 @@ class AccountOut(BaseModel):
         return cls(
             id=account.id,
             email=account.email,
-            plan=PlanOut(name=account.plan, monthly_limit=account.monthly_limit, price_usd=price),
+            plan=PlanOut(
+                name=account.plan,
+                monthly_limit=account.monthly_limit,
+                price_usd=price,
+                burst_limit=account.burst_limit,
+                burst_window_seconds=account.burst_window_seconds,
+            ),
             status=account.status,
             created_at=account.created_at,
         )
@@ -124,8 +139,19 @@ class CreateApiKeyIn(BaseModel):
         return name
 
 
+class BurstWindowOut(BaseModel):
+    """The current burst window: a short fixed window (a minute by default) beside the month."""
+
+    limit: int = Field(description="Calls the window admits.")
+    window_seconds: int = Field(description="The window's length; windows start on its multiples.")
+    used: int = Field(description="Calls admitted in this window, including this one.")
+    remaining: int = Field(description="Calls this window still admits.")
+    reset: int = Field(description="Epoch seconds when the next window starts.")
+
+
 class QuotaOut(BaseModel):
-    """`GET /api/v1/account/quota`: this month's usage, this call included."""
+    """`GET /api/v1/account/quota`: this month's usage, this call included, and the burst
+    window's."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -134,9 +160,16 @@ class QuotaOut(BaseModel):
                     "limit": 5000,
                     "used": 1579,
                     "remaining": 3421,
-                    "reset": 1798761600,
+                    "reset": 1796083200,
                     "period_start": "2026-11-01T00:00:00Z",
                     "period_end": "2026-12-01T00:00:00Z",
+                    "burst": {
+                        "limit": 300,
+                        "window_seconds": 60,
+                        "used": 12,
+                        "remaining": 288,
+                        "reset": 1795185060,
+                    },
                 }
             ]
         }
@@ -148,6 +181,9 @@ class QuotaOut(BaseModel):
     reset: int = Field(description="Epoch seconds when the next month's quota starts.")
     period_start: UtcDatetime = Field(description="Start of this UTC month (inclusive).")
     period_end: UtcDatetime = Field(description="Start of the next UTC month (exclusive).")
+    burst: BurstWindowOut | None = Field(
+        default=None, description="The burst window; null when the account has no burst limit."
+    )
 
 
 class FieldErrorOut(BaseModel):
@@ -161,7 +197,8 @@ class ProblemOut(BaseModel):
     """An RFC 9457 problem: every error this API answers has this shape.
 
     Some problems add members: `errors` (invalid fields), `allowed`, `minimum` and `maximum`
-    (query parameters), `limit`, `used` and `reset` (quota exceeded).
+    (query parameters), `policy`, `limit`, `used`, `reset` and `violated-policies` (a limit
+    reached: `window_seconds` too for the burst window).
     """
 
     model_config = ConfigDict(
@@ -170,15 +207,17 @@ class ProblemOut(BaseModel):
             "examples": [
                 {
                     "type": "/problems/quota-exceeded",
-                    "title": "Too Many Requests",
+                    "title": "Quota Exceeded",
                     "status": 429,
-                    "detail": "The monthly quota of 1000 calls is used up; it resets at the "
-                    "start of next month (UTC).",
+                    "detail": "This account has used its 1,000 calls for the month; the quota "
+                    "resets at 2026-12-01T00:00:00Z.",
                     "instance": "/api/v1/account",
                     "request_id": "4f1c2b7a9e0d4c21a6b3f8e2d1c0b9a8",
+                    "policy": "month",
                     "limit": 1000,
                     "used": 1000,
-                    "reset": 1798761600,
+                    "reset": 1796083200,
+                    "violated-policies": ["month"],
                 }
             ]
         },

@@ -18,7 +18,13 @@ def test_account_describes_the_caller_and_plan(client: FlaskClient, runtime: Run
     assert body == {
         "id": str(customer.account.id),
         "email": customer.account.email,
-        "plan": {"name": "starter", "monthly_limit": 5000, "price_usd": 29.0},
+        "plan": {
+            "name": "starter",
+            "monthly_limit": 5000,
+            "price_usd": 29.0,
+            "burst_limit": 300,
+            "burst_window_seconds": 60,
+        },
         "status": "active",
         "created_at": body["created_at"],
     }
@@ -29,4 +35,10 @@ def test_account_describes_the_caller_and_plan(client: FlaskClient, runtime: Run
 def test_enterprise_is_unlimited_with_custom_price(client: FlaskClient, runtime: Runtime) -> None:
     customer = new_customer(runtime, plan="enterprise")
     plan = client.get("/api/v1/account", headers=customer.auth).get_json()["plan"]
-    assert plan == {"name": "enterprise", "monthly_limit": None, "price_usd": None}
+    assert plan == {
+        "name": "enterprise",
+        "monthly_limit": None,
+        "price_usd": None,
+        "burst_limit": None,
+        "burst_window_seconds": 60,
+    }

@@ -198,7 +198,7 @@ def test_a_counter_lost_or_stale_mid_burst_admits_exactly_the_limit(
     rebuild used to seed from the ledger plus only its own process's unwritten tally (1,015 to
     1,017 calls admitted of 1,000), two processes rebuilding at once kept the lower seed, and a
     counter restored from a stale snapshot was trusted as it was."""
-    customer = new_customer(stack_runtime, plan="free")
+    customer = new_customer(stack_runtime, plan="free", burst="unlimited")
     fault = FAULTS[fault_name](stack_runtime, customer, own_redis)
     requests_before = _rebuild_requests(stack_runtime)
     with ExitStack() as stack:
@@ -228,7 +228,7 @@ def test_two_processes_finding_the_counter_missing_at_once_seed_it_once_with_bot
 ) -> None:
     """Guards against each process seeding with only its own unwritten tally (and the lower
     seed winning): two web processes, each holding tallies, find the counter gone together."""
-    customer = new_customer(stack_runtime)
+    customer = new_customer(stack_runtime, burst="unlimited")
     first, second = build_runtime(stack_settings), build_runtime(stack_settings)
     enforcers = [QuotaEnforcer(first), QuotaEnforcer(second)]
     principal = principal_of(stack_runtime, customer)
@@ -271,7 +271,7 @@ def test_reconcile_three_times_under_traffic_changes_no_count(
 ) -> None:
     """Guards against reconcile raising the additive ledger to Redis while web processes still
     held tallies they then added on top (ledger 12,937 for 12,875 calls, then `used` one more)."""
-    customer = new_customer(stack_runtime)
+    customer = new_customer(stack_runtime, burst="unlimited")
     period = _this_month()
     repairs: list[int] = []
 
@@ -300,7 +300,7 @@ def test_a_stalled_redis_counts_no_call_it_answered_503(
 ) -> None:
     """Guards against phantom usage: with Redis stopped (SIGSTOP) the calls in flight time out
     and are answered 503, and the queued admissions used to count when Redis woke up."""
-    customer = new_customer(stack_runtime)
+    customer = new_customer(stack_runtime, burst="unlimited")
 
     def stall(_: Burst) -> None:
         own_redis.pause()

@@ -20,6 +20,7 @@ from timo_hub.accounts import service
 from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
 from timo_hub.quota.admission import counter_key
+from timo_hub.quota.enforcer import MONTH_END_SPREAD_SECONDS
 from timo_hub.quota.period import period_containing
 
 QUOTA = "/api/v1/account/quota"
@@ -71,6 +72,13 @@ def test_the_quota_endpoint_counts_itself_and_agrees_with_its_headers(
         "reset": RESET,
         "period_start": _iso(THIS_MONTH.start),
         "period_end": _iso(THIS_MONTH.end),
+        "burst": {
+            "limit": 1000,
+            "window_seconds": 60,
+            "used": 2,
+            "remaining": 998,
+            "reset": body["burst"]["reset"],
+        },
     }
     assert _headers(second) == ("50000", "49998", str(RESET))
     assert first.get_json()["used"] == 1
@@ -126,7 +134,12 @@ def test_exhaustion_is_429_with_retry_after_until_the_month_ends(
         problem = refused.get_json()
         assert problem["type"] == "/problems/quota-exceeded"
         assert (problem["limit"], problem["used"], problem["reset"]) == (1000, 1000, RESET)
-        assert refused.headers["Retry-After"] == str(RESET - int(NOW.timestamp()))
+        # Until the month ends, plus a random spread so refused clients do not all come back in
+        # its first second (issue 17).
+        waits = RESET - int(NOW.timestamp())
+        spread = int(refused.headers["Retry-After"]) - waits
+        assert 0 <= spread <= MONTH_END_SPREAD_SECONDS
+        assert problem["violated-policies"] == ["month"]
         assert _headers(refused) == ("1000", "0", str(RESET))
     period = period_containing(NOW)
     assert int(runtime.redis.get(counter_key(customer.account.id, period))) == 1000
@@ -194,7 +207,7 @@ def test_months_roll_over_at_midnight_utc(client: FlaskClient, runtime: Runtime)
         assert client.get(QUOTA, headers=customer.auth).get_json()["used"] == 1000
         refused = client.get(QUOTA, headers=customer.auth)
         assert refused.status_code == 429
-        assert refused.headers["Retry-After"] == "1"
+        assert 1 <= int(refused.headers["Retry-After"]) <= 1 + MONTH_END_SPREAD_SECONDS
     with time_machine.travel(THIS_MONTH.end + timedelta(milliseconds=100), tick=False):
         next_month = client.get(QUOTA, headers=customer.auth)
         assert next_month.status_code == 200

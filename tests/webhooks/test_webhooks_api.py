@@ -59,7 +59,7 @@ def notifications_of(runtime: Runtime, customer: Customer) -> list[tuple[str, st
 def test_burning_80_percent_of_a_free_plan_sends_one_signed_alert_per_threshold(
     runtime: Runtime, client: FlaskClient, celery_worker: object, receiver: WebhookReceiver
 ) -> None:
-    customer = new_customer(runtime, "free")
+    customer = new_customer(runtime, "free", burst="unlimited")
     created = register(client, customer, receiver.url, ["quota.threshold_reached"])
     secret = str(created["secret"])
     assert secret.startswith("whsec_")
@@ -92,7 +92,7 @@ def test_burning_80_percent_of_a_free_plan_sends_one_signed_alert_per_threshold(
 def test_the_first_refusal_sends_quota_exhausted_once(
     runtime: Runtime, client: FlaskClient, celery_worker: object, receiver: WebhookReceiver
 ) -> None:
-    customer = new_customer(runtime, "free")
+    customer = new_customer(runtime, "free", burst="unlimited")
     created = register(client, customer, receiver.url, ["quota.exhausted"])
     for _ in range(999):  # registering the endpoint was the month's first call
         assert client.get("/api/v1/account/quota", headers=customer.auth).status_code == 200

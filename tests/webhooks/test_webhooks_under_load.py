@@ -38,7 +38,7 @@ def test_thresholds_fire_exactly_once_under_1100_concurrent_calls(
 ) -> None:
     """Guards against every web process (or every call past the line) announcing a crossing:
     four processes see 50%, 80% and 100% go by, and the customer hears of each once."""
-    customer = new_customer(runtime, plan="free")
+    customer = new_customer(runtime, plan="free", burst="unlimited")
     local = threading.local()
     with WebhookReceiver() as receiver:
         endpoint = endpoints.create(

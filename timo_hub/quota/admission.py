@@ -1,8 +1,11 @@
-"""Atomic admission: one Redis round trip checks the month's counter and counts the call.
+"""Atomic admission: one Redis round trip checks every window of the account and counts the call.
 
-The Lua script runs atomically in Redis, so however many web processes call it at once, no more
-than `limit` calls are admitted in a month. Three guards make the count exact, not just atomic
-(the protocol as a whole is in `timo_hub.quota` and docs/decisions.md):
+An account has two windows: its UTC month (the quota) and, on most plans, a short burst window
+(a minute by default). The Lua script runs atomically in Redis: it checks both and counts the
+call in both only if both admit, so however many web processes call it at once, no window ever
+admits more than its limit, and a call refused by one window costs nothing in the other. Three
+guards make the count exact, not just atomic (the protocol as a whole is in `timo_hub.quota` and
+docs/decisions.md):
 
 * A counter is trusted only in the Redis server life that seeded it. Beside each counter lives the
   server `run_id` it was seeded under; a counter restored from a stale AOF or RDB, or replicated to
@@ -14,6 +17,12 @@ than `limit` calls are admitted in a month. Three guards make the count exact, n
   on Redis's clock; a script that runs later (Redis was stalled, the command sat in a socket
   buffer) counts nothing and answers `EXPIRED`, so a call its caller gave up on and answered 503 is
   never counted.
+
+Burst windows are fixed windows on Redis's clock (window number = Redis time // window length),
+counted in one hash per account and month beside the counter (`w`: window number, `n`: calls).
+The hash lives and dies with its counter: a counter of this server life vouches for it (both come
+from the same snapshot or replication stream), a hash older than the current window counts as 0,
+and a rebuilt counter's window is seeded from the ledger's per-window tallies.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
+import math
 import os
 import select
 import socket
@@ -62,30 +72,49 @@ UNDO_SECONDS = 600
 # by one.
 LEASE_HEADROOM = 1000
 
-# KEYS: counter, run, fence, leases. ARGV: limit (-1 unlimited), calls wanted (0 only looks), run
-# id, deadline (µs, Redis clock), fence token, fence ms, lease name. Counts one call, or up to
-# `wanted` (a lease: recorded under its name in `leases` with the calls its process may not use
-# yet, `lease_ahead`, so that what is never used can be returned, by its process or for a dead one
-# by reconcile, and never more than that). Returns {state, used, Redis time in µs, n}: n is the
-# calls counted, or for a refusal the leases on record (calls that may come back soon).
+# KEYS: counter, run, fence, leases, burst. ARGV: limit (-1 unlimited), calls wanted (0 only
+# looks), run id, deadline (µs, Redis clock), fence token, fence ms, lease name, burst limit (-1
+# none), burst window (µs). Counts one call, or up to `wanted` (a lease: recorded under its name
+# in `leases` with the calls its process may not use yet, `lease_ahead`, so that what is never
+# used can be returned, by its process or for a dead one by reconcile, and never more than that),
+# in the month and in the current burst window, if both admit. Returns {state, used, Redis time
+# in µs, n, burst used}: n is the calls counted, or for a refusal the leases on record (calls
+# that may come back soon); the month is checked first, so a refusal by both says the month.
 ADMIT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-if now > tonumber(ARGV[4]) then return {-3, 0, now, 0} end
+if now > tonumber(ARGV[4]) then return {-3, 0, now, 0, 0} end
 local found = redis.call('MGET', KEYS[1], KEYS[2])
 if found[1] and found[2] == ARGV[3] then
   local used = tonumber(found[1])
   local wanted = tonumber(ARGV[2])
-  if wanted == 0 then return {0, used, now, 0} end
+  local blimit = tonumber(ARGV[8])
+  local bused, window = 0, 0
+  if blimit >= 0 then
+    window = math.floor(now / tonumber(ARGV[9]))
+    local b = redis.call('HMGET', KEYS[5], 'w', 'n')
+    if tonumber(b[1]) == window then bused = tonumber(b[2]) end
+  end
+  if wanted == 0 then return {0, used, now, 0, bused} end
   local limit = tonumber(ARGV[1])
-  if limit >= 0 and used >= limit then return {0, used, now, redis.call('HLEN', KEYS[4])} end
+  if limit >= 0 and used >= limit then
+    return {0, used, now, redis.call('HLEN', KEYS[4]), bused}
+  end
+  if blimit >= 0 and bused >= blimit then return {2, used, now, 0, bused} end
   local grant = 1
   if wanted > 1 then
     grant = wanted
-    if limit >= 0 then grant = math.min(wanted, math.floor((limit - used) / HEADROOM)) end
+    if limit >= 0 then grant = math.min(grant, math.floor((limit - used) / HEADROOM)) end
+    if blimit >= 0 then grant = math.min(grant, math.floor((blimit - bused) / HEADROOM)) end
     if grant < 2 then grant = 1 end
   end
   local after = redis.call('INCRBY', KEYS[1], grant)
+  if blimit >= 0 then
+    bused = bused + grant
+    redis.call('HSET', KEYS[5], 'w', window, 'n', bused)
+    -- Kept a little past its window's end; an older window reads as 0 anyway.
+    redis.call('PEXPIREAT', KEYS[5], math.floor((window + 1) * tonumber(ARGV[9]) / 1000) + 1000)
+  end
   if grant > 1 then
     -- On record as unused: all but the calls its process may use before it next records.
     local ahead = math.min(grant, math.max(2, math.floor((grant + 1) / 2)))
@@ -93,42 +122,65 @@ if found[1] and found[2] == ARGV[3] then
     local ttl = redis.call('PTTL', KEYS[1])
     if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
   end
-  return {1, after, now, grant}
+  return {1, after, now, grant, bused}
 end
-if ARGV[2] == '0' then return {-4, 0, now, 0} end
-if redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) then return {-1, 0, now, 0} end
-return {-2, 0, now, 0}
+if ARGV[2] == '0' then return {-4, 0, now, 0, 0} end
+if redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) then return {-1, 0, now, 0, 0} end
+return {-2, 0, now, 0, 0}
 """.replace("HEADROOM", str(LEASE_HEADROOM))
 
-# KEYS: counter, run, fence, seeded, leases. ARGV: fence token, seed, run id, expire-at epoch. 1
-# when seeded. `seeded` holds the moment (µs, Redis clock) this life of the counter began; the
-# leases of an earlier life go with it (their calls are in the seed, their unused part is not).
+# KEYS: counter, run, fence, seeded, leases, burst. ARGV: fence token, seed, run id, expire-at
+# epoch, burst window (µs; 0: none), then pairs of (window number, calls) from the ledger. 1 when
+# seeded. `seeded` holds the moment (µs, Redis clock) this life of the counter began; the leases
+# of an earlier life go with it (their calls are in the seed, their unused part is not). The
+# burst window is seeded with the ledger's calls for the window now current (none: 0); any other
+# window's are over.
 SEED_LUA = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
 local t = redis.call('TIME')
-redis.call('DEL', KEYS[5])
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('DEL', KEYS[5], KEYS[6])
 redis.call('SET', KEYS[1], ARGV[2], 'EXAT', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[3], 'EXAT', ARGV[4])
-redis.call('SET', KEYS[4], tonumber(t[1]) * 1000000 + tonumber(t[2]), 'EXAT', ARGV[4])
+redis.call('SET', KEYS[4], now, 'EXAT', ARGV[4])
+local wus = tonumber(ARGV[5])
+if wus > 0 then
+  local window = math.floor(now / wus)
+  for i = 6, #ARGV - 1, 2 do
+    if tonumber(ARGV[i]) == window and tonumber(ARGV[i + 1]) > 0 then
+      redis.call('HSET', KEYS[6], 'w', window, 'n', ARGV[i + 1])
+      redis.call('PEXPIREAT', KEYS[6], math.floor((window + 1) * wus / 1000) + 1000)
+    end
+  end
+end
 redis.call('DEL', KEYS[3])
 return 1
 """
 
-# KEYS: counter, run, seeded, undo, takebacks. ARGV: run id, the counted call's Redis time (µs),
-# undo seconds. Takes back a call that was counted but answered 503 (a late answer its caller had
-# given up on, or a call its handler answered 503), if the counter that counted it is still the one
-# in place: same server life, seeded before the call ran. A counter rebuilt since then is left
-# alone: it never included a late answer (its caller tallied nothing), and for a refund it is at
-# worst one high, the safe side, until its next rebuild. `undo` is unique to this take-back, so a
-# copy of the command (a client retry after a lost reply) changes nothing. `takebacks` counts the
-# calls taken back from this counter, so that reconcile can tell a counter lowered by one while it
-# was looking (its proof may predate the refund) from one that is behind.
+# KEYS: counter, run, seeded, undo, takebacks, burst. ARGV: run id, the counted call's Redis time
+# (µs), undo seconds, burst window (µs; 0: none). Takes back a call that was counted but does not
+# count (a late answer its caller had given up on and answered 503, or a call its handler answered
+# 5xx), from the month and from its burst window if that is still current, if the counter that
+# counted it is still the one in place: same server life, seeded before the call ran. A counter
+# rebuilt since then is left alone: it never included a late answer (its caller tallied nothing),
+# and for a refund it is at worst one high, the safe side, until its next rebuild. `undo` is
+# unique to this take-back, so a copy of the command (a client retry after a lost reply) changes
+# nothing. `takebacks` counts the calls taken back from this counter, so that reconcile can tell a
+# counter lowered by one while it was looking (its proof may predate the refund) from one that is
+# behind.
 UNCOUNT_LUA = """
 if not redis.call('SET', KEYS[4], 1, 'NX', 'EX', ARGV[3]) then return 0 end
 local found = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
 if found[1] and found[2] == ARGV[1] and tonumber(found[3] or '0') < tonumber(ARGV[2]) then
   redis.call('DECR', KEYS[1])
   redis.call('INCR', KEYS[5])
+  local wus = tonumber(ARGV[4])
+  if wus > 0 then
+    local b = redis.call('HMGET', KEYS[6], 'w', 'n')
+    if tonumber(b[1]) == math.floor(tonumber(ARGV[2]) / wus) and tonumber(b[2]) > 0 then
+      redis.call('HINCRBY', KEYS[6], 'n', -1)
+    end
+  end
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
   return 1
@@ -136,11 +188,12 @@ end
 return 0
 """
 
-# KEYS: counter, run, leases. ARGV: lease name, run id, calls unused (-1: as last recorded). Ends a
-# lease: returns the calls it counted but never used to the counter that counted them. Only a
-# lease still on record is ended (the record goes with it), so running this twice, or after a
-# rebuild, returns nothing more. Returns the calls returned, or -1 when the lease was no longer on
-# record.
+# KEYS: counter, run, leases, burst. ARGV: lease name, run id, calls unused (-1: as last
+# recorded), burst window number (-1: none or unknown). Ends a lease: returns the calls it counted
+# but never used to the counter that counted them, and to its burst window while that is current.
+# Only a lease still on record is ended (the record goes with it), so running this twice, or
+# after a rebuild, returns nothing more. Returns the calls returned, or -1 when the lease was no
+# longer on record.
 SETTLE_LUA = """
 local recorded = redis.call('HGET', KEYS[3], ARGV[1])
 if not recorded then return -1 end
@@ -150,6 +203,10 @@ if unused < 0 then unused = tonumber(recorded) end
 local found = redis.call('MGET', KEYS[1], KEYS[2])
 if unused > 0 and found[1] and found[2] == ARGV[2] then
   redis.call('DECRBY', KEYS[1], unused)
+  local b = redis.call('HMGET', KEYS[4], 'w', 'n')
+  if tonumber(b[1]) == tonumber(ARGV[4]) then
+    redis.call('HSET', KEYS[4], 'n', math.max(tonumber(b[2]) - unused, 0))
+  end
   return unused
 end
 return 0
@@ -186,11 +243,18 @@ return {used, used}
 """
 
 
+MONTH_POLICY = "month"
+BURST_POLICY = "burst"
+
+
 class State(enum.IntEnum):
     """What the admission script answered."""
 
     ADMITTED = 1
     REFUSED = 0
+    """Refused by the month (whatever the burst window says)."""
+    THROTTLED = 2
+    """Refused by the burst window; the month had room."""
     REBUILD = -1
     """The counter is missing and this caller now holds the fence: it must rebuild it."""
     REBUILDING = -2
@@ -201,9 +265,40 @@ class State(enum.IntEnum):
     """A look (not a count) found no trustworthy counter."""
 
 
+@dataclass(frozen=True, slots=True)
+class BurstWindow:
+    """The account's current burst window as an admission found it."""
+
+    limit: int
+    used: int
+    """Calls counted in the window, this one included when it was admitted."""
+    seconds: int
+    """The window's length."""
+    number: int
+    """Which window: it starts at epoch second `number * seconds` (Redis's clock)."""
+    ends_in: float
+    """Seconds from the admission to the window's end."""
+
+    @property
+    def remaining(self) -> int:
+        """Calls the window still admits (never negative)."""
+        return max(self.limit - self.used, 0)
+
+    @property
+    def reset_epoch(self) -> int:
+        """Epoch second the next window starts."""
+        return (self.number + 1) * self.seconds
+
+    @property
+    def reset_after(self) -> int:
+        """Whole seconds until the next window, rounded up and at least 1 (never 0: a client told
+        0 would retry into the same window)."""
+        return max(1, math.ceil(self.ends_in))
+
+
 @dataclass(frozen=True)
 class Admission:
-    """The outcome of one admission: counted or not, and the month's count afterwards."""
+    """The outcome of one admission: counted or not, and each window's count afterwards."""
 
     admitted: bool
     used: int
@@ -216,6 +311,10 @@ class Admission:
     calls_parked: bool = False
     """For a refusal: calls leased to web processes and not used yet may come back within a
     second (so the refusal may be brief)."""
+    burst: BurstWindow | None = None
+    """The burst window, when the account has a burst limit."""
+    refused_by: str | None = None
+    """For a refusal: the policy that refused it (`MONTH_POLICY` or `BURST_POLICY`)."""
 
     @property
     def remaining(self) -> int | None:
@@ -235,6 +334,7 @@ class CounterKeys:
     seeded: str
     takebacks: str
     leases: str
+    burst: str
 
     def undo(self) -> str:
         """A key naming one take-back, so that running it twice takes back one call."""
@@ -254,7 +354,7 @@ def counter_key(account_id: uuid.UUID | str, period: Period) -> str:
 
 def counter_keys(account_id: uuid.UUID | str, period: Period) -> CounterKeys:
     """The counter and the keys beside it: server-life stamp, rebuild fence, seeding moment,
-    take-back count and leases."""
+    take-back count, leases and burst window."""
     counter = counter_key(account_id, period)
     return CounterKeys(
         counter,
@@ -263,6 +363,7 @@ def counter_keys(account_id: uuid.UUID | str, period: Period) -> CounterKeys:
         counter + ":seeded",
         counter + ":takebacks",
         counter + ":leases",
+        counter + ":burst",
     )
 
 
@@ -368,7 +469,9 @@ class Outcome:
     """The Redis server life that ran it."""
     granted: int = 0
     """Calls counted: 1, or more for a lease (the rest are the caller's to use or return); for a
-    refusal, the leases on record (their unused calls may come back)."""
+    month's refusal, the leases on record (their unused calls may come back)."""
+    burst_used: int = 0
+    """Calls counted in the current burst window (this one included when admitted)."""
 
 
 class Admitter:
@@ -387,9 +490,9 @@ class Admitter:
         self._pool = client.connection_pool
         self._fence_token = fence_token
         sha = hashlib.sha1(ADMIT_LUA.encode()).hexdigest()
-        # EVALSHA <sha> 4 <keys> <limit> <wanted> <run> <deadline> <token> <fence ms> <lease>:
-        # 14 strings.
-        self._evalsha_prefix = b"*14\r\n" + _bulk_strings("EVALSHA", sha, 4)
+        # EVALSHA <sha> 5 <keys> <limit> <wanted> <run> <deadline> <token> <fence ms> <lease>
+        # <burst limit> <burst window>: 17 strings.
+        self._evalsha_prefix = b"*17\r\n" + _bulk_strings("EVALSHA", sha, 5)
         self._seed = client.register_script(SEED_LUA)
         self._raise = client.register_script(RAISE_LUA)
         self._uncount = client.register_script(UNCOUNT_LUA)
@@ -442,7 +545,7 @@ class Admitter:
         try:
             sock.sendall(
                 self._evalsha_prefix
-                + _bulk_strings(key.counter, key.run, key.fence, key.leases, *args)
+                + _bulk_strings(key.counter, key.run, key.fence, key.leases, key.burst, *args)
             )
             sent = True
             reply = _read_reply(sock, link.reader)
@@ -451,15 +554,16 @@ class Admitter:
                 if not isinstance(error, NoScriptError):
                     raise error
                 # Redis restarted and forgot the script; NOSCRIPT means nothing ran.
-                keys = (key.counter, key.run, key.fence, key.leases)
-                command = ("EVAL", ADMIT_LUA, 4, *keys, *args)
+                keys = (key.counter, key.run, key.fence, key.leases, key.burst)
+                command = ("EVAL", ADMIT_LUA, 5, *keys, *args)
                 sock.sendall(b"".join(conn.pack_command(*command)))
                 reply = _read_reply(sock, link.reader)
                 if isinstance(reply, redis.ResponseError):
                     raise conn._parser.parse_error(str(reply))
         except TimeoutError:
             if sent:
-                self._hand_over_late_reply(link, key, str(args[-1]))
+                window_us = 0 if args[7] == -1 else int(cast(int, args[8]))
+                self._hand_over_late_reply(link, key, str(args[6]), window_us)
             else:
                 conn.disconnect()
             raise redis.TimeoutError("Timeout reading from the quota store") from None
@@ -484,7 +588,9 @@ class Admitter:
         link.learn_offset(int(result[2]), time.monotonic())
         return result
 
-    def _hand_over_late_reply(self, link: _Link, key: CounterKeys, lease: str) -> None:
+    def _hand_over_late_reply(
+        self, link: _Link, key: CounterKeys, lease: str, window_us: int
+    ) -> None:
         # The script may still run, or may have run with its answer delayed: the caller will
         # answer 503, so hand the connection (and what its reader holds of the answer) to a
         # thread that reads the answer when it comes and takes back a call counted too late for
@@ -494,7 +600,7 @@ class Admitter:
         try:
             threading.Thread(
                 target=self._await_late_reply,
-                args=(conn, reader, link.run_id, key, lease),
+                args=(conn, reader, link.run_id, key, lease, window_us),
                 daemon=True,
             ).start()
         except RuntimeError as exc:  # no thread to be had: the answer is lost with the socket
@@ -503,7 +609,13 @@ class Admitter:
             logger.error("quota: cannot wait for a late answer (%s): %s", key.counter, exc)
 
     def _await_late_reply(
-        self, conn: Connection, reader: hiredis.Reader, run_id: str, key: CounterKeys, lease: str
+        self,
+        conn: Connection,
+        reader: hiredis.Reader,
+        run_id: str,
+        key: CounterKeys,
+        lease: str,
+        window_us: int,
     ) -> None:
         try:
             sock = cast(socket.socket, conn._sock)
@@ -511,7 +623,7 @@ class Admitter:
             reply = _read_reply(sock, reader)
             if isinstance(reply, redis.ResponseError):
                 raise reply
-            state, _, executed_at, granted = cast(list[int], reply)
+            state, _, executed_at, granted, _ = cast(list[int], reply)
         except Exception as exc:
             metrics.ADMISSIONS_UNCERTAIN.inc()
             logger.error("quota: no answer for a call given up on (%s): %s", key.counter, exc)
@@ -520,15 +632,20 @@ class Admitter:
             conn.disconnect()
         if state == State.ADMITTED and granted > 1:
             # A lease nobody will use: every call of it goes back (its record keeps some back).
+            window = executed_at // window_us if window_us > 0 else -1
             self._persist(
-                lambda: self._report_take_back(key, self.settle(key, lease, run_id, granted) > 0),
+                lambda: self._report_take_back(
+                    key, self.settle(key, lease, run_id, granted, window) > 0
+                ),
                 "return a late lease",
                 key,
             )
         elif state == State.ADMITTED:
             undo = key.undo()  # one name for every attempt: retrying takes back one call
             self._persist(
-                lambda: self._report_take_back(key, self.take_back(key, run_id, executed_at, undo)),
+                lambda: self._report_take_back(
+                    key, self.take_back(key, run_id, executed_at, undo, window_us)
+                ),
                 "take back a late admission",
                 key,
             )
@@ -568,11 +685,14 @@ class Admitter:
         count: bool = True,
         wanted: int = 1,
         lease: str = "-",
+        burst_limit: int | None = None,
+        window_seconds: int = 60,
     ) -> Outcome:
-        """Count one call if the month's limit allows it (`count=False` only looks).
+        """Count one call if the month's limit and the burst window's (`burst_limit` calls per
+        `window_seconds`; None: none) both allow it (`count=False` only looks).
 
         With `wanted` > 1, count up to that many at once as a lease named `lease` (the script
-        grants less, or one, when the month has little left: `LEASE_HEADROOM`).
+        grants less, or one, when a window has little left: `LEASE_HEADROOM`).
         """
         link = self._link()
         keys = counter_keys(account_id, period)
@@ -585,26 +705,52 @@ class Admitter:
             self._fence_token,
             FENCE_MILLISECONDS,
             lease,
+            -1 if burst_limit is None else burst_limit,
+            window_seconds * 1_000_000,
         ]
-        state, used, at, granted = self._run(link, keys, args)
-        return Outcome(State(state), int(used), int(at), link.run_id, int(granted))
+        state, used, at, granted, burst_used = self._run(link, keys, args)
+        return Outcome(State(state), int(used), int(at), link.run_id, int(granted), int(burst_used))
 
-    def seed(self, account_id: uuid.UUID, period: Period, used: int) -> bool:
-        """Create the counter at `used` if this process still holds its fence; True if it did."""
+    def seed(
+        self,
+        account_id: uuid.UUID,
+        period: Period,
+        used: int,
+        window_seconds: int = 0,
+        windows: dict[int, int] | None = None,
+    ) -> bool:
+        """Create the counter at `used` if this process still holds its fence, and its burst
+        window (of `window_seconds`; 0: none) at the calls `windows` has for the window current
+        in Redis then (by window number; none: 0). True if it did."""
         keys = counter_keys(account_id, period)
         run_id = server_run_id(self._client)
-        args: list[str | int] = [self._fence_token, used, run_id, period.counter_expires_at]
+        args: list[str | int] = [
+            self._fence_token,
+            used,
+            run_id,
+            period.counter_expires_at,
+            window_seconds * 1_000_000,
+        ]
+        for number, calls in sorted((windows or {}).items()):
+            args += [number, calls]
         seeded = self._seed(
-            keys=[keys.counter, keys.run, keys.fence, keys.seeded, keys.leases], args=args
+            keys=[keys.counter, keys.run, keys.fence, keys.seeded, keys.leases, keys.burst],
+            args=args,
         )
         return bool(seeded)
 
-    def settle(self, keys: CounterKeys, lease: str, run_id: str, unused: int) -> int:
+    def settle(
+        self, keys: CounterKeys, lease: str, run_id: str, unused: int, window: int = -1
+    ) -> int:
         """End a lease of which `unused` calls were not used (-1: as last recorded): they go back
-        to the counter of server life `run_id` that counted them. Returns the calls returned, or
-        -1 when the lease was no longer on record (ended already, or its counter rebuilt since)."""
+        to the counter of server life `run_id` that counted them, and to burst window number
+        `window` if it is still current (-1: none). Returns the calls returned, or -1 when the
+        lease was no longer on record (ended already, or its counter rebuilt since)."""
         return int(
-            self._settle(keys=[keys.counter, keys.run, keys.leases], args=[lease, run_id, unused])
+            self._settle(
+                keys=[keys.counter, keys.run, keys.leases, keys.burst],
+                args=[lease, run_id, unused, window],
+            )
         )
 
     def record_unused(self, records: list[tuple[CounterKeys, str, int]]) -> None:
@@ -615,15 +761,18 @@ class Admitter:
             self._record_unused(keys=[keys.leases], args=[lease, unused], client=pipe)
         pipe.execute()
 
-    def take_back(self, keys: CounterKeys, run_id: str, executed_at: int, undo: str) -> bool:
-        """Uncount a call counted at Redis time `executed_at` (µs) after its caller gave up, if
-        the counter life that counted it is still in place; True if it did.
+    def take_back(
+        self, keys: CounterKeys, run_id: str, executed_at: int, undo: str, window_us: int = 0
+    ) -> bool:
+        """Uncount a call counted at Redis time `executed_at` (µs) that does not count, if the
+        counter life that counted it is still in place, and from its burst window (of `window_us`
+        µs; 0: none) while that is current; True if it did.
 
         `undo` names this take-back: running it again (a client's retry) takes back nothing more.
         """
         found = self._uncount(
-            keys=[keys.counter, keys.run, keys.seeded, undo, keys.takebacks],
-            args=[run_id, executed_at, UNDO_SECONDS],
+            keys=[keys.counter, keys.run, keys.seeded, undo, keys.takebacks, keys.burst],
+            args=[run_id, executed_at, UNDO_SECONDS, window_us],
         )
         return bool(found)
 

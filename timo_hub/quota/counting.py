@@ -1,8 +1,10 @@
 """The one rule of which calls count against the quota, and the counts it gives.
 
-A call counts when it was admitted: everything an authenticated caller was answered except a
-refusal (403 for a suspended account, 429 over quota) and a 503 (admission could not run). Calls
-that fail validation (400/404/415/422) were admitted and count; 401s never reach an account.
+A call counts when it was admitted and served: everything an authenticated caller was answered
+except a refusal (403 for a suspended account, 429 over a limit) and our own failures (every 5xx:
+a 503 when admission could not run, and any 5xx the handler answered, which is refunded from
+every window). Calls that fail validation (400/404/415/422) were served and count; 401s never
+reach an account.
 
 The counts here read the `usage_daily` projection of the event log, so they trail the live
 counter by the events still in flight; the quota's own ledger covers those (`quota.ledger`).
@@ -15,25 +17,31 @@ from datetime import date
 
 import psycopg
 
-NOT_COUNTED_STATUSES = (403, 429, 503)
+REFUSED_STATUSES = (403, 429)
+"""Refusals: the call was not admitted."""
+SERVER_ERRORS_FROM = 500
+"""Our failures, never charged: every status from here up."""
+
+COUNTED_STATUS = "(status < 500 AND status NOT IN (403, 429))"
+"""`counts()` as an SQL condition on a `status` column."""
 
 
 def counts(status: int) -> bool:
     """Whether a call answered `status` counts against the quota."""
-    return status not in NOT_COUNTED_STATUSES
+    return status < SERVER_ERRORS_FROM and status not in REFUSED_STATUSES
 
 
-COUNTED_CALLS = """
+COUNTED_CALLS = f"""
 SELECT account_id, coalesce(sum(calls), 0) FROM usage_daily
-WHERE day >= %(start)s AND day < %(end)s AND status <> ALL(%(not_counted)s)
+WHERE day >= %(start)s AND day < %(end)s AND {COUNTED_STATUS}
   AND (%(account)s::uuid IS NULL OR account_id = %(account)s::uuid)
 GROUP BY account_id
 """
-COUNTED_BY_DAY = """
+COUNTED_BY_DAY = f"""
 SELECT day, sum(calls)::bigint
 FROM usage_daily
 WHERE account_id = %(account)s AND day >= %(first)s AND day <= %(last)s
-  AND status <> ALL(%(not_counted)s)
+  AND {COUNTED_STATUS}
 GROUP BY day
 """
 
@@ -48,7 +56,6 @@ def counted_calls(
             "start": start,
             "end": end,
             "account": account_id,
-            "not_counted": list(NOT_COUNTED_STATUSES),
         },
     )
     return {row[0]: int(row[1]) for row in rows}
@@ -62,6 +69,5 @@ def counted_calls_by_day(
         "account": account_id,
         "first": first,
         "last": last,
-        "not_counted": list(NOT_COUNTED_STATUSES),
     }
     return {day: int(calls) for day, calls in conn.execute(COUNTED_BY_DAY, params)}

@@ -27,6 +27,11 @@ count and the limit is never overrun. What keeps the count exact:
   1/`LEASE_HEADROOM` of what is left, and nothing over the month's last `LEASE_HEADROOM` calls;
   leases are not asked for until an account is called again within a lease's lifetime, and grow
   by doubling while it keeps being called.
+* **A lease lives inside one burst window.** Its calls are counted in the window it was granted
+  in, by the same rule (at most 1/`LEASE_HEADROOM` of what the window has left, none over its
+  last calls: a window of a few hundred calls is counted one call at a time), and it ends when
+  that window does, so no window ever admits more than its limit, and leased calls never spill
+  into the next window.
 """
 
 from __future__ import annotations
@@ -42,7 +47,14 @@ from datetime import date
 import redis
 
 from timo_hub.quota import metrics
-from timo_hub.quota.admission import Admission, Admitter, Outcome, counter_keys, lease_ahead
+from timo_hub.quota.admission import (
+    Admission,
+    Admitter,
+    BurstWindow,
+    Outcome,
+    counter_keys,
+    lease_ahead,
+)
 from timo_hub.quota.ledger import UsageLedger
 from timo_hub.quota.period import Period
 
@@ -79,6 +91,15 @@ class Lease:
     allowed: int = 0
     """Calls it may be taken for: Redis has the rest on record as unused, which is what a dead
     process's lease is ended with, so that figure is never more than the calls really unused."""
+    burst: BurstWindow | None = None
+    """The burst window it was counted in, as its first call saw it (None: no burst limit)."""
+    window_ends_at: float = float("inf")
+    """When that window ends (monotonic, never later than on Redis's clock)."""
+
+    @property
+    def window(self) -> int:
+        """Its burst window's number (-1: none)."""
+        return -1 if self.burst is None else self.burst.number
 
 
 class LeaseBook:
@@ -122,7 +143,12 @@ class LeaseBook:
             self._active, self._ended, self._demand = {}, [], {}
 
     def take(
-        self, account_id: uuid.UUID, limit: int | None, period: Period, now: float
+        self,
+        account_id: uuid.UUID,
+        limit: int | None,
+        burst_limit: int | None,
+        period: Period,
+        now: float,
     ) -> Admission | None:
         """Admit and tally one call from the account's lease, or None (ask Redis)."""
         key = (account_id, period.first_day)
@@ -130,18 +156,33 @@ class LeaseBook:
             lease = self._active.get(key)
             if lease is None:
                 return None
+            burst = lease.burst
             if (
                 lease.used >= lease.allowed
                 or now >= lease.expires_at
                 or lease.limit != limit
-                or not self._ledger.tally_leased(key, lease.epoch, now)
+                or (burst.limit if burst is not None else None) != burst_limit
+                or not self._ledger.tally_leased(
+                    key,
+                    lease.epoch,
+                    now,
+                    (account_id, burst.number * burst.seconds) if burst is not None else None,
+                )
             ):
                 del self._active[key]
                 self._ended.append(lease)
                 return None
             used = lease.first_used + lease.used
+            if burst is not None:
+                burst = BurstWindow(
+                    burst.limit,
+                    burst.used + lease.used,
+                    burst.seconds,
+                    burst.number,
+                    lease.window_ends_at - now,
+                )
             lease.used += 1
-        return Admission(True, used, limit, period, lease.counted_at, lease.run_id)
+        return Admission(True, used, limit, period, lease.counted_at, lease.run_id, burst=burst)
 
     def held(self) -> int:
         """Calls counted in Redis and not used yet, over every lease in use here."""
@@ -172,10 +213,28 @@ class LeaseBook:
         outcome: Outcome,
         name: str,
         epoch: int,
-        now: float,
+        asked_at: float,
+        burst: BurstWindow | None = None,
     ) -> None:
-        """Keep the rest of a lease Redis granted (its first call is the asker's)."""
+        """Keep the rest of a lease Redis granted (its first call is the asker's), asked for at
+        monotonic `asked_at` (before Redis read its clock), in burst window `burst` as the
+        grant left it."""
         key = (account_id, period.first_day)
+        now = time.monotonic()
+        expires_at = now + LEASE_SECONDS
+        first_burst = None
+        window_ends_at = float("inf")
+        if burst is not None:
+            # From the moment asked: the window ends no later than that on Redis's clock.
+            window_ends_at = asked_at + burst.ends_in
+            expires_at = min(expires_at, window_ends_at)
+            first_burst = BurstWindow(
+                burst.limit,
+                burst.used - outcome.granted + 1,
+                burst.seconds,
+                burst.number,
+                burst.ends_in,
+            )
         lease = Lease(
             name,
             account_id,
@@ -186,8 +245,10 @@ class LeaseBook:
             epoch,
             outcome.granted,
             outcome.used - outcome.granted + 1,
-            now + LEASE_SECONDS,
+            expires_at,
             allowed=lease_ahead(outcome.granted),
+            burst=first_burst,
+            window_ends_at=window_ends_at,
         )
         metrics.LEASES_GRANTED.inc()
         with self._lock:
@@ -233,7 +294,9 @@ class LeaseBook:
             try:
                 keys = counter_keys(lease.account_id, lease.period)
                 unused = lease.granted - lease.used
-                returned = self._admitter.settle(keys, lease.name, lease.run_id, unused)
+                returned = self._admitter.settle(
+                    keys, lease.name, lease.run_id, unused, lease.window
+                )
             except redis.RedisError as exc:
                 logger.warning("quota: could not end a lease (%s), will retry: %s", lease.name, exc)
                 failed.append(lease)

@@ -13,9 +13,13 @@ folds into `quota_usage` a fraction of a second later. Three properties make the
 * A rebuild can ask for everything a process holds (`certify`): the process waits until the calls
   it is admitting right now have their answers (their tallies are then recorded), then writes.
 
-A refund (an admitted call answered 503 by its handler) is a negative tally, and its Redis side
-runs only once the batch carrying it has committed (`refund(..., then=...)`): the counter is never
-below the ledger, so a reconcile in between cannot mistake the refund for a counter behind.
+A refund (an admitted call answered 5xx) is a negative tally, and its Redis side runs only once
+the batch carrying it has committed (`refund(..., then=...)`): the counter is never below the
+ledger, so a reconcile in between cannot mistake the refund for a counter behind.
+
+Beside the month, the ledger tallies the calls of each burst window (`quota_window_usage`, keyed
+by the window's start on Redis's clock) in the same batches: what a rebuilt counter's current
+window is seeded with (`timo_hub.quota.rebuild`).
 """
 
 from __future__ import annotations
@@ -77,6 +81,35 @@ SELECT account_id, period, used FROM change WHERE used > 0
 ON CONFLICT (account_id, period)
 DO UPDATE SET used = quota_usage.used + EXCLUDED.used, updated_at = now()
 """
+# The same batch's calls per burst window, added after the month's (only if the claim moved).
+ADD_WINDOW_USAGE = """
+window_change AS (
+    SELECT w.account_id, to_timestamp(w.start) AS window_start, w.used
+    FROM unnest(%(w_accounts)s::uuid[], %(w_starts)s::bigint[], %(w_counts)s::bigint[])
+         AS w (account_id, start, used)
+    JOIN accounts a ON a.id = w.account_id
+    WHERE EXISTS (SELECT 1 FROM claim)
+),
+window_lowered AS (
+    UPDATE quota_window_usage q SET used = greatest(q.used + c.used, 0)
+    FROM window_change c
+    WHERE c.used < 0 AND q.account_id = c.account_id AND q.window_start = c.window_start
+),
+window_added AS (
+    INSERT INTO quota_window_usage (account_id, window_start, used)
+    SELECT account_id, window_start, used FROM window_change WHERE used > 0
+    ON CONFLICT (account_id, window_start)
+    DO UPDATE SET used = quota_window_usage.used + EXCLUDED.used
+)
+"""
+ADD_USAGE_AND_WINDOWS = ADD_USAGE.replace(
+    "\nlowered AS (", ADD_WINDOW_USAGE.rstrip("\n") + ",\nlowered AS (", 1
+)
+SELECT_WINDOWS = """
+SELECT extract(epoch FROM window_start)::bigint, used FROM quota_window_usage
+WHERE account_id = %(account)s AND window_start >= now() - interval '1 hour'
+"""
+PRUNE_WINDOWS = "DELETE FROM quota_window_usage WHERE window_start < now() - interval '1 hour'"
 HEARTBEAT = """
 INSERT INTO quota_writers (writer_id, host, pid, synced_through)
 VALUES (%(writer)s, %(host)s, %(pid)s, %(synced)s)
@@ -101,6 +134,18 @@ def durable_used(conn: psycopg.Connection, account_id: uuid.UUID, period: date) 
     return int(row[0]) if row else 0
 
 
+def window_usage(conn: psycopg.Connection, account_id: uuid.UUID) -> dict[int, int]:
+    """The ledger's calls per burst window of the account's last hour, by the window's start
+    (epoch seconds, Redis's clock)."""
+    rows = conn.execute(SELECT_WINDOWS, {"account": account_id})
+    return {int(start): int(used) for start, used in rows}
+
+
+def prune_window_usage(conn: psycopg.Connection) -> int:
+    """Delete the tallies of burst windows over for an hour (no rebuild needs them); how many."""
+    return conn.execute(PRUNE_WINDOWS).rowcount
+
+
 def period_usage(conn: psycopg.Connection, period: date) -> dict[uuid.UUID, int]:
     """Every account's ledger count for a month."""
     return {row[0]: int(row[1]) for row in conn.execute(SELECT_PERIOD, {"period": period})}
@@ -120,6 +165,8 @@ class _Batch:
     seq: int
     counts: Counter[tuple[uuid.UUID, date]]
     then: list[Callable[[], None]] = field(default_factory=list)
+    windows: Counter[tuple[uuid.UUID, int]] = field(default_factory=Counter)
+    """Calls per (account, burst window start)."""
 
 
 class UsageLedger:
@@ -133,6 +180,7 @@ class UsageLedger:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._pending: Counter[tuple[uuid.UUID, date]] = Counter()
+        self._pending_windows: Counter[tuple[uuid.UUID, int]] = Counter()
         self._pending_then: list[Callable[[], None]] = []
         # Batches taken from `_pending` whose commit is not known to have happened, oldest first.
         self._unwritten: list[_Batch] = []
@@ -148,6 +196,7 @@ class UsageLedger:
         """Start afresh in a forked child: the parent's tally and identity are the parent's."""
         with self._lock:
             self._pending = Counter()
+            self._pending_windows = Counter()
             self._pending_then = []
             self._unwritten = []
             self._in_flight = [0, 0]
@@ -165,20 +214,37 @@ class UsageLedger:
             self._in_flight[epoch & 1] += 1
         return epoch
 
-    def end(self, epoch: int, admitted: tuple[uuid.UUID, date] | None) -> None:
-        """The call has its answer; tally it if it was admitted (account, month)."""
+    def end(
+        self,
+        epoch: int,
+        admitted: tuple[uuid.UUID, date] | None,
+        window: tuple[uuid.UUID, int] | None = None,
+    ) -> None:
+        """The call has its answer; tally it if it was admitted (account, month), and in its
+        burst window (account, window start) when it has one."""
         with self._lock:
             self._in_flight[epoch & 1] -= 1
             if admitted is not None:
                 self._pending[admitted] += 1
+                if window is not None:
+                    self._pending_windows[window] += 1
 
-    def tally_leased(self, admitted: tuple[uuid.UUID, date], epoch: int, now: float) -> bool:
-        """Tally a call admitted from a lease granted in `epoch`, if that lease is still good:
-        no rebuild began since, and the tally is being written (see `FRESH_SECONDS`)."""
+    def tally_leased(
+        self,
+        admitted: tuple[uuid.UUID, date],
+        epoch: int,
+        now: float,
+        window: tuple[uuid.UUID, int] | None = None,
+    ) -> bool:
+        """Tally a call admitted from a lease granted in `epoch` (and in its burst window), if
+        that lease is still good: no rebuild began since, and the tally is being written (see
+        `FRESH_SECONDS`)."""
         with self._lock:
             if epoch != self._epoch or now >= self._fresh_until:
                 return False
             self._pending[admitted] += 1
+            if window is not None:
+                self._pending_windows[window] += 1
             return True
 
     def epoch_is(self, epoch: int) -> bool:
@@ -189,11 +255,20 @@ class UsageLedger:
         """Whether leased calls may be admitted: a write to PostgreSQL began recently."""
         return now < self._fresh_until
 
-    def refund(self, account_id: uuid.UUID, period: date, then: Callable[[], None]) -> None:
-        """Take one admission of the account's month back out of the tally, and call `then`
-        once that is committed (or at once if the admission was never written)."""
+    def refund(
+        self,
+        account_id: uuid.UUID,
+        period: date,
+        then: Callable[[], None],
+        window: tuple[uuid.UUID, int] | None = None,
+    ) -> None:
+        """Take one admission of the account's month (and burst window) back out of the tally,
+        and call `then` once that is committed (or at once if the admission was never
+        written)."""
         with self._lock:
             self._pending[(account_id, period)] -= 1
+            if window is not None:
+                self._pending_windows[window] -= 1
             self._pending_then.append(then)
 
     def pending(self, account_id: uuid.UUID, period: date) -> int:
@@ -205,7 +280,9 @@ class UsageLedger:
     def holds_anything(self) -> bool:
         """Whether a write would have something to add."""
         with self._lock:
-            return bool(self._pending or self._pending_then or self._unwritten)
+            return bool(
+                self._pending or self._pending_windows or self._pending_then or self._unwritten
+            )
 
     def used(self, account_id: uuid.UUID, period: date) -> int:
         """The best durable count known: the larger of the ledger (plus this process's unwritten
@@ -254,10 +331,13 @@ class UsageLedger:
         with self._write_lock:
             began = time.monotonic()
             with self._lock:
-                if self._pending or self._pending_then:
+                if self._pending or self._pending_windows or self._pending_then:
                     self._seq += 1
-                    self._unwritten.append(_Batch(self._seq, self._pending, self._pending_then))
+                    self._unwritten.append(
+                        _Batch(self._seq, self._pending, self._pending_then, self._pending_windows)
+                    )
                     self._pending, self._pending_then = Counter(), []
+                    self._pending_windows = Counter()
                 batches = list(self._unwritten)
             identity = {"writer": self.writer_id, "host": self._host, "pid": self._pid}
             refused: set[int] = set()
@@ -288,17 +368,23 @@ class UsageLedger:
 
     @staticmethod
     def _add(conn: psycopg.Connection, identity: dict[str, object], batch: _Batch) -> None:
-        changes = [(a, p, n) for (a, p), n in batch.counts.items() if n != 0]
-        conn.execute(
-            ADD_USAGE,
-            {
-                **identity,
-                "seq": batch.seq,
-                "accounts": [a for a, _, _ in changes],
-                "periods": [p for _, p, _ in changes],
-                "counts": [n for _, _, n in changes],
-            },
-        )
+        # In key order: two batches updating the same rows lock them in the same order.
+        changes = sorted((a, p, n) for (a, p), n in batch.counts.items() if n != 0)
+        params: dict[str, object] = {
+            **identity,
+            "seq": batch.seq,
+            "accounts": [a for a, _, _ in changes],
+            "periods": [p for _, p, _ in changes],
+            "counts": [n for _, _, n in changes],
+        }
+        windows = sorted((a, w, n) for (a, w), n in batch.windows.items() if n != 0)
+        if not windows:
+            conn.execute(ADD_USAGE, params)
+            return
+        params["w_accounts"] = [a for a, _, _ in windows]
+        params["w_starts"] = [w for _, w, _ in windows]
+        params["w_counts"] = [n for _, _, n in windows]
+        conn.execute(ADD_USAGE_AND_WINDOWS, params)
 
     def _quiesce(self) -> bool:
         with self._lock:

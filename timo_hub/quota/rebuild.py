@@ -15,7 +15,9 @@ still holds in memory, so a rebuild is a barrier:
    (`quota_writers.synced_through`).
    Once no live writer is behind the number, the ledger holds every admission made before the
    counter went missing (none can be made after: every admission needs the counter), and the
-   counter is seeded with the larger of the ledger and the event log's count.
+   counter is seeded with the larger of the ledger and the event log's count, and its burst
+   window with the ledger's calls for the window current in Redis then (for the same reason, the
+   ledger's window tallies then hold every call the window admitted).
 
 Each fence taken starts a new rebuild with a new request (an earlier one's barrier says nothing
 about admissions made since), and a rebuild that cannot finish lets go of its fence at once, so
@@ -37,7 +39,7 @@ from timo_hub.platform.months import next_month
 from timo_hub.quota import metrics
 from timo_hub.quota.admission import FENCE_MILLISECONDS, Admitter
 from timo_hub.quota.counting import counted_calls
-from timo_hub.quota.ledger import claim_period, durable_used
+from timo_hub.quota.ledger import claim_period, durable_used, window_usage
 from timo_hub.quota.period import Period
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,8 @@ class _Job:
     account_id: uuid.UUID
     period: Period
     give_up_at: float
+    window_seconds: int = 0
+    """The burst window's length (0: the account has no burst limit)."""
     request: int | None = None
 
 
@@ -81,9 +85,12 @@ class CounterRebuilder:
         self.rebuilt = 0
         """Counters this process has seeded (for tests and logs)."""
 
-    def start(self, account_id: uuid.UUID, period: Period, fenced_at: float) -> bool:
-        """Begin rebuilding a counter whose fence we took at monotonic `fenced_at`; True if it
-        is seeded already. If this raises, the caller lets go of the fence."""
+    def start(
+        self, account_id: uuid.UUID, period: Period, fenced_at: float, window_seconds: int = 0
+    ) -> bool:
+        """Begin rebuilding a counter whose fence we took at monotonic `fenced_at` (and its burst
+        window of `window_seconds`; 0: none); True if it is seeded already. If this raises, the
+        caller lets go of the fence."""
         with self._database.connection() as conn:
             fresh = claim_period(conn, account_id, period.first_day)
             logged = counted_calls(conn, period.first_day, next_month(period.first_day), account_id)
@@ -95,7 +102,9 @@ class CounterRebuilder:
         with self._lock:
             # A new fence, a new barrier: one left from an earlier fence was passed by writers
             # before the admissions made since it (under a counter seeded since) were tallied.
-            self._jobs[(account_id, period.label)] = _Job(account_id, period, give_up_at)
+            self._jobs[(account_id, period.label)] = _Job(
+                account_id, period, give_up_at, window_seconds
+            )
         self._wake.set()
         return False
 
@@ -133,7 +142,12 @@ class CounterRebuilder:
                 first, end = job.period.first_day, next_month(job.period.first_day)
                 stored = durable_used(conn, job.account_id, first)
                 logged = counted_calls(conn, first, end, job.account_id).get(job.account_id, 0)
-            self._seed(job.account_id, job.period, max(stored, logged), "rebuilt")
+                windows = window_usage(conn, job.account_id) if job.window_seconds else {}
+            seconds = job.window_seconds
+            by_number = {w // seconds: n for w, n in windows.items() if w % seconds == 0}
+            self._seed(
+                job.account_id, job.period, max(stored, logged), "rebuilt", seconds, by_number
+            )
             self._drop(key, job)
 
     def abandon_all(self) -> None:
@@ -156,8 +170,16 @@ class CounterRebuilder:
             del self._jobs[key]
             return True
 
-    def _seed(self, account_id: uuid.UUID, period: Period, used: int, why: str) -> None:
-        if self._admitter.seed(account_id, period, used):
+    def _seed(
+        self,
+        account_id: uuid.UUID,
+        period: Period,
+        used: int,
+        why: str,
+        window_seconds: int = 0,
+        windows: dict[int, int] | None = None,
+    ) -> None:
+        if self._admitter.seed(account_id, period, used, window_seconds, windows):
             self.rebuilt += 1
             metrics.COUNTERS_REBUILT.inc()
             logger.info(

@@ -32,7 +32,7 @@ from timo_hub.platform.runtime import Runtime
 from timo_hub.quota import metrics
 from timo_hub.quota.admission import Admitter, counter_keys, read_counters, server_run_id
 from timo_hub.quota.counting import counted_calls
-from timo_hub.quota.ledger import period_usage
+from timo_hub.quota.ledger import period_usage, prune_window_usage
 from timo_hub.quota.period import Period
 
 # A web process silent this long is taken for gone and its leases are ended. Much longer than a
@@ -190,7 +190,15 @@ def end_dead_leases(runtime: Runtime, period: Period) -> int:
 
 def reconcile(runtime: Runtime, period: Period, *, dry_run: bool = False) -> Reconciliation:
     """End dead processes' leases, check every counter of `period` and raise those behind
-    (`dry_run`: only check)."""
+    (`dry_run`: only check); also forget the ledger's tallies of burst windows long over.
+
+    Burst windows are not compared: one lasts a minute, so a window lost with its counter is
+    rebuilt with it (`timo_hub.quota.rebuild`), and one left a few calls high by a dead
+    process's lease reopens at its end anyway.
+    """
+    if not dry_run:
+        with runtime.database.connection() as conn:
+            prune_window_usage(conn)
     ended = 0 if dry_run else end_dead_leases(runtime, period)
     checks = check(runtime, period)
     repairs = [] if dry_run else repair(runtime, period, checks)

@@ -18,14 +18,14 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from timo_hub.quota.counting import NOT_COUNTED_STATUSES
+from timo_hub.quota.counting import COUNTED_STATUS
 
 # The digest of a history, computed here in SQL and in `history_digest` in Python: SHA-256 of
 # `YYYY-MM-DD=calls` per day with counted calls, ascending, joined by commas (of "" when none).
 # The two must agree byte for byte; a stored forecast is found again only if they do. The
 # history's rows are read by the primary key of `usage_daily` (account, then day). The subquery
 # is uncorrelated, so PostgreSQL runs it once, and only when a stored row matched the rest.
-FRESH_FORECAST = """
+FRESH_FORECAST = f"""
 SELECT body FROM forecasts
 WHERE account_id = %(account)s AND generated_on = %(day)s AND horizon_days = %(days)s
   AND requested_model = %(model)s AND monthly_limit IS NOT DISTINCT FROM %(limit)s
@@ -36,7 +36,7 @@ WHERE account_id = %(account)s AND generated_on = %(day)s AND horizon_days = %(d
       FROM (
           SELECT day, sum(calls)::bigint AS calls FROM usage_daily
           WHERE account_id = %(account)s AND day >= %(first)s AND day < %(day)s
-            AND status <> ALL(%(not_counted)s)
+            AND {COUNTED_STATUS}
           GROUP BY day
       ) AS history
   )
@@ -82,7 +82,6 @@ def fresh_forecast(
         "limit": limit,
         "version": version,
         "first": history_first,
-        "not_counted": list(NOT_COUNTED_STATUSES),
     }
     row = conn.execute(FRESH_FORECAST, params).fetchone()
     return row[0] if row else None

@@ -16,6 +16,7 @@ from tests.support.accounts import Customer, new_customer
 from tests.support.events import make_event, seed_calls
 from timo_hub.platform.runtime import Runtime
 from timo_hub.quota import reconcile
+from timo_hub.quota.counting import COUNTED_STATUS
 from timo_hub.quota.period import period_containing
 from timo_hub.usage import forecast_body, forecast_store, forecasts
 
@@ -39,7 +40,7 @@ def counted_this_month(runtime: Runtime, customer: Customer) -> int:
     with runtime.database.connection() as conn:
         row = conn.execute(
             "SELECT coalesce(sum(calls), 0) FROM usage_daily WHERE account_id = %s AND day >= %s "
-            "AND status NOT IN (403, 429, 503)",
+            f"AND {COUNTED_STATUS}",
             (customer.account.id, today.replace(day=1)),
         ).fetchone()
     assert row is not None
