@@ -9,12 +9,16 @@
 Every method returns a typed model; errors raise a `TimoHubError` subclass carrying the problem
 the API answered. `503` is retried with backoff (honouring `Retry-After`); `429` is never retried:
 it raises `QuotaExceededError` with `reset` and `retry_after`, so a caller can wait instead of
-hammering.
+hammering; a refusal by the burst window (a minute by default) raises its subclass
+`BurstLimitExceededError`, whose `retry_after` is the seconds until the next window.
+`client.rate_limit` holds the last response's rate-limit headers: the month's `limit`,
+`remaining` and `reset`, and each window (`rate_limit.month`, `rate_limit.burst`).
 """
 
 from timo_hub_client.client import TimoHubClient
 from timo_hub_client.errors import (
     AuthenticationError,
+    BurstLimitExceededError,
     ConflictError,
     ForbiddenError,
     NotFoundError,
@@ -26,12 +30,14 @@ from timo_hub_client.errors import (
 from timo_hub_client.models import (
     Account,
     ApiKey,
+    BurstWindow,
     CreatedApiKey,
     CreatedWebhook,
     Forecast,
     Health,
     Quota,
     RateLimit,
+    RateLimitWindow,
     UsageAlert,
     UsageStats,
     Webhook,
@@ -43,6 +49,8 @@ __all__ = [
     "Account",
     "ApiKey",
     "AuthenticationError",
+    "BurstLimitExceededError",
+    "BurstWindow",
     "ConflictError",
     "CreatedApiKey",
     "CreatedWebhook",
@@ -53,6 +61,7 @@ __all__ = [
     "Quota",
     "QuotaExceededError",
     "RateLimit",
+    "RateLimitWindow",
     "RequestRejectedError",
     "ServiceUnavailableError",
     "TimoHubClient",

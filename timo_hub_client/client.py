@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import requests
 from pydantic import BaseModel
 
-from timo_hub_client import errors
+from timo_hub_client import errors, rate_limit_fields
 from timo_hub_client.models import (
     Account,
     ApiKey,
@@ -43,7 +43,12 @@ class TimoHubClient:
     `TIMO_API_KEY`. `503` answers (and, for GET, PUT and DELETE, connection failures) are retried up
     to `max_retries` times, waiting `backoff * 2**attempt` seconds (with jitter), or the server's
     `Retry-After` when it says more, capped at `max_wait`. After each authenticated call,
-    `rate_limit` holds the response's rate-limit headers.
+    `rate_limit` holds the response's rate-limit headers: the month's (`limit`, `remaining`,
+    `reset`, as `X-RateLimit-*` give them) and every window's (`rate_limit.month`,
+    `rate_limit.burst`, from `RateLimit-Policy` and `RateLimit`).
+
+    `429` is never retried: a refusal by the burst window raises `BurstLimitExceededError`
+    (`retry_after`: seconds until the next window), the month's `QuotaExceededError`.
     """
 
     def __init__(
@@ -90,7 +95,8 @@ class TimoHubClient:
         return self._call("GET", "/account", Account)
 
     def quota(self) -> Quota:
-        """This month's quota: limit, used (this call included), remaining, reset."""
+        """This month's quota: limit, used (this call included), remaining, reset; and the burst
+        window's (`burst`, None without a burst limit)."""
         return self._call("GET", "/account/quota", Quota)
 
     def usage_stats(self, period: str = "30d") -> UsageStats:
@@ -222,19 +228,15 @@ class TimoHubClient:
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         delay = self.backoff * 2**attempt * random.uniform(0.8, 1.2)
-        if retry_after and retry_after.isdigit():
-            delay = max(delay, float(retry_after))
+        seconds = rate_limit_fields.number(retry_after)
+        if seconds is not None:
+            delay = max(delay, float(seconds))
         return min(delay, self.max_wait)
 
     def _remember_rate_limit(self, response: requests.Response) -> None:
-        limit = response.headers.get("X-RateLimit-Limit")
-        if limit is None:
-            return
-        self.rate_limit = RateLimit(
-            limit=_number(limit),
-            remaining=_number(response.headers.get("X-RateLimit-Remaining")),
-            reset=_number(response.headers.get("X-RateLimit-Reset")),
-        )
+        found = rate_limit_fields.read(response.headers, time.time())
+        if found is not None:
+            self.rate_limit = found
 
     def _result(self, response: requests.Response) -> Any:
         if response.status_code == 204:
@@ -247,20 +249,35 @@ class TimoHubClient:
             return body
         problem = body if isinstance(body, dict) else None
         if response.status_code == 429:
-            reset = (problem or {}).get("reset") or _number(
-                response.headers.get("X-RateLimit-Reset")
-            )
-            raise errors.QuotaExceededError(
-                429,
-                problem,
-                retry_after=_number(response.headers.get("Retry-After")),
-                reset=reset,
-            )
+            raise _refusal(response, problem or {})
         kind = errors.BY_STATUS.get(response.status_code, errors.TimoHubError)
         if response.status_code == 503 and isinstance(body, dict) and "checks" in body:
             problem = {"detail": f"degraded: {body.get('checks')}", **body}
         raise kind(response.status_code, problem)
 
 
-def _number(value: str | None) -> int | None:
-    return int(value) if value is not None and value.isdigit() else None
+def _refusal(response: requests.Response, problem: dict[str, Any]) -> errors.QuotaExceededError:
+    """The error for a `429`: the burst window's or the month's (or too many bad keys).
+
+    The problem's `reset` is the moment the refusing window admits again; the headers stand
+    in for what an older server's problem leaves out.
+    """
+    retry_after = rate_limit_fields.number(response.headers.get("Retry-After"))
+    reset = problem.get("reset")
+    if _refused_by_burst(problem):
+        found = rate_limit_fields.read(response.headers, time.time())
+        window = None if found is None else found.burst
+        if window is not None:
+            retry_after = retry_after if retry_after is not None else window.reset_after
+            reset = reset or window.reset
+        return errors.BurstLimitExceededError(429, problem, retry_after=retry_after, reset=reset)
+    reset = reset or rate_limit_fields.number(response.headers.get("X-RateLimit-Reset"))
+    return errors.QuotaExceededError(429, problem, retry_after=retry_after, reset=reset)
+
+
+def _refused_by_burst(problem: dict[str, Any]) -> bool:
+    """Whether the problem is the burst window's refusal (by its type, else its policy)."""
+    kind = problem.get("type")
+    if isinstance(kind, str) and kind.endswith("/burst-limit-exceeded"):
+        return True
+    return problem.get("policy") == "burst"

@@ -55,7 +55,12 @@ class QuotaExceededError(TimoHubError):
     """429: the month's quota is used up (or too many bad keys came from this address).
 
     Not retried by the client: `retry_after` (seconds) and `reset` (epoch seconds of the next
-    month, when known) say when calls will be accepted again.
+    month, when known) say when calls will be accepted again. `policy` names the window that
+    refused the call (`month`; None for too many bad keys) and `violated_policies` every window
+    that was full.
+
+    A refusal by the burst window raises the subclass `BurstLimitExceededError`, so an
+    `except QuotaExceededError` still catches every `429`.
     """
 
     def __init__(
@@ -71,6 +76,28 @@ class QuotaExceededError(TimoHubError):
         self.reset = reset
         self.limit: int | None = self.problem.get("limit")
         self.used: int | None = self.problem.get("used")
+        self.policy: str | None = self.problem.get("policy")
+        self.violated_policies: list[str] = list(self.problem.get("violated-policies") or [])
+
+
+class BurstLimitExceededError(QuotaExceededError):
+    """429: the burst window (a minute by default) has admitted all its calls; the month's quota
+    was not charged for the refused call.
+
+    `retry_after` is the whole seconds until the next window opens (at least 1); `reset` the epoch
+    second it opens; `limit`, `used` and `window_seconds` are the burst window's.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        problem: dict[str, Any] | None,
+        *,
+        retry_after: int | None,
+        reset: int | None,
+    ) -> None:
+        super().__init__(status, problem, retry_after=retry_after, reset=reset)
+        self.window_seconds: int | None = self.problem.get("window_seconds")
 
 
 class ServiceUnavailableError(TimoHubError):

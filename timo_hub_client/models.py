@@ -6,20 +6,58 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+class RateLimitWindow(_Model):
+    """One window of the account's limits (a quota policy of the IETF draft), as the
+    `RateLimit-Policy` and `RateLimit` headers of one response described it."""
+
+    policy: str
+    """The policy's name: `month` or `burst` (newer servers may add others)."""
+    limit: int | None
+    """Calls the window admits (the policy's `q`); None if the server did not say."""
+    window_seconds: int | None
+    """The window's length in seconds (`w`; for the month, this month's length)."""
+    remaining: int | None
+    """Calls the window still admits (`r`); None if the server did not say."""
+    reset_after: int | None
+    """Seconds from the response until the window admits calls again (`t`): the next burst
+    window, or the next month."""
+    reset: int | None
+    """The same moment as epoch seconds: the response's `Date` plus `reset_after` (the server's
+    clock, like `X-RateLimit-Reset`; this client's when the response has no `Date`)."""
+
+
 class RateLimit(_Model):
-    """The rate-limit headers of the last authenticated response."""
+    """The rate-limit headers of the last authenticated response.
+
+    `limit`, `remaining` and `reset` are the month's, from `X-RateLimit-*`, as they always were.
+    `windows` holds every window the `RateLimit-Policy` and `RateLimit` headers described, by
+    policy name; `month` and `burst` are the two the API has today. A window without a limit
+    (the month on an unlimited plan, the burst window on a plan without one) is not described:
+    it is None.
+    """
 
     limit: int | None
     """None: unlimited."""
     remaining: int | None
     reset: int | None
+    windows: dict[str, RateLimitWindow] = Field(default_factory=dict)
+
+    @property
+    def month(self) -> RateLimitWindow | None:
+        """The month's window; None when the month is unlimited."""
+        return self.windows.get("month")
+
+    @property
+    def burst(self) -> RateLimitWindow | None:
+        """The burst window (a minute by default); None when the account has no burst limit."""
+        return self.windows.get("burst")
 
 
 class Health(_Model):
@@ -37,6 +75,9 @@ class Plan(_Model):
     name: str
     monthly_limit: int | None
     price_usd: float | None
+    burst_limit: int | None = None
+    """Calls per burst window in force; None: no burst limit (or a server older than them)."""
+    burst_window_seconds: int | None = None
 
 
 class Account(_Model):
@@ -49,6 +90,18 @@ class Account(_Model):
     created_at: datetime
 
 
+class BurstWindow(_Model):
+    """The current burst window, as `GET /account/quota` gives it."""
+
+    limit: int
+    window_seconds: int
+    used: int
+    """Calls admitted in this window, the quota call included."""
+    remaining: int
+    reset: int
+    """Epoch seconds when the next window starts."""
+
+
 class Quota(_Model):
     """`GET /account/quota`."""
 
@@ -58,6 +111,8 @@ class Quota(_Model):
     reset: int
     period_start: datetime
     period_end: datetime
+    burst: BurstWindow | None = None
+    """None when the account has no burst limit (or the server is older than burst windows)."""
 
 
 class ApiKey(_Model):

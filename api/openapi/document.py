@@ -2,10 +2,12 @@
 
 What every operation shares is added here once, so no operation can forget it: the bearer
 security requirement, the problem responses an authenticated call can get (401, 403, 429, 503; 400
-with a query; 400, 413, 415 and 422 with a body; 404 with a path parameter), and the headers
-(`X-RateLimit-*` on every authenticated answer, `Retry-After` on 429 and 503, `X-Request-ID` on
-all of them). The requests Timo Hub sends to customers' webhook endpoints are the document's
-top-level `webhooks` (OpenAPI 3.1), one per event type, from `webhook_payloads`.
+with a query; 400, 413, 415 and 422 with a body; 404 with a path parameter; the 429's body is one
+of the refusals in `refusals`), and the headers (`X-RateLimit-*` on every authenticated answer,
+`RateLimit-Policy` and `RateLimit` beside them whenever the account has a limit, `Retry-After` on
+429 and 503, `X-Request-ID` on all of them). The requests Timo Hub sends to customers' webhook
+endpoints are the document's top-level `webhooks` (OpenAPI 3.1), one per event type, from
+`webhook_payloads`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api.metering import route_template
+from api.openapi.refusals import REFUSALS
 from api.openapi.registry import Operation
 from api.openapi.webhook_payloads import EVENTS, WebhookEvent
 from api.v1.schemas import ProblemOut
@@ -26,6 +29,9 @@ from timo_hub.webhooks.delivery import RETRY_DELAYS_SECONDS
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 SCHEMA_REF = "#/components/schemas/{model}"
 RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+# Beside X-RateLimit-*, never required: an account without any limit gets neither.
+WINDOW_HEADERS = ("RateLimit-Policy", "RateLimit")
+RATE_LIMIT_DRAFT = "draft-ietf-httpapi-ratelimit-headers-10"
 API_DESCRIPTION = """\
 Programmatic access to the Timo Hub automation platform, billed by API calls per UTC calendar
 month.
@@ -34,13 +40,24 @@ month.
 token: `Authorization: Bearer timo_live_…`. Every call except `/health` and this document needs
 one.
 
-**Plans and limits.** Free: 1,000 calls a month; Starter ($29): 5,000; Developer ($99): 50,000;
-Business ($299): 250,000; Enterprise: unlimited. Each authenticated call counts once, including
-calls that fail validation; `401`s, a suspended account's `403`s and `429`s do not.
+**Plans and limits.** Free: 1,000 calls a month and 60 a minute; Starter ($29): 5,000 and 300;
+Developer ($99): 50,000 and 1,000; Business ($299): 250,000 and 5,000; Enterprise: unlimited.
+The minute is a burst window: fixed 60-second windows that start on the epoch's whole minutes.
+Each authenticated call counts once in every window, including calls that fail validation;
+`401`s, a suspended account's `403`s and `429`s do not, and a call answered with a `5xx` (our
+failure) is refunded from every window.
 
 **Rate-limit headers.** Every authenticated response carries `X-RateLimit-Limit`,
 `X-RateLimit-Remaining` (both `unlimited` on unlimited plans) and `X-RateLimit-Reset` (epoch
-seconds when the next UTC month starts). Past the limit the answer is `429` with `Retry-After`.
+seconds when the next UTC month starts): the month's. Beside them, `RateLimit-Policy` and
+`RateLimit` describe every window that has a limit, in the syntax of the IETF draft
+draft-ietf-httpapi-ratelimit-headers-10 (Structured Fields), e.g.
+`RateLimit-Policy: "month";q=1000;w=2592000, "burst";q=60;w=60` and
+`RateLimit: "month";r=420;t=1209600, "burst";r=59;t=42`. A full window answers `429` with
+`Retry-After`: for the burst window a `/problems/burst-limit-exceeded` problem and the seconds
+until the next window (the month is not charged for the refused call); for the month a
+`/problems/quota-exceeded` problem and the seconds until the month ends plus a random spread of
+up to a minute, so that refused clients do not all return at 00:00 UTC.
 
 **Errors** are RFC 9457 `application/problem+json` bodies with a stable `type` and a `request_id`
 (also in the `X-Request-ID` header) to quote to support.
@@ -63,8 +80,32 @@ HEADERS: dict[str, dict[str, Any]] = {
         "description": "Epoch seconds when the next UTC month (and quota) starts.",
         "schema": {"type": "string", "pattern": "^[0-9]+$", "examples": ["1798761600"]},
     },
+    "RateLimit-Policy": {
+        "description": f"Every window of the account's limits that has one, as {RATE_LIMIT_DRAFT} "
+        'defines the field (a Structured Field List): `"month";q=<calls>;w=<seconds in this '
+        'UTC month>` and `"burst";q=<calls>;w=<window seconds>`. A window without a limit is not '
+        "listed; an account without any limit gets no such field.",
+        "schema": {
+            "type": "string",
+            "pattern": '^"(month|burst)";q=[0-9]+;w=[0-9]+(, "(month|burst)";q=[0-9]+;w=[0-9]+)*$',
+            "examples": ['"month";q=5000;w=2592000, "burst";q=300;w=60'],
+        },
+    },
+    "RateLimit": {
+        "description": "What each window listed in `RateLimit-Policy` has left, as "
+        f"{RATE_LIMIT_DRAFT} defines the field: `r`, the calls remaining (never negative), and "
+        "`t`, the whole seconds until the window admits more (the next burst window; the next "
+        "UTC month), at least 1.",
+        "schema": {
+            "type": "string",
+            "pattern": '^"(month|burst)";r=[0-9]+;t=[0-9]+(, "(month|burst)";r=[0-9]+;t=[0-9]+)*$',
+            "examples": ['"month";r=3421;t=1209600, "burst";r=287;t=42'],
+        },
+    },
     "Retry-After": {
-        "description": "Seconds to wait before retrying.",
+        "description": "Whole seconds to wait before retrying. For a full burst window, until the "
+        "next window opens (at least 1); for the month's quota, until the next UTC month plus a "
+        "random spread of up to 60 s, so that refused clients do not all return at once.",
         "schema": {"type": "string", "pattern": "^[0-9]+$", "examples": ["3600"]},
     },
     "X-Request-ID": {
@@ -130,6 +171,7 @@ def _schemas(
     operations: list[Operation],
 ) -> tuple[dict[str, Any], dict[tuple[type[BaseModel], Usage], dict[str, Any]]]:
     wanted: list[tuple[type[BaseModel], Usage]] = [(ProblemOut, "serialization")]
+    wanted += [(refusal, "serialization") for refusal in REFUSALS]
     wanted += [(event.payload, "serialization") for event in EVENTS]
     for op in operations:
         if op.body is not None:
@@ -185,13 +227,22 @@ def _operation(
             response["links"] = reply.links
         responses[str(reply.status)] = response
     problem = {"schema": refs[(ProblemOut, "serialization")]}
+    # A 429 is one of the refusals by a window, or (too many bad keys) a plain problem.
+    refused = {
+        "schema": {
+            "anyOf": [
+                *(refs[(refusal, "serialization")] for refusal in REFUSALS),
+                refs[(ProblemOut, "serialization")],
+            ]
+        }
+    }
     for status, description, limit_headers, extra in _problems(op):
         if str(status) in responses:
             continue
         responses[str(status)] = {
             "description": description,
             "headers": _headers(limit_headers, extra),
-            "content": {PROBLEM_MEDIA_TYPE: problem},
+            "content": {PROBLEM_MEDIA_TYPE: refused if status == 429 else problem},
         }
     spec["responses"] = dict(sorted(responses.items()))
     return spec
@@ -213,14 +264,18 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 
 def _headers(rate_limit: str | None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Header objects for one response; `rate_limit` is `required`, `optional` or None."""
+    """Header objects for one response; `rate_limit` is `required`, `optional` or None (the
+    `X-RateLimit-*` headers'; `RateLimit-Policy` and `RateLimit` are never required)."""
     names = ["X-Request-ID", *extra]
     if rate_limit is not None:
-        names += RATE_LIMIT_HEADERS
+        names += [*RATE_LIMIT_HEADERS, *WINDOW_HEADERS]
     headers = {}
     for name in names:
         header = copy.deepcopy(HEADERS[name])
-        header["required"] = name not in RATE_LIMIT_HEADERS or rate_limit == "required"
+        if name in WINDOW_HEADERS:
+            header["required"] = False
+        else:
+            header["required"] = name not in RATE_LIMIT_HEADERS or rate_limit == "required"
         headers[name] = header
     return headers
 
@@ -250,7 +305,11 @@ def _problems(op: Operation) -> list[tuple[int, str, str | None, tuple[str, ...]
         problems.append(
             (
                 429,
-                "The monthly quota is used up (or too many bad keys).",
+                "A window of the account's limits is full: the month's quota "
+                "(`/problems/quota-exceeded`) or the burst window "
+                "(`/problems/burst-limit-exceeded`, which costs nothing from the month); or too "
+                "many bad keys came from this address (`/problems/too-many-failed-authentications`"
+                ").",
                 "optional",
                 ("Retry-After",),
             )

@@ -19,6 +19,7 @@ from timo_hub.platform.settings import Settings
 from timo_hub.webhooks.delivery import attempt_delivery
 from timo_hub_client import (
     AuthenticationError,
+    BurstLimitExceededError,
     ConflictError,
     NotFoundError,
     QuotaExceededError,
@@ -103,10 +104,103 @@ def test_quota_exceeded_raises_with_reset_and_is_not_retried(server: str, runtim
         client.quota()
     error = exceeded.value
     assert session.sent == 1
+    # The month's refusal keeps its own class: not the burst window's.
+    assert type(error) is QuotaExceededError
     assert error.limit == 1000 and error.used == 1000
+    assert error.policy == "month" and error.violated_policies == ["month"]
     assert error.reset is not None and error.reset > datetime.now(UTC).timestamp()
-    assert error.retry_after is not None and 0 < error.retry_after <= 31 * 86400
+    # Until the month ends, plus up to a minute's spread (so that refused clients do not all
+    # come back in its first second).
+    assert error.retry_after is not None and 0 < error.retry_after <= 31 * 86400 + 60
+    assert error.retry_after >= error.reset - datetime.now(UTC).timestamp() - 1
     assert client.rate_limit is not None and client.rate_limit.remaining == 0
+    month = client.rate_limit.month
+    assert month is not None and (month.limit, month.remaining) == (1000, 0)
+
+
+def test_rate_limit_holds_both_windows_as_the_quota_body_gives_them(
+    server: str, customer: Customer
+) -> None:
+    client = TimoHubClient(server, customer.secret)
+    plan = client.account().plan
+    assert (plan.burst_limit, plan.burst_window_seconds) == (1000, 60)
+    quota = client.quota()
+    limits = client.rate_limit
+    assert limits is not None
+    # The month, as X-RateLimit-* always gave it, and as RateLimit-Policy/RateLimit give it.
+    assert (limits.limit, limits.remaining, limits.reset) == (50000, quota.remaining, quota.reset)
+    month = limits.month
+    assert month is not None and month.policy == "month"
+    assert (month.limit, month.remaining) == (quota.limit, quota.remaining) == (50000, 50000 - 2)
+    assert month.window_seconds == (quota.period_end - quota.period_start).total_seconds()
+    assert month.reset is not None and abs(month.reset - quota.reset) <= 1
+    # The burst window: this call and the account call before it, in the same minute unless the
+    # minute turned between them.
+    burst, body = limits.burst, quota.burst
+    assert burst is not None and body is not None and burst.policy == "burst"
+    assert (burst.limit, burst.window_seconds) == (body.limit, body.window_seconds) == (1000, 60)
+    assert burst.remaining == body.remaining == 1000 - body.used and body.used in (1, 2)
+    assert burst.reset_after is not None and 1 <= burst.reset_after <= 60
+    assert burst.reset is not None and abs(burst.reset - body.reset) <= 1
+    assert list(limits.windows) == ["month", "burst"]
+
+
+def test_burst_refusal_raises_its_own_error_and_costs_nothing_from_the_month(
+    server: str, runtime: Runtime
+) -> None:
+    # 60 calls a minute on the free plan. Fixed windows on the server's clock: should the minute
+    # turn during the 61 calls (under a second), the 61st is admitted, and a new account starts
+    # again after the turn, with the whole next minute ahead of it.
+    for _ in range(3):
+        customer = new_customer(runtime, plan="free")
+        session = CountingSession()
+        client = TimoHubClient(server, customer.secret, session=session, max_retries=3)
+        windows = set()
+        for _ in range(60):
+            client.account()
+            assert client.rate_limit is not None and client.rate_limit.burst is not None
+            windows.add(client.rate_limit.burst.reset)
+        try:
+            client.account()
+        except QuotaExceededError as refusal:
+            error = refusal
+            break
+    else:
+        pytest.fail("the 61st call of a minute was admitted, three times")
+    refused = client.rate_limit
+    assert refused is not None and refused.burst is not None
+    windows.add(refused.burst.reset)
+    assert max(windows) - min(windows) <= 1  # one window (`reset` is to the second)
+    assert isinstance(error, BurstLimitExceededError)
+    assert session.sent == 61  # a 429 is never retried
+    assert error.status == 429 and error.type == "/problems/burst-limit-exceeded"
+    assert error.policy == "burst" and error.violated_policies == ["burst"]
+    assert (error.limit, error.used, error.window_seconds) == (60, 60, 60)
+    assert error.retry_after is not None and 1 <= error.retry_after <= 60
+    now = datetime.now(UTC).timestamp()
+    assert error.reset is not None and 0 < error.reset - now <= 61
+    assert abs(error.reset - (now + error.retry_after)) <= 2
+    # The refused call cost nothing from the month: 60 calls counted, not 61.
+    assert (refused.limit, refused.remaining) == (1000, 1000 - 60)
+    assert refused.month is not None and refused.month.remaining == 1000 - 60
+    assert (refused.burst.limit, refused.burst.remaining) == (60, 0)
+    assert refused.burst.reset_after == error.retry_after
+
+
+def test_unlimited_windows_are_not_described(server: str, runtime: Runtime) -> None:
+    unlimited = TimoHubClient(server, new_customer(runtime, plan="enterprise").secret)
+    quota = unlimited.quota()
+    assert quota.limit is None and quota.burst is None
+    limits = unlimited.rate_limit
+    assert limits is not None and (limits.limit, limits.remaining) == (None, None)
+    assert limits.windows == {} and limits.month is None and limits.burst is None
+    # An enterprise contract with a burst limit of its own: the burst window alone.
+    contract = new_customer(runtime, plan="enterprise", burst=100)
+    client = TimoHubClient(server, contract.secret)
+    assert client.account().plan.burst_limit == 100
+    limits = client.rate_limit
+    assert limits is not None and limits.limit is None and limits.month is None
+    assert limits.burst is not None and (limits.burst.limit, limits.burst.remaining) == (100, 99)
 
 
 def test_service_unavailable_is_retried_with_backoff(settings: Settings, runtime: Runtime) -> None:

@@ -6,6 +6,8 @@ const SHOWN_HEADERS = [
   "X-RateLimit-Limit",
   "X-RateLimit-Remaining",
   "X-RateLimit-Reset",
+  "RateLimit-Policy",
+  "RateLimit",
   "Retry-After",
   "X-Request-ID",
 ];

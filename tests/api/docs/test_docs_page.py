@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from http_sfv.list import List as StructuredList
 from jsonschema import Draft202012Validator
 from standardwebhooks.webhooks import Webhook
 
@@ -19,6 +20,7 @@ from api.docs import STATIC
 from tests.support.accounts import Customer
 from tests.support.browser import chromium
 from tests.support.web import web_process
+from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
 
 
@@ -78,6 +80,125 @@ def test_webhooks_section_covers_every_operation_event_and_rule(client: FlaskCli
         "once per account, kind and UTC month",
     ):
         assert phrase in text, phrase
+
+
+def _section(client: FlaskClient, name: str) -> str:
+    page = client.get("/docs").get_data(as_text=True)
+    found = re.search(rf'<section id="{name}">(.*?)</section>', page, re.S)
+    assert found, f"no {name} section"
+    return found.group(1)
+
+
+def _text(markup: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", markup)).split())
+
+
+def _code(section: str, code_id: str) -> str:
+    found = re.search(rf'<code id="{code_id}">(.*?)</code>', section, re.S)
+    assert found, code_id
+    return html.unescape(found.group(1))
+
+
+def test_limits_headers_and_refusals_are_documented(client: FlaskClient) -> None:
+    text = _text(_section(client, "pricing")) + " " + _text(_section(client, "headers"))
+    for phrase in (
+        "burst window",
+        "fixed windows of 60 seconds",
+        "a call the burst window refuses costs nothing from the month",
+        "No charge for our failures: a call answered with 5xx is refunded from every window; "
+        "the event still records it and usage stats count it as a server error",
+        "X-RateLimit-Limit",
+        "RateLimit-Policy",
+        "draft-ietf-httpapi-ratelimit-headers-10",
+        "Structured Field",
+        "/problems/burst-limit-exceeded",
+        "/problems/quota-exceeded",
+        "violated-policies",
+        "window_seconds",
+        "Seconds until the next window opens, never less than 1",
+        "Seconds until the month ends, plus a random 0 to 60 s spread",
+        "00:00 UTC",
+    ):
+        assert phrase in text, phrase
+
+
+def test_burst_limits_table_is_the_plans_table(client: FlaskClient, runtime: Runtime) -> None:
+    """Every plan's limits as the page states them, per month and per burst window, are the
+    ones in force (the seeded `plans` table)."""
+    section = _section(client, "pricing")
+    table = re.search(r'<table id="burst-limits">(.*?)</table>', section, re.S)
+    assert table
+    rows = [
+        [_text(cell) for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
+        for row in re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S)
+    ]
+    with runtime.database.connection() as conn:
+        plans = conn.execute(
+            "SELECT display_name, monthly_limit, burst_limit, burst_window_seconds FROM plans "
+            "ORDER BY sort_order"
+        ).fetchall()
+
+    def shown(limit: int | None) -> str:
+        return "unlimited" if limit is None else f"{limit:,}"
+
+    assert [row for row in rows if row] == [
+        [name, shown(monthly), shown(burst)] for name, monthly, burst, _ in plans
+    ]
+    assert {seconds for *_, seconds in plans} == {60}
+    assert "Calls per burst window (60 s)" in _text(table.group(1))
+    text = _text(section)
+    for _, _, burst, _ in plans:
+        if burst is not None:
+            assert f"{burst:,} calls/minute" in text
+
+
+def test_header_and_refusal_examples_agree_with_the_document(client: FlaskClient) -> None:
+    """The examples are what the API sends: each header matches the document's description of
+    it, the structured ones parse, the numbers add up, and the refusal is a valid problem."""
+    document = client.get("/api/v1/openapi.json").get_json()
+    described = document["components"]["headers"]
+    section = _section(client, "headers")
+    headers = dict(line.split(": ", 1) for line in _code(section, "headers-example").splitlines())
+    refusal, body = _code(section, "burst-refusal-example").split("\n\n", 1)
+    refused = dict(line.split(": ", 1) for line in refusal.splitlines()[1:])
+    for example in (headers, refused):
+        for name, value in example.items():
+            if name in described:
+                assert re.fullmatch(described[name]["schema"]["pattern"], value), (name, value)
+
+    def windows(value: str) -> dict[str, dict[str, int]]:
+        parsed = StructuredList()
+        parsed.parse(value.encode("ascii"))
+        return {str(item.value): dict(item.params) for item in parsed}
+
+    for example in (headers, refused):
+        policy, state = windows(example["RateLimit-Policy"]), windows(example["RateLimit"])
+        assert list(policy) == list(state) == ["month", "burst"]
+        assert policy["month"]["w"] == 31 * 86400  # December's
+        assert policy["burst"] == {"q": 60, "w": 60}
+        # Both resets fall on the same moment: the burst window's end is a whole minute.
+        now = 1798761600 - state["month"]["t"]
+        assert (now + state["burst"]["t"]) % 60 == 0
+    assert headers["X-RateLimit-Remaining"] == str(windows(headers["RateLimit"])["month"]["r"])
+    problem = json.loads(body)
+    schema = {
+        "$ref": "#/components/schemas/BurstLimitExceededProblemOut",
+        "components": document["components"],
+    }
+    Draft202012Validator(schema).validate(problem)
+    burst = windows(refused["RateLimit"])["burst"]
+    assert refused["Retry-After"] == str(burst["t"]) and burst["r"] == 0
+    assert problem["reset"] == 1798761600 - windows(refused["RateLimit"])["month"]["t"] + burst["t"]
+    assert problem["limit"] == problem["used"] == windows(refused["RateLimit-Policy"])["burst"]["q"]
+
+
+def test_client_examples_are_python(client: FlaskClient) -> None:
+    section = _section(client, "clients")
+    examples = re.findall(r"<pre><code>(.*?)</code></pre>", section, re.S)
+    assert len(examples) == 2
+    for example in examples:
+        compile(html.unescape(example), "example.py", "exec")
+    assert "BurstLimitExceededError" in examples[0] and "retry_after" in examples[0]
 
 
 def test_webhook_payload_examples_match_the_document(client: FlaskClient) -> None:
@@ -162,6 +283,11 @@ def test_console_runs_the_quota_call_in_a_real_browser(server: str, customer: Cu
         expect(headers).to_contain_text("X-RateLimit-Limit")
         expect(headers).to_contain_text("X-RateLimit-Remaining")
         expect(headers.locator("tr", has_text="X-RateLimit-Remaining")).to_contain_text("49999")
+        # Both header families: the burst window beside the month.
+        policy = headers.locator("tr", has_text="RateLimit-Policy")
+        expect(policy).to_contain_text('"month";q=50000;w=')
+        expect(policy).to_contain_text('"burst";q=1000;w=60')
+        expect(headers.locator("tr", has_text='"burst";r=')).to_contain_text('"month";r=49999;t=')
         # A bad parameter shows the problem the API answered.
         page.select_option("#operation", label="GET /api/v1/usage/forecast")
         page.fill("#param-days", "500")

@@ -8,11 +8,15 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
+from http_sfv.list import List as StructuredList
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
+from werkzeug.test import TestResponse
 
 from analytics.month_projection import MonthProjection
-from tests.support.accounts import Customer
+from tests.support.accounts import Customer, new_customer
+from tests.support.events import seed_calls
+from timo_hub.accounts import service
 from timo_hub.platform.runtime import Runtime
 from timo_hub.usage.alerts import exhaustion_data
 from timo_hub.webhooks import event_types, notifications
@@ -62,6 +66,105 @@ def test_authenticated_operations_declare_security_errors_and_headers(client: Fl
     assert "application/problem+json" in refused["content"]
     assert {"401", "403", "429", "503"} <= set(quota["responses"])
     assert document["paths"]["/health"]["get"]["security"] == []
+
+
+def test_both_header_families_are_on_every_metered_answer(client: FlaskClient) -> None:
+    """`RateLimit-Policy` and `RateLimit` go wherever `X-RateLimit-*` go, never required: an
+    account without any limit gets neither."""
+    document = client.get("/api/v1/openapi.json").get_json()
+    components = document["components"]["headers"]
+    for name in ("RateLimit-Policy", "RateLimit"):
+        assert "draft-ietf-httpapi-ratelimit-headers-10" in components[name]["description"]
+    seen = 0
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                headers = response.get("headers", {})
+                limited = "X-RateLimit-Limit" in headers
+                assert limited == (bool(operation["security"]) and status != "401"), (
+                    method,
+                    path,
+                    status,
+                )
+                for name in ("RateLimit-Policy", "RateLimit"):
+                    assert (name in headers) == limited, (method, path, status, name)
+                    if limited:
+                        assert headers[name]["required"] is False
+                        seen += 1
+    assert seen > 100
+
+
+def test_the_429_describes_both_refusals_and_their_members(client: FlaskClient) -> None:
+    document = client.get("/api/v1/openapi.json").get_json()
+    schemas = document["components"]["schemas"]
+    refusals = {"/problems/quota-exceeded": "month", "/problems/burst-limit-exceeded": "burst"}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if not operation["security"]:
+                continue
+            refused = operation["responses"]["429"]
+            assert "quota-exceeded" in refused["description"], (method, path)
+            assert "burst-limit-exceeded" in refused["description"], (method, path)
+            options = refused["content"]["application/problem+json"]["schema"]["anyOf"]
+            assert [o["$ref"].rsplit("/", 1)[1] for o in options] == [
+                "QuotaExceededProblemOut",
+                "BurstLimitExceededProblemOut",
+                "ProblemOut",  # too many bad keys from one address
+            ]
+    for name, members in {
+        "QuotaExceededProblemOut": {"policy", "limit", "used", "reset", "violated-policies"},
+        "BurstLimitExceededProblemOut": {
+            "policy",
+            "limit",
+            "window_seconds",
+            "used",
+            "reset",
+            "violated-policies",
+        },
+    }.items():
+        schema = schemas[name]
+        assert members <= set(schema["required"]), name
+        kind = schema["properties"]["type"]["const"]
+        assert schema["properties"]["policy"]["const"] == refusals[kind]
+        (example,) = schema["examples"]
+        _schema_validator(document, {"$ref": f"#/components/schemas/{name}"}).validate(example)
+    retry_after = document["components"]["headers"]["Retry-After"]["description"]
+    assert "next window" in retry_after and "random spread of up to 60 s" in retry_after
+
+
+def test_real_refusals_and_headers_match_the_document(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    """A refusal by each window (and by both), as the app answers it: its body is the refusal the
+    429 documents, with no member the document leaves out, and its headers match theirs."""
+    document = client.get("/api/v1/openapi.json").get_json()
+    quota = document["paths"]["/account/quota"]["get"]["responses"]
+    # The burst window (2 calls a window, here): refused at the third call of a window. Should
+    # the window turn between the calls, the next attempt has a whole window ahead of it.
+    for _ in range(3):
+        bursting = new_customer(runtime, plan="free", burst=2)
+        answers = [client.get("/api/v1/account/quota", headers=bursting.auth) for _ in range(3)]
+        if answers[-1].status_code == 429:
+            break
+    ok, burst = answers[0], answers[-1]
+    _check_headers(quota["200"], ok)
+    assert _refusal_kind(document, quota["429"], burst) == "/problems/burst-limit-exceeded"
+    assert burst.get_json()["violated-policies"] == ["burst"]
+    assert 1 <= int(burst.headers["Retry-After"]) <= 60
+    # The month, used up by earlier calls.
+    spent = new_customer(runtime, plan="free")
+    seed_calls(runtime, spent.account.id, {datetime.now(UTC).date(): 1000})
+    month = client.get("/api/v1/account/quota", headers=spent.auth)
+    assert _refusal_kind(document, quota["429"], month) == "/problems/quota-exceeded"
+    assert month.get_json()["violated-policies"] == ["month"]
+    # Both windows full: the month refuses, and says the burst window is full too.
+    both = new_customer(runtime, plan="free")
+    service.set_limits(runtime, both.account.id, {"month": 1, "burst": 1})
+    assert client.get("/api/v1/account", headers=both.auth).status_code == 200
+    refused = client.get("/api/v1/account", headers=both.auth)
+    responses = document["paths"]["/account"]["get"]["responses"]
+    assert _refusal_kind(document, responses["429"], refused) == "/problems/quota-exceeded"
+    assert refused.get_json()["violated-policies"] == ["month", "burst"]
 
 
 def test_query_parameters_come_from_the_validating_models(client: FlaskClient) -> None:
@@ -186,6 +289,38 @@ def test_the_payloads_sent_are_the_ones_documented(
         _same_fields(document, schema, payload, kind)
 
 
+def _check_headers(described: dict[str, Any], answer: TestResponse) -> None:
+    """The answer carries every required header the document describes for it, each matching
+    its schema; the two structured ones parse as Structured Field Lists."""
+    for name, header in described["headers"].items():
+        value = answer.headers.get(name)
+        if value is None:
+            assert not header["required"], name
+            continue
+        pattern = header["schema"].get("pattern")
+        assert pattern is None or re.fullmatch(pattern, value), (name, value)
+    for name in ("RateLimit-Policy", "RateLimit"):
+        assert name in described["headers"] and name in answer.headers, name
+        StructuredList().parse(answer.headers[name].encode("ascii"))
+
+
+def _refusal_kind(document: dict[str, Any], described: dict[str, Any], answer: TestResponse) -> str:
+    """The type of a refusal, checked against the 429 the document describes: headers, body
+    valid against the response's schema, and every member of the body documented for its type."""
+    assert answer.status_code == 429
+    _check_headers(described, answer)
+    body = answer.get_json()
+    schema = described["content"]["application/problem+json"]["schema"]
+    _schema_validator(document, schema).validate(body)
+    for option in schema["anyOf"]:
+        refusal = _resolve(document, option)
+        if refusal["properties"]["type"].get("const") == body["type"]:
+            assert set(refusal["required"]) <= set(body) <= set(refusal["properties"]), body
+            kind: str = body["type"]
+            return kind
+    raise AssertionError(f"no documented refusal of type {body['type']}")
+
+
 def _resolve(document: dict[str, Any], holder: dict[str, Any]) -> dict[str, Any]:
     ref = holder["schema"]["$ref"] if "schema" in holder else holder["$ref"]
     found: dict[str, Any] = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
@@ -196,6 +331,12 @@ def _validator(document: dict[str, Any], body: dict[str, Any]) -> Draft202012Val
     """A JSON Schema validator of a request body, its `$ref`s resolved within the document."""
     schema = body["content"]["application/json"]["schema"]
     root = {"$ref": schema["$ref"], "components": document["components"]}
+    return Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def _schema_validator(document: dict[str, Any], schema: dict[str, Any]) -> Draft202012Validator:
+    """A JSON Schema validator of `schema`, its `$ref`s resolved within the document."""
+    root = {**schema, "components": document["components"]}
     return Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
