@@ -43,12 +43,21 @@ _DIRECTION_OVERRIDES = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u20
 @blueprint.get("/dashboard")
 @sign_in_required
 def overview() -> ResponseReturnValue:
-    """Plan, quota gauge, this month's calls with the forecast to its end, and what it means."""
+    """Plan, the gauges of both windows (the month, the burst window), this month's calls with
+    the forecast to its end, and what it means."""
     runtime = current_runtime()
     account = accounts.get_account(runtime, viewer().account_id)
     now = datetime.now(UTC)  # one clock for the whole page, the gauge's month included
     quota: QuotaEnforcer = current_app.extensions[QUOTA_EXTENSION]
-    admission = quota.look(account.id, account.monthly_limit, now.timestamp())
+    # One look reads both windows, as the admission script sees them: the limits in force (the
+    # account's own, else its plan's), counting nothing.
+    admission = quota.look(
+        account.id,
+        account.monthly_limit,
+        now.timestamp(),
+        account.burst_limit,
+        account.burst_window_seconds,
+    )
     forecast = _forecast(account.id, now, admission.used)
     # The calls that count, as the gauge and the forecast count them (not refusals).
     counted = statistics.counted_calls_this_month(runtime.database, account.id, now.date())
@@ -58,6 +67,7 @@ def overview() -> ResponseReturnValue:
         account=account,
         plan_names=plan_names,
         gauge=display.gauge(admission),
+        burst=display.burst_gauge(admission),
         forecast=forecast,
         month_days=display.month_days(counted, forecast, now.date()),
         accuracy=display.accuracy_words(forecast.accuracy if forecast else None),
@@ -88,7 +98,8 @@ def usage() -> ResponseReturnValue:
 @blueprint.route("/dashboard/keys", methods=["GET", "POST"])
 @sign_in_required
 def keys() -> ResponseReturnValue:
-    """The Settings page: the account's keys, a new key (shown once), revocation."""
+    """The Settings page: the account's keys, a new key (shown once), revocation, and the limits
+    the keys share."""
     runtime = current_runtime()
     account_id = viewer().account_id
     form = NewKeyForm()
@@ -114,8 +125,10 @@ def keys() -> ResponseReturnValue:
         sessions.hold_once(new_key)
         new_key = None
     listed = accounts.list_keys(runtime, account_id)
+    account = accounts.get_account(runtime, account_id)  # its limits, which every key shares
     status = 422 if form.errors else 200
-    return render_template("keys.html", keys=listed, form=form, new_key=new_key), status
+    page = render_template("keys.html", keys=listed, form=form, new_key=new_key, account=account)
+    return page, status
 
 
 @blueprint.route("/dashboard/keys/<key_id>/revoke", methods=["GET", "POST"])
@@ -142,10 +155,17 @@ def revoke(key_id: str) -> ResponseReturnValue:
 @blueprint.get("/dashboard/plans")
 @sign_in_required
 def plans() -> ResponseReturnValue:
-    """Plans and pricing, the account's own marked."""
+    """Plans and pricing, the account's own marked, and the limits in force when an operator
+    set the account's own."""
     runtime = current_runtime()
     account = accounts.get_account(runtime, viewer().account_id)
-    return render_template("plans.html", plans=accounts.list_plans(runtime), account=account)
+    listed = accounts.list_plans(runtime)
+    plan = next((p for p in listed if p.name == account.plan), None)
+    own_limits = plan is None or (plan.monthly_limit, plan.burst_limit) != (
+        account.monthly_limit,
+        account.burst_limit,
+    )
+    return render_template("plans.html", plans=listed, account=account, own_limits=own_limits)
 
 
 def _readable(name: str) -> bool:

@@ -44,6 +44,27 @@ class Gauge:
         return self.limit is not None and self.used >= self.limit
 
 
+@dataclass(frozen=True)
+class BurstGauge:
+    """The burst window's gauge: calls used of the limit in the current window (a minute on
+    every plan today), and when the next window starts afresh."""
+
+    limit: int
+    used: int
+    remaining: int
+    percent: float
+    window: str
+    """The window in words ("minute", "10-second window")."""
+    resets_at: datetime
+    resets_in: int
+    """Whole seconds from the look to the next window (at least 1)."""
+
+    @property
+    def used_up(self) -> bool:
+        """True when the window admits no more calls."""
+        return self.used >= self.limit
+
+
 # What each kind of projected-quota alert means, in the page's words.
 ALERT_WORDS = {
     "projected_80_percent": "Projected to pass 80% of the quota this month",
@@ -60,10 +81,7 @@ def gauge(admission: Admission) -> Gauge:
     """The gauge of an account's month as the quota counter has it now."""
     percent = None
     if admission.limit is not None:
-        # A limit of 0 (a plan that allows no calls) is full, not unlimited.
-        share = admission.used / admission.limit if admission.limit else 1.0
-        # Rounded down to a tenth: "100.0%" only when nothing is left.
-        percent = min(100.0, math.floor(1000 * share) / 10)
+        percent = _percent(admission.used, admission.limit)
     return Gauge(
         used=admission.used,
         limit=admission.limit,
@@ -71,6 +89,42 @@ def gauge(admission: Admission) -> Gauge:
         percent=percent,
         resets_at=datetime.fromtimestamp(admission.period.reset_epoch, UTC),
     )
+
+
+def burst_gauge(admission: Admission) -> BurstGauge | None:
+    """The gauge of the account's current burst window as Redis has it now; None when the
+    account has no burst limit."""
+    burst = admission.burst
+    if burst is None:
+        return None
+    return BurstGauge(
+        limit=burst.limit,
+        used=burst.used,
+        remaining=burst.remaining,
+        percent=_percent(burst.used, burst.limit),
+        window=window_name(burst.seconds),
+        resets_at=datetime.fromtimestamp(burst.reset_epoch, UTC),
+        resets_in=burst.reset_after,
+    )
+
+
+def window_name(seconds: int) -> str:
+    """A burst window's length in words: "minute", "hour", "10-second window"."""
+    if seconds in _WINDOW_NAMES:
+        return _WINDOW_NAMES[seconds]
+    if seconds % 60 == 0:
+        return f"{seconds // 60}-minute window"
+    return f"{seconds}-second window"
+
+
+_WINDOW_NAMES = {1: "second", 60: "minute", 3600: "hour"}
+
+
+def _percent(used: int, limit: int) -> float:
+    """How full a window is, rounded down to a tenth: "100.0%" only when nothing is left."""
+    # A limit of 0 (no calls allowed) is full, not unlimited.
+    share = used / limit if limit else 1.0
+    return min(100.0, math.floor(1000 * share) / 10)
 
 
 def month_days(
@@ -142,8 +196,10 @@ def register_filters(app: Flask) -> None:
     app.add_template_filter(_count, "count")
     app.add_template_filter(_utc, "utc")
     app.add_template_filter(_iso, "iso")
+    app.add_template_filter(_clock, "clock")
     app.add_template_filter(_day, "day")
     app.add_template_filter(epoch, "epoch")
+    app.add_template_filter(window_name, "window")
 
 
 def _count(value: float | None) -> str:
@@ -156,6 +212,11 @@ def _utc(value: datetime | None) -> str:
     if value is None:
         return "never"
     return value.astimezone(UTC).strftime("%-d %b %Y, %H:%M UTC")
+
+
+def _clock(value: datetime) -> str:
+    """The time of day to the second, in UTC (a burst window's end)."""
+    return value.astimezone(UTC).strftime("%H:%M:%S UTC")
 
 
 def _iso(value: datetime) -> str:

@@ -1,4 +1,5 @@
-"""The dashboard in real Chromium: sign up, a key shown once, its calls charted, revocation.
+"""The dashboard in real Chromium: sign up, a key shown once, its calls charted, revocation, the
+limits' two windows (with scripts off too), and every page at a phone's width.
 
 Drives Debian's `chromium` through Playwright against the app under gunicorn (the Procfile's web
 line) with a real Celery worker ingesting the calls, so what is checked is what a customer sees:
@@ -189,6 +190,15 @@ def test_a_key_made_in_the_browser_is_shown_once_charted_and_revoked(
         expect(resets.locator(".local-time")).to_contain_text(
             re.compile(r"(19|20):00 in America/New_York")
         )
+        # The burst window beside the month (the call above may be in a minute gone by now).
+        expect(page.locator("#burst-limit")).to_have_text(
+            "60 calls per minute, besides the month's quota."
+        )
+        expect(page.locator("#burst-gauge")).to_be_visible()
+        expect(page.locator("#burst-text")).to_have_text(
+            re.compile(r"^[01] of 60 calls used\s+in the current minute, (60|59) left\.$")
+        )
+        expect(page.locator("#burst-reset time")).to_have_text(re.compile(r"^\d\d:\d\d:00 UTC$"))
         _expect_chart_drawn(page)
 
     # Revocation goes through its confirmation page.
@@ -210,6 +220,20 @@ def test_a_key_made_in_the_browser_is_shown_once_charted_and_revoked(
 
     context.close()
     watch.assert_clean()
+
+
+def _expect_within_the_screen(page: Page, *selectors: str) -> None:
+    """Each element visible and inside the viewport's width (nothing to scroll sideways to)."""
+    from playwright.sync_api import expect
+
+    viewport = page.viewport_size
+    assert viewport is not None
+    for selector in selectors:
+        element = page.locator(selector)
+        expect(element).to_be_visible()
+        box = element.bounding_box()
+        assert box is not None, selector
+        assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 1, (selector, box)
 
 
 @pytest.mark.slow
@@ -235,6 +259,7 @@ def test_pages_fit_a_phone_screen(browser: Browser, server: str) -> None:
         page.goto(f"{server}{path}")
         if path == "/dashboard":
             _expect_chart_drawn(page)
+            _expect_within_the_screen(page, "#quota-gauge", "#burst-gauge", "#burst-reset")
         measure(path)
     # The Alerts page with a webhook endpoint (a long URL, its secret shown once), and the
     # endpoint's delivery log with a delivery in it.
@@ -250,4 +275,33 @@ def test_pages_fit_a_phone_screen(browser: Browser, server: str) -> None:
     measure("a delivery log")
     context.close()
     assert not overflowing, "pages wider than the phone:\n" + "\n".join(overflowing)
+    watch.assert_clean()
+
+
+@pytest.mark.slow
+def test_both_windows_show_without_javascript_on_a_phone(browser: Browser, server: str) -> None:
+    """The gauges are the server's: with scripts off, the overview still shows the month and the
+    burst window, and fits the phone."""
+    from playwright.sync_api import expect
+
+    watch = Watch(server)
+    context = browser.new_context(
+        viewport=PHONE, is_mobile=True, has_touch=True, java_script_enabled=False
+    )
+    watch.attach(context)
+    page = context.new_page()
+    _sign_up(page, server)
+    page.goto(f"{server}/dashboard")
+    expect(page.locator("#quota-text")).to_have_text(re.compile(r"^0 of 1,000 calls used"))
+    expect(page.locator("#burst-text")).to_have_text(
+        "0 of 60 calls used in the current minute, 60 left."
+    )
+    _expect_within_the_screen(page, "#quota-gauge", "#burst-gauge", "#burst-reset")
+    width = page.evaluate(
+        "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert width[0] <= width[1] + 1, f"the overview is wider than the phone: {width}"
+    page.goto(f"{server}/dashboard/plans")
+    expect(page.locator("#plans-table")).to_contain_text("60 / minute")
+    context.close()
     watch.assert_clean()

@@ -215,7 +215,7 @@ def test_usage_page_shows_periods_and_breakdowns(client: FlaskClient, runtime: R
 def test_plans_page_marks_the_current_plan(client: FlaskClient) -> None:
     ui.sign_up(client)
     text = client.get("/dashboard/plans").get_data(as_text=True)
-    current = re.search(r'<tr class="current">\s*<td>([^<]+)</td>', text)
+    current = re.search(r'<tr class="current">\s*<td[^>]*>([^<]+)</td>', text)
     assert current and current.group(1) == "Free"
     for plan in ("Starter API", "$29/mo", "Developer API", "Business API", "Enterprise"):
         assert plan in text
