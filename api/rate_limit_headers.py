@@ -21,7 +21,7 @@ from timo_hub.quota.period import Period
 
 UNLIMITED = "unlimited"
 
-_POLICIES: dict[tuple[int | None, int | None, int, Period], str] = {}
+_POLICIES: dict[tuple[int | None, int | None, int, int], str] = {}
 
 
 def pairs(admission: Admission, now: float) -> list[tuple[str, str]]:
@@ -50,7 +50,7 @@ def policy_field(limit: int | None, burst: BurstWindow | None, period: Period) -
     the account this month, so made once)."""
     burst_limit = None if burst is None else burst.limit
     seconds = 0 if burst is None else burst.seconds
-    cache_key = (limit, burst_limit, seconds, period)
+    cache_key = (limit, burst_limit, seconds, period.reset_epoch)  # ints: cheap to hash
     value = _POLICIES.get(cache_key)
     if value is None:
         items = []

@@ -40,7 +40,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 import hiredis
 import redis
@@ -265,9 +265,9 @@ class State(enum.IntEnum):
     """A look (not a count) found no trustworthy counter."""
 
 
-@dataclass(frozen=True, slots=True)
-class BurstWindow:
-    """The account's current burst window as an admission found it."""
+class BurstWindow(NamedTuple):
+    """The account's current burst window as an admission found it (a tuple: made on every
+    call, so made cheaply)."""
 
     limit: int
     used: int
