@@ -73,6 +73,8 @@ class UsageStats:
     client_errors: int
     server_errors: int
     rejected: int
+    charged: int
+    """Calls counted against the quota: all but refusals and our own failures (5xx)."""
     daily: list[DailyUsage]
     average_per_day: float
     peak_day: DailyUsage | None
@@ -137,8 +139,12 @@ def usage_stats(
     period: PeriodChoice,
     today: date,
     keys: Mapping[uuid.UUID, KeyLabel],
+    refused: tuple[int, ...] = (403, 429),
 ) -> UsageStats:
-    """Statistics for `period` ending `today`, and the change against the period before it."""
+    """Statistics for `period` ending `today`, and the change against the period before it.
+
+    `charged` counts what the quota charges: every answer but the `refused` statuses and 5xx
+    (the caller says which are refusals; `timo_hub.quota.counting` is the rule)."""
     start, end = period_bounds(period, today)
     length = (end - start).days + 1
     # Plain numpy over the few hundred summed rows: pandas' per-operation overhead would cost
@@ -194,6 +200,7 @@ def usage_stats(
         client_errors=int(calls[is_client].sum()),
         server_errors=int(calls[is_server].sum()),
         rejected=int(calls[is_rejected].sum()),
+        charged=int(calls[~is_server & ~np.isin(status, refused)].sum()),
         daily=daily,
         average_per_day=total / len(daily),
         peak_day=peak,

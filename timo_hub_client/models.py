@@ -152,6 +152,8 @@ class UsageStats(_Model):
     client_errors: int
     server_errors: int
     rejected: int
+    charged: int | None = None
+    """Calls counted against the quota (None from a server that does not say)."""
     daily: list[DailyUsage]
     average_per_day: float
     peak_day: dict[str, Any] | None

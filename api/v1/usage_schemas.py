@@ -37,7 +37,7 @@ class DailyUsageOut(BaseModel):
     date: date
     calls: int
     errors: int = Field(description="4xx (except 429) and 5xx answers.")
-    rejected: int = Field(description="429 answers: over quota.")
+    rejected: int = Field(description="429 answers: over a limit (the month or the burst window).")
 
 
 class PeakDayOut(BaseModel):
@@ -72,8 +72,12 @@ class UsageStatsOut(BaseModel):
     total_calls: int
     successful: int = Field(description="2xx and 3xx answers.")
     client_errors: int = Field(description="4xx answers except 429.")
-    server_errors: int = Field(description="5xx answers.")
-    rejected: int = Field(description="429 answers (over quota).")
+    server_errors: int = Field(description="5xx answers (never charged).")
+    rejected: int = Field(description="429 answers (over the month's or the burst window's limit).")
+    charged: int = Field(
+        description="Calls counted against the quota: every answer except 403, 429 and 5xx "
+        "(what `/account/quota` counts as `used`)."
+    )
     daily: list[DailyUsageOut] = Field(description="Every day of the period, zero-filled.")
     average_per_day: float
     peak_day: PeakDayOut | None = Field(description="Null when the period had no calls.")
@@ -98,6 +102,7 @@ class UsageStatsOut(BaseModel):
             client_errors=result.client_errors,
             server_errors=result.server_errors,
             rejected=result.rejected,
+            charged=result.charged,
             daily=[
                 DailyUsageOut(date=d.day, calls=d.calls, errors=d.errors, rejected=d.rejected)
                 for d in result.daily

@@ -56,6 +56,8 @@ def test_totals_and_status_classes_match_hand_computed_sums() -> None:
     assert stats.server_errors == 1
     assert stats.rejected == 5
     assert stats.successful + stats.client_errors + stats.server_errors + stats.rejected == 52
+    # Charged: everything but refusals (429 here) and our own failures (the 5xx).
+    assert stats.charged == 52 - 5 - 1
     assert stats.average_duration_ms == pytest.approx((50 + 2 + 3 + 5 + 40 + 100 + 8 + 7) / 52)
 
 

@@ -294,7 +294,7 @@ def test_a_server_error_is_refunded_from_every_window_and_everything_agrees(
     eventually(lambda: statuses() == {200: 2, 500: 1}, timeout=15)
     enforcer.ledger.flush()
     stats = account_usage_stats(runtime.database, account_id, "7d", datetime.now(UTC).date())
-    assert (stats.server_errors, stats.successful) == (1, 2)
+    assert (stats.server_errors, stats.successful, stats.charged) == (1, 2, 2)
     checks = [c for c in reconcile.check(runtime, _period()) if c.account_id == account_id]
     assert [(c.redis, c.ledger, c.log, c.state.value) for c in checks] == [(2, 2, 2, "in_step")]
 

@@ -35,4 +35,6 @@ def account_usage_stats(
         sums = daily_usage.usage_sums(conn, account_id, period, today)
         labels = accounts_store.key_labels(conn, account_id)
     keys = {key_id: KeyLabel(name, prefix) for key_id, (name, prefix) in labels.items()}
-    return usage_stats(sums, period=period, today=today, keys=keys)
+    return usage_stats(
+        sums, period=period, today=today, keys=keys, refused=counting.REFUSED_STATUSES
+    )

@@ -52,6 +52,7 @@ def test_stats_match_the_events_ingested(
         1,
         5,
     )
+    assert body["charged"] == 26 - 5 - 1  # not the 429s, not the 5xx
     daily = {d["date"]: (d["calls"], d["errors"], d["rejected"]) for d in body["daily"]}
     assert len(body["daily"]) == 7
     assert daily == {
