@@ -72,12 +72,15 @@ def state_field(admission: Admission, now: float) -> str:
     items = []
     if admission.limit is not None:
         month_reset = max(1, math.ceil(admission.period.reset_epoch - now))
-        if admission.calls_parked:
+        if admission.calls_parked and admission.refused_by == MONTH_POLICY:
             # Calls leased to web processes and not used come back within a second: quota is
             # made available then (and the refusal's Retry-After says 1; it may not say less).
             month_reset = 1
         items.append(f'"{MONTH_POLICY}";r={admission.remaining};t={month_reset}')
     burst = admission.burst
     if burst is not None:
-        items.append(f'"{BURST_POLICY}";r={burst.remaining};t={burst.reset_after}')
+        burst_reset = burst.reset_after
+        if admission.calls_parked and admission.refused_by == BURST_POLICY:
+            burst_reset = 1  # likewise, for calls leased in this window
+        items.append(f'"{BURST_POLICY}";r={burst.remaining};t={burst_reset}')
     return ", ".join(items)

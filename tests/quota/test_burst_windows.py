@@ -7,6 +7,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import http_sfv
@@ -16,15 +17,24 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from api import rate_limit_headers
 from api.gate import QUOTA_EXTENSION
 from api.metering import EXTENSION as EVENTS_EXTENSION
-from tests.support.accounts import Customer, new_customer
+from tests.support.accounts import Customer, new_customer, principal_of
 from tests.support.waiting import eventually
 from timo_hub.accounts import service
 from timo_hub.platform.runtime import Runtime
 from timo_hub.quota import reconcile
-from timo_hub.quota.admission import counter_keys, server_run_id
-from timo_hub.quota.enforcer import QuotaEnforcer
+from timo_hub.quota.admission import (
+    BURST_POLICY,
+    Admission,
+    Admitter,
+    BurstWindow,
+    State,
+    counter_keys,
+    server_run_id,
+)
+from timo_hub.quota.enforcer import BurstLimitError, QuotaEnforcer, refusal
 from timo_hub.quota.period import Period, period_containing
 from timo_hub.usage.statistics import account_usage_stats
 
@@ -336,10 +346,6 @@ def test_leases_never_let_a_window_admit_more_than_its_limit(app: Flask, runtime
     a busy account with a window big enough to lease from is hammered from several threads; the
     window admits at most its limit, and once the leases are ended the window, the month and
     the ledger all hold exactly the calls admitted."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tests.support.accounts import principal_of
-
     customer = new_customer(runtime, plan="business")
     service.set_limits(runtime, customer.account.id, {"burst": 2500})
     enforcer: QuotaEnforcer = app.extensions[QUOTA_EXTENSION]
@@ -397,3 +403,29 @@ def test_window_tallies_of_an_hour_ago_are_pruned(runtime: Runtime, customer: Cu
 def test_limits_are_checked_by_the_database_too(runtime: Runtime, customer: Customer) -> None:
     with runtime.database.connection() as conn, pytest.raises(psycopg.errors.CheckViolation):
         conn.execute("UPDATE plans SET burst_window_seconds = 7 WHERE name = 'free'")
+
+
+def test_a_burst_refusal_while_calls_are_leased_says_retry_in_a_second(runtime: Runtime) -> None:
+    """Guards against a refusal that sends a client away for the rest of the window while calls
+    leased in it (and perhaps never used) come back within a second: Retry-After and the
+    window's `t` say 1 then, as the month's refusal already did."""
+    admitter = Admitter(runtime.redis, fence_token="test")
+    account_id = uuid.uuid4()
+    period = _period()
+    _fresh_window(runtime, 60, needed=10)
+    assert admitter.admit(account_id, None, period, burst_limit=2000).state is State.REBUILD
+    assert admitter.seed(account_id, period, 0, 60, {})
+    leased = admitter.admit(account_id, None, period, wanted=2, lease="w:1", burst_limit=2000)
+    assert (leased.state, leased.granted) == (State.ADMITTED, 2)
+    for _ in range(1998):
+        assert admitter.admit(account_id, None, period, burst_limit=2000).state is State.ADMITTED
+    outcome = admitter.admit(account_id, None, period, burst_limit=2000)
+    assert (outcome.state, outcome.granted, outcome.burst_used) == (State.THROTTLED, 1, 2000)
+
+    burst = BurstWindow(2000, outcome.burst_used, 60, outcome.at // 60_000_000, 5.0)
+    admission = Admission(
+        False, 2000, None, period, calls_parked=True, burst=burst, refused_by=BURST_POLICY
+    )
+    error = refusal(admission, time.time())
+    assert isinstance(error, BurstLimitError) and error.retry_after == 1
+    assert rate_limit_headers.state_field(admission, time.time()) == '"burst";r=0;t=1'

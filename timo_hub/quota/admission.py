@@ -100,7 +100,9 @@ if found[1] and found[2] == ARGV[3] then
   if limit >= 0 and used >= limit then
     return {0, used, now, redis.call('HLEN', KEYS[4]), bused}
   end
-  if blimit >= 0 and bused >= blimit then return {2, used, now, 0, bused} end
+  if blimit >= 0 and bused >= blimit then
+    return {2, used, now, redis.call('HLEN', KEYS[4]), bused}
+  end
   local grant = 1
   if wanted > 1 then
     grant = wanted
@@ -469,7 +471,7 @@ class Outcome:
     """The Redis server life that ran it."""
     granted: int = 0
     """Calls counted: 1, or more for a lease (the rest are the caller's to use or return); for a
-    month's refusal, the leases on record (their unused calls may come back)."""
+    refusal, the leases on record (their unused calls may come back)."""
     burst_used: int = 0
     """Calls counted in the current burst window (this one included when admitted)."""
 

@@ -176,7 +176,13 @@ class QuotaEnforcer:
                 )
             if state is State.THROTTLED:
                 return Admission(
-                    False, outcome.used, limit, period, burst=burst, refused_by=BURST_POLICY
+                    False,
+                    outcome.used,
+                    limit,
+                    period,
+                    calls_parked=outcome.granted > 0,  # leases on record
+                    burst=burst,
+                    refused_by=BURST_POLICY,
                 )
             if state is State.UNKNOWN:
                 used = self.ledger.used(account_id, period.first_day)
@@ -299,14 +305,23 @@ def refusal(admission: Admission, now: float) -> LimitReachedError:
     burst = admission.burst
     if admission.refused_by == BURST_POLICY and burst is not None:
         retry_after = burst.reset_after
-        if burst.reset_epoch >= admission.period.reset_epoch:
+        detail = (
+            f"This account has made its {burst.limit:,} calls for this {_window_name(burst)}; "
+            f"the next window opens in {burst.reset_after} s."
+        )
+        if admission.calls_parked:
+            # Calls leased in this window and not used go back within a second.
+            retry_after = 1
+            detail = (
+                f"This account has made or reserved its {burst.limit:,} calls for this "
+                f"{_window_name(burst)}; reserved calls not used are returned within a second."
+            )
+        elif burst.reset_epoch >= admission.period.reset_epoch:
             # The month's last window ends at 00:00 UTC with the month: spread its comebacks
             # as the month's own refusals are.
             retry_after += random.randint(0, MONTH_END_SPREAD_SECONDS)
         return BurstLimitError(
-            f"This account has made its {burst.limit:,} calls for this {_window_name(burst)}; "
-            f"the next window opens in {burst.reset_after} s. The month's quota is not charged "
-            "for refused calls.",
+            f"{detail} The month's quota is not charged for refused calls.",
             retry_after=retry_after,
             policy=BURST_POLICY,
             limit=burst.limit,
