@@ -88,16 +88,11 @@ class BurstLimitExceededError(QuotaExceededError):
     second it opens; `limit`, `used` and `window_seconds` are the burst window's.
     """
 
-    def __init__(
-        self,
-        status: int,
-        problem: dict[str, Any] | None,
-        *,
-        retry_after: int | None,
-        reset: int | None,
-    ) -> None:
-        super().__init__(status, problem, retry_after=retry_after, reset=reset)
-        self.window_seconds: int | None = self.problem.get("window_seconds")
+    @property
+    def window_seconds(self) -> int | None:
+        """The burst window's length, as the problem gives it."""
+        found = self.problem.get("window_seconds")
+        return found if isinstance(found, int) else None
 
 
 class ServiceUnavailableError(TimoHubError):

@@ -33,13 +33,13 @@ class QuotaExceededProblemOut(ProblemOut):
                     "title": "Quota Exceeded",
                     "status": 429,
                     "detail": "This account has used its 1,000 calls for the month; the quota "
-                    "resets at 2027-01-01T00:00:00Z.",
+                    "resets at 2026-12-01T00:00:00Z.",
                     "instance": "/api/v1/account",
                     "request_id": "4f1c2b7a9e0d4c21a6b3f8e2d1c0b9a8",
                     "policy": "month",
                     "limit": 1000,
                     "used": 1000,
-                    "reset": 1798761600,
+                    "reset": 1796083200,
                     "violated-policies": ["month"],
                 }
             ]
@@ -82,7 +82,7 @@ class BurstLimitExceededProblemOut(ProblemOut):
                     "limit": 60,
                     "window_seconds": 60,
                     "used": 60,
-                    "reset": 1796817660,
+                    "reset": 1795185060,
                     "violated-policies": ["burst"],
                 }
             ]

@@ -206,18 +206,12 @@ class ProblemOut(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "type": "/problems/quota-exceeded",
-                    "title": "Quota Exceeded",
-                    "status": 429,
-                    "detail": "This account has used its 1,000 calls for the month; the quota "
-                    "resets at 2026-12-01T00:00:00Z.",
-                    "instance": "/api/v1/account",
+                    "type": "/problems/not-found",
+                    "title": "Not Found",
+                    "status": 404,
+                    "detail": "No API key with id 0f6f1c2e-9a4b-4c1d-8e2f-3a4b5c6d7e8f.",
+                    "instance": "/api/v1/auth/keys/0f6f1c2e-9a4b-4c1d-8e2f-3a4b5c6d7e8f",
                     "request_id": "4f1c2b7a9e0d4c21a6b3f8e2d1c0b9a8",
-                    "policy": "month",
-                    "limit": 1000,
-                    "used": 1000,
-                    "reset": 1796083200,
-                    "violated-policies": ["month"],
                 }
             ]
         },
