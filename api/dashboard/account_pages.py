@@ -66,6 +66,7 @@ def overview() -> ResponseReturnValue:
         "overview.html",
         account=account,
         plan_names=plan_names,
+        contracted="month" in accounts.limit_overrides(runtime, account.id),
         gauge=display.gauge(admission),
         burst=display.burst_gauge(admission),
         forecast=forecast,

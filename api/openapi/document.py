@@ -104,8 +104,10 @@ HEADERS: dict[str, dict[str, Any]] = {
     },
     "Retry-After": {
         "description": "Whole seconds to wait before retrying. For a full burst window, until the "
-        "next window opens (at least 1); for the month's quota, until the next UTC month plus a "
-        "random spread of up to 60 s, so that refused clients do not all return at once.",
+        "next window opens (at least 1; in the month's last window, which ends with the month, "
+        "plus the month's spread); for the month's quota, until the next UTC month plus a random "
+        "spread of up to 60 s, so that refused clients do not all return at once. 1 while calls "
+        "reserved by web processes may still be returned.",
         "schema": {"type": "string", "pattern": "^[0-9]+$", "examples": ["3600"]},
     },
     "X-Request-ID": {

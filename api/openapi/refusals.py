@@ -64,7 +64,8 @@ class QuotaExceededProblemOut(ProblemOut):
 class BurstLimitExceededProblemOut(ProblemOut):
     """`/problems/burst-limit-exceeded`: the burst window (a minute by default) has admitted all
     its calls. The refused call costs nothing from the month's quota; `Retry-After` is the whole
-    seconds until the next window opens, at least 1."""
+    seconds until the next window opens, at least 1 (plus a random spread of up to 60 s in the
+    month's last window, which ends with the month; 1 while reserved calls may be returned)."""
 
     model_config = ConfigDict(
         extra="allow",

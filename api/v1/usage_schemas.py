@@ -75,8 +75,8 @@ class UsageStatsOut(BaseModel):
     server_errors: int = Field(description="5xx answers (never charged).")
     rejected: int = Field(description="429 answers (over the month's or the burst window's limit).")
     charged: int = Field(
-        description="Calls counted against the quota: every answer except 403, 429 and 5xx "
-        "(what `/account/quota` counts as `used`)."
+        description="Calls counted against the quota in this period: every answer except 403, "
+        "429 and 5xx (over the same days, what `/account/quota` counts as `used`)."
     )
     daily: list[DailyUsageOut] = Field(description="Every day of the period, zero-filled.")
     average_per_day: float

@@ -34,7 +34,12 @@ from timo_hub.quota.admission import (
     counter_keys,
     server_run_id,
 )
-from timo_hub.quota.enforcer import BurstLimitError, QuotaEnforcer, refusal
+from timo_hub.quota.enforcer import (
+    MONTH_END_SPREAD_SECONDS,
+    BurstLimitError,
+    QuotaEnforcer,
+    refusal,
+)
 from timo_hub.quota.period import Period, period_containing
 from timo_hub.usage.statistics import account_usage_stats
 
@@ -144,9 +149,12 @@ def test_a_free_plan_admits_sixty_a_minute_and_refusals_cost_the_month_nothing(
         assert (problem["limit"], problem["used"], problem["window_seconds"]) == (60, 60, 60)
         _, states = _fields(refused)
         retry_after = int(refused.headers["Retry-After"])
-        assert retry_after == states["burst"]["t"]
-        assert 1 <= retry_after <= 60
-        assert abs(problem["reset"] - retry_after - time.time()) < 2
+        if problem["reset"] < _period().reset_epoch:
+            assert retry_after == states["burst"]["t"]
+        else:  # the month's last window: its refusals are spread as the month's are
+            assert 0 <= retry_after - states["burst"]["t"] <= MONTH_END_SPREAD_SECONDS
+        assert 1 <= states["burst"]["t"] <= 60
+        assert abs(problem["reset"] - states["burst"]["t"] - time.time()) < 2
         assert states["burst"]["r"] == 0
         # The month was not charged for it.
         assert refused.headers["X-RateLimit-Remaining"] == "940"
@@ -429,3 +437,44 @@ def test_a_burst_refusal_while_calls_are_leased_says_retry_in_a_second(runtime: 
     error = refusal(admission, time.time())
     assert isinstance(error, BurstLimitError) and error.retry_after == 1
     assert rate_limit_headers.state_field(admission, time.time()) == '"burst";r=0;t=1'
+
+
+def test_refusals_in_the_months_last_window_are_spread_like_the_months() -> None:
+    """Guards against a stampede at 00:00 UTC from burst refusals: the month's last window ends
+    with the month, so its refusals get the month's spread (and never less than the window)."""
+    period = _period()
+    seconds = 60
+    last = period.reset_epoch // seconds - 1
+    burst = BurstWindow(60, 60, seconds, last, 12.3)
+    admission = Admission(False, 10, 1000, period, burst=burst, refused_by=BURST_POLICY)
+    waits = {refusal(admission, time.time()).retry_after for _ in range(200)}
+    assert min(waits) >= 13 and max(waits) <= 13 + MONTH_END_SPREAD_SECONDS
+    assert len(waits) > 10  # spread, not one moment
+    earlier = Admission(
+        False, 10, 1000, period, burst=burst._replace(number=last - 5), refused_by=BURST_POLICY
+    )
+    assert {refusal(earlier, time.time()).retry_after for _ in range(50)} == {13}
+
+
+def test_limits_are_bounded_by_what_the_headers_can_carry(
+    runtime: Runtime, customer: Customer, run: object
+) -> None:
+    """Guards against a limit the RateLimit headers cannot express (Structured Field Integers
+    have at most 15 digits: 10**15 made the header unparseable) and against a burst window of 0
+    that promises to reopen and never admits anything."""
+    account_id = customer.account.id
+    service.set_limits(runtime, account_id, {"month": service.MAX_LIMIT, "burst": 1})
+    with pytest.raises(service.InvalidError):
+        service.set_limits(runtime, account_id, {"month": service.MAX_LIMIT + 1})
+    with pytest.raises(service.InvalidError):
+        service.set_limits(runtime, account_id, {"burst": 0})
+    policy = http_sfv.List()
+    policy.parse(f'"month";q={service.MAX_LIMIT};w=60'.encode())
+    with runtime.database.connection() as conn, pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute(
+            "UPDATE account_limit_overrides SET calls = 0 WHERE account_id = %s "
+            "AND policy = 'burst'",
+            (account_id,),
+        )
+    odd = run("accounts", "set-limit", str(account_id), "--per-minute", "²")  # type: ignore[operator]
+    assert odd.exit_code == 2 and "--per-minute" in odd.output

@@ -223,9 +223,12 @@ def set_limits(
     for policy, setting in changes.items():
         if policy not in LIMIT_POLICIES:
             raise InvalidError(f"Unknown limit {policy!r}.", field="policy")
-        if isinstance(setting, int) and not 0 <= setting <= MAX_LIMIT:
+        lowest = 1 if policy == "burst" else 0  # a window that admits nothing never opens
+        if isinstance(setting, int) and not lowest <= setting <= MAX_LIMIT:
             raise InvalidError(
-                f"A limit is a whole number of calls from 0 to {MAX_LIMIT:,}.", field=policy
+                f"A {policy} limit is a whole number of calls from {lowest} to {MAX_LIMIT:,} "
+                "(suspend an account to refuse all its calls).",
+                field=policy,
             )
     with runtime.database.connection() as conn, conn.transaction():
         if not store.lock_account(conn, account_id):
@@ -245,8 +248,9 @@ def limit_overrides(runtime: Runtime, account_id: uuid.UUID) -> dict[str, int | 
         return store.limit_overrides(conn, account_id)
 
 
-# Far beyond any contract, well inside Redis's and Lua's exact integers.
-MAX_LIMIT = 10**15
+# The largest Integer a Structured Field (the RateLimit headers) can carry (RFC 9651: 15
+# digits); far beyond any contract, and inside Redis's and Lua's exact integers.
+MAX_LIMIT = 999_999_999_999_999
 
 
 def set_status(runtime: Runtime, account_id: uuid.UUID, status: str) -> store.Account:

@@ -59,7 +59,7 @@ def _limit_setting(raw: str | None, option: str) -> service.LimitSetting | None:
     text = raw.strip().lower().replace(",", "").replace("_", "")
     if text in (service.FOLLOW_PLAN, service.UNLIMITED):
         return text  # type: ignore[return-value]
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise click.BadParameter(
             "a whole number of calls, 'unlimited', or 'plan' (the plan's limit)",
             param_hint=option,

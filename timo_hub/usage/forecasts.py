@@ -194,6 +194,9 @@ def _compute_and_store(
     with database.connection() as conn:
         # One statement, so the history, today's calls and the digest below are one snapshot.
         counts = counted_calls_by_day(conn, account.id, history_first(today), today)
+        # An account with a monthly limit of its own (a contract) keeps it on any plan: no plan
+        # change would help, so none is recommended.
+        contracted = "month" in accounts_store.limit_overrides(conn, account.id)
         plans = [
             PlanOption(
                 plan.name,
@@ -201,6 +204,7 @@ def _compute_and_store(
                 None if plan.price_usd is None else float(plan.price_usd),
             )
             for plan in accounts_store.list_plans(conn)
+            if not contracted
         ]
     past = {day: n for day, n in counts.items() if day < today}
     history = daily_history(

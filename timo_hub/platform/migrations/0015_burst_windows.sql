@@ -5,7 +5,10 @@
 -- NULL means no burst limit (enterprise). The window divides an hour, so no window straddles two
 -- months (each month's windows are counted apart, under that month's counter).
 ALTER TABLE plans
-    ADD COLUMN burst_limit bigint CHECK (burst_limit IS NULL OR burst_limit >= 0),
+    -- At least 1 (a window that admits nothing never opens: suspend the account instead), at
+    -- most the largest Integer the RateLimit headers' Structured Fields carry (15 digits).
+    ADD COLUMN burst_limit bigint
+        CHECK (burst_limit IS NULL OR burst_limit BETWEEN 1 AND 999999999999999),
     ADD COLUMN burst_window_seconds integer NOT NULL DEFAULT 60
         CHECK (burst_window_seconds BETWEEN 1 AND 3600 AND 3600 % burst_window_seconds = 0);
 
@@ -21,7 +24,8 @@ END;
 CREATE TABLE account_limit_overrides (
     account_id uuid NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
     policy     text NOT NULL CHECK (policy IN ('month', 'burst')),
-    calls      bigint CHECK (calls IS NULL OR calls >= 0),
+    calls      bigint CHECK (calls IS NULL OR calls BETWEEN 0 AND 999999999999999),
+    CHECK (policy = 'month' OR calls IS NULL OR calls >= 1),
     set_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (account_id, policy)
 );
