@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 
 from flask import Flask
 
-from timo_hub.quota.admission import Admission
+from timo_hub.quota.admission import Admission, window_name
 from timo_hub.usage.forecast_body import AccuracyOut, ForecastOut
 
 
@@ -106,18 +106,6 @@ def burst_gauge(admission: Admission) -> BurstGauge | None:
         resets_at=datetime.fromtimestamp(burst.reset_epoch, UTC),
         resets_in=burst.reset_after,
     )
-
-
-def window_name(seconds: int) -> str:
-    """A burst window's length in words: "minute", "hour", "10-second window"."""
-    if seconds in _WINDOW_NAMES:
-        return _WINDOW_NAMES[seconds]
-    if seconds % 60 == 0:
-        return f"{seconds // 60}-minute window"
-    return f"{seconds}-second window"
-
-
-_WINDOW_NAMES = {1: "second", 60: "minute", 3600: "hour"}
 
 
 def _percent(used: int, limit: int) -> float:

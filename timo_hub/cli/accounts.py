@@ -19,6 +19,7 @@ from timo_hub.cli.context import CliContext, pass_cli
 from timo_hub.cli.error_messages import operator_errors
 from timo_hub.people import service as people
 from timo_hub.platform.runtime import Runtime
+from timo_hub.quota.admission import window_name
 from timo_hub.webhooks import key_events
 from timo_hub.webhooks.dispatch import DeliveryQueue
 
@@ -34,7 +35,7 @@ def _describe(account: store.Account, overrides: dict[str, int | None] | None = 
         monthly = f"{account.monthly_limit:,} calls/month"
     burst = "no burst limit"
     if account.burst_limit is not None:
-        burst = f"{account.burst_limit:,} calls/{_window(account.burst_window_seconds)}"
+        burst = f"{account.burst_limit:,} calls/{window_name(account.burst_window_seconds)}"
     own = sorted(overrides or {})
     source = f" (set for this account: {', '.join(own)})" if own else ""
     return (
@@ -45,12 +46,6 @@ def _describe(account: store.Account, overrides: dict[str, int | None] | None = 
         f"  status:  {account.status}\n"
         f"  created: {account.created_at.isoformat()}"
     )
-
-
-def _window(seconds: int) -> str:
-    if seconds == 60:
-        return "minute"
-    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min"
 
 
 def _limit_setting(raw: str | None, option: str) -> service.LimitSetting | None:

@@ -298,6 +298,18 @@ class BurstWindow(NamedTuple):
         return max(1, math.ceil(self.ends_in))
 
 
+def window_name(seconds: int) -> str:
+    """A burst window's length in words: "minute", "hour", "10-second window"."""
+    if seconds in _WINDOW_NAMES:
+        return _WINDOW_NAMES[seconds]
+    if seconds % 60 == 0:
+        return f"{seconds // 60}-minute window"
+    return f"{seconds}-second window"
+
+
+_WINDOW_NAMES = {1: "second", 60: "minute", 3600: "hour"}
+
+
 @dataclass(frozen=True)
 class Admission:
     """The outcome of one admission: counted or not, and each window's count afterwards."""

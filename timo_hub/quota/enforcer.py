@@ -35,6 +35,7 @@ from timo_hub.quota.admission import (
     Outcome,
     State,
     counter_keys,
+    window_name,
 )
 from timo_hub.quota.leases import LeaseBook
 from timo_hub.quota.ledger import UsageLedger
@@ -156,12 +157,12 @@ class QuotaEnforcer:
             burst = _burst_window(outcome, burst_limit, window_seconds)
             if state is State.ADMITTED:
                 if outcome.granted > 1:
+                    if burst is not None:  # as the lease's first call sees it: the rest are parked
+                        burst = burst._replace(used=burst.used - outcome.granted + 1)
                     self.leases.install(
                         account_id, limit, period, outcome, lease, epoch, moment, burst
                     )
                 used = outcome.used - outcome.granted + 1
-                if burst is not None and outcome.granted > 1:
-                    burst = _first_of_lease(burst, outcome.granted)
                 return Admission(True, used, limit, period, outcome.at, outcome.run_id, burst=burst)
             if state is State.REFUSED:
                 parked = count and outcome.granted > 0  # leases on record
@@ -292,21 +293,15 @@ def _burst_window(
     return BurstWindow(burst_limit, outcome.burst_used, window_seconds, number, ends_in)
 
 
-def _first_of_lease(burst: BurstWindow, granted: int) -> BurstWindow:
-    """The window as the first call of a lease of `granted` calls sees it (the rest are parked)."""
-    return BurstWindow(
-        burst.limit, burst.used - granted + 1, burst.seconds, burst.number, burst.ends_in
-    )
-
-
 def refusal(admission: Admission, now: float) -> LimitReachedError:
     """The error that refuses a call a window did not admit: the burst window's, or the
     month's."""
     burst = admission.burst
     if admission.refused_by == BURST_POLICY and burst is not None:
         retry_after = burst.reset_after
+        window = window_name(burst.seconds)
         detail = (
-            f"This account has made its {burst.limit:,} calls for this {_window_name(burst)}; "
+            f"This account has made its {burst.limit:,} calls for this {window}; "
             f"the next window opens in {burst.reset_after} s."
         )
         if admission.calls_parked:
@@ -314,7 +309,7 @@ def refusal(admission: Admission, now: float) -> LimitReachedError:
             retry_after = 1
             detail = (
                 f"This account has made or reserved its {burst.limit:,} calls for this "
-                f"{_window_name(burst)}; reserved calls not used are returned within a second."
+                f"{window}; reserved calls not used are returned within a second."
             )
         elif burst.reset_epoch >= admission.period.reset_epoch:
             # The month's last window ends at 00:00 UTC with the month: spread its comebacks
@@ -331,12 +326,6 @@ def refusal(admission: Admission, now: float) -> LimitReachedError:
             **{"violated-policies": [BURST_POLICY]},
         )
     return quota_exceeded(admission, now)
-
-
-def _window_name(burst: BurstWindow) -> str:
-    if burst.seconds == 60:
-        return "minute"
-    return f"{burst.seconds}-second window"
 
 
 def quota_exceeded(admission: Admission, now: float) -> QuotaExceededError:

@@ -218,23 +218,15 @@ class LeaseBook:
     ) -> None:
         """Keep the rest of a lease Redis granted (its first call is the asker's), asked for at
         monotonic `asked_at` (before Redis read its clock), in burst window `burst` as the
-        grant left it."""
+        lease's first call saw it."""
         key = (account_id, period.first_day)
         now = time.monotonic()
         expires_at = now + LEASE_SECONDS
-        first_burst = None
         window_ends_at = float("inf")
         if burst is not None:
             # From the moment asked: the window ends no later than that on Redis's clock.
             window_ends_at = asked_at + burst.ends_in
             expires_at = min(expires_at, window_ends_at)
-            first_burst = BurstWindow(
-                burst.limit,
-                burst.used - outcome.granted + 1,
-                burst.seconds,
-                burst.number,
-                burst.ends_in,
-            )
         lease = Lease(
             name,
             account_id,
@@ -247,7 +239,7 @@ class LeaseBook:
             outcome.used - outcome.granted + 1,
             expires_at,
             allowed=lease_ahead(outcome.granted),
-            burst=first_burst,
+            burst=burst,
             window_ends_at=window_ends_at,
         )
         metrics.LEASES_GRANTED.inc()
