@@ -29,6 +29,7 @@ from werkzeug.datastructures import CallbackDict
 
 from timo_hub.people import service as people
 from timo_hub.people.store import User
+from timo_hub.platform.redis_client import AnyRedis
 from timo_hub.platform.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def is_page_path(path: str) -> bool:
 class PageSessionInterface(SessionInterface):
     """Signed-in sessions in Redis, anonymous ones in a signed cookie; dashboard paths only."""
 
-    def __init__(self, client: redis.Redis, secret_key: str, *, secure: bool) -> None:
+    def __init__(self, client: AnyRedis, secret_key: str, *, secure: bool) -> None:
         self._redis = client
         self._anonymous = URLSafeTimedSerializer(secret_key, salt="timo-anonymous-session")
         self.secure = secure
@@ -242,7 +243,7 @@ def _current() -> PageSession:
     return current
 
 
-def _redis() -> redis.Redis:
+def _redis() -> AnyRedis:
     interface = current_app.session_interface
     assert isinstance(interface, PageSessionInterface)
     return interface._redis

@@ -27,6 +27,7 @@ from api.v1 import blueprint
 from api.v1.schemas import HealthOut
 from timo_hub import API_VERSION
 from timo_hub.platform.heartbeat import last_heartbeat
+from timo_hub.platform.redis_client import describe
 from timo_hub.platform.runtime import Runtime, check_broker
 
 logger = logging.getLogger(__name__)
@@ -43,11 +44,13 @@ ANSWER_WITHIN_SECONDS = 2.5
 def _probe(name: str, check: Callable[[], object]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        check()
+        found = check()
     except Exception as exc:  # any failure means "down"; the reason is for the operator's log
         logger.warning("health: %s is down: %s", name, exc)
         return {"status": "down", "error": type(exc).__name__}
-    return {"status": "up", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+    latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    details = found if isinstance(found, dict) else {}
+    return {"status": "up", "latency_ms": latency_ms, **details}
 
 
 class _Probes:
@@ -111,6 +114,11 @@ def _check_postgres(runtime: Runtime) -> None:
         conn.execute("SELECT 1")
 
 
+def _redis_state(runtime: Runtime) -> dict[str, Any]:
+    found = describe(runtime.redis)
+    return {"cluster": found} if found else {}
+
+
 def _workers(runtime: Runtime) -> dict[str, Any]:
     try:
         seen = last_heartbeat(runtime.redis)
@@ -140,7 +148,7 @@ def health() -> ResponseReturnValue:
     probed = _PROBES.run(
         {
             "postgresql": lambda: _probe("postgresql", lambda: _check_postgres(runtime)),
-            "redis": lambda: _probe("redis", runtime.redis.ping),
+            "redis": lambda: _probe("redis", lambda: _redis_state(runtime)),
             "broker": lambda: _probe(
                 "broker", lambda: check_broker(runtime.broker_url, PROBE_TIMEOUT_SECONDS)
             ),

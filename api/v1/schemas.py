@@ -228,12 +228,27 @@ class ProblemOut(BaseModel):
     errors: list[FieldErrorOut] | None = None
 
 
+class ClusterOut(BaseModel):
+    """A Redis Cluster's state as one of its nodes sees it."""
+
+    cluster_state: str = Field(description="`ok`, or `fail` (then Redis is down).")
+    slots_served: int = Field(description="Hash slots served (16384 when every slot is).")
+    masters: int = Field(description="Masters serving slots.")
+    known_nodes: int = Field(description="Nodes the cluster knows, replicas included.")
+
+
 class DependencyOut(BaseModel):
     """One dependency's state."""
 
     status: str = Field(description="`up` or `down`.")
     latency_ms: float | None = None
     error: str | None = Field(None, description="The kind of failure, when down.")
+    cluster: ClusterOut | None = Field(
+        None,
+        description="For `redis` on a Redis Cluster (`TIMO_REDIS_CLUSTER=true`): its state. "
+        "Redis is `down` while any slot is not served (a master lost, its replica not yet "
+        "promoted).",
+    )
 
 
 class WorkersOut(BaseModel):

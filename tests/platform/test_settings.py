@@ -133,3 +133,28 @@ def test_cli_exits_non_zero_with_a_clear_message_in_production_with_defaults() -
     assert result.returncode == 2
     assert "TIMO_KEY_PEPPER must be set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cluster_mode_needs_a_node_a_network_url_and_a_broker() -> None:
+    # A cluster cannot be embedded, reached over a Unix socket, or serve as kombu's broker.
+    with pytest.raises(SettingsError, match="TIMO_REDIS_CLUSTER=true needs TIMO_REDIS_URL"):
+        Settings.from_env({"TIMO_REDIS_CLUSTER": "true"})
+    with pytest.raises(SettingsError, match="redis:// or rediss://"):
+        Settings.from_env(
+            {"TIMO_REDIS_CLUSTER": "true", "TIMO_REDIS_URL": "unix:///tmp/redis.sock?db=0"}
+        )
+    on_cluster = Settings.from_env(
+        {"TIMO_REDIS_CLUSTER": "true", "TIMO_REDIS_URL": "redis://10.0.0.5:7000/0"}
+    )
+    assert on_cluster.redis_cluster
+    with pytest.raises(SettingsError, match="a Redis Cluster cannot be the broker"):
+        _ = on_cluster.effective_broker_url
+    with_broker = Settings.from_env(
+        {
+            "TIMO_REDIS_CLUSTER": "true",
+            "TIMO_REDIS_URL": "redis://10.0.0.5:7000/0",
+            "TIMO_BROKER_URL": "amqp://guest:guest@10.0.0.6:5672//",
+        }
+    )
+    assert with_broker.effective_broker_url == "amqp://guest:guest@10.0.0.6:5672//"
+    assert not Settings.from_env({}).redis_cluster

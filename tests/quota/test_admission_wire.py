@@ -21,7 +21,7 @@ def test_a_push_frame_beside_a_reply_is_never_taken_for_an_answer(runtime: Runti
     account, period = uuid.uuid4(), PeriodClock().current(time.time())
     assert admitter.admit(account, 100, period).state is State.REBUILD  # a new month: fenced
     assert admitter.seed(account, period, 0)
-    conn = admitter._link().conn
+    conn = admitter._link("any-key").conn
     if str(conn.protocol) != "3":
         pytest.skip("pushes need RESP3 on the admission connection")
     conn.send_command("CLIENT", "TRACKING", "ON")

@@ -31,6 +31,7 @@ from typing import Any
 import redis
 
 from timo_hub.accounts.principal import Principal
+from timo_hub.platform.redis_client import AnyRedis, node_client, refresh_topology
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +67,14 @@ return epoch
 
 
 def publish_invalidation(
-    client: redis.Redis, *, key_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None
+    client: AnyRedis, *, key_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None
 ) -> bool:
     """Tell every web process to forget a key or all of an account's keys; False if Redis could
     not be told within about a second (the change is committed: processes then forget it within
     `TTL_SECONDS`).
+
+    On a Redis Cluster the step runs on the node that holds `EPOCH_KEY`; a cluster passes every
+    published message to every node, so each listener hears it whichever node it listens on.
 
     The messages carry the new value of `EPOCH_KEY`, bumped in the same step: a listener that
     misses a message sees the epoch pass what it heard within `EPOCH_CHECK_SECONDS` and drops
@@ -82,8 +86,27 @@ def publish_invalidation(
     # A client of its own, with short timeouts and no retries: the caller (a revoke request, the
     # CLI) waits on this, and the shared client's 2 s timeout with its retries took ~24 s
     # against a Redis that accepts connections and never answers.
-    pool = client.connection_pool
-    announcer = redis.Redis(
+    for delay in PUBLISH_RETRY_DELAYS:
+        time.sleep(delay)
+        announcer: redis.Redis | None = None
+        try:
+            announcer = _announcer(node_client(client, EPOCH_KEY))
+            announcer.eval(_ANNOUNCE, 1, EPOCH_KEY, CHANNEL, *messages)
+            return True
+        except redis.RedisError as exc:
+            logger.warning("auth cache: could not announce an invalidation (%s)", exc)
+            with suppress(redis.RedisError):
+                refresh_topology(client)  # on a cluster the epoch's node may have failed over
+        finally:
+            if announcer is not None:
+                announcer.close()
+                announcer.connection_pool.disconnect()
+    return False
+
+
+def _announcer(server: redis.Redis) -> redis.Redis:
+    pool = server.connection_pool
+    return redis.Redis(
         connection_pool=redis.ConnectionPool(
             connection_class=pool.connection_class,
             **{
@@ -95,24 +118,12 @@ def publish_invalidation(
             },
         )
     )
-    try:
-        for delay in PUBLISH_RETRY_DELAYS:
-            time.sleep(delay)
-            try:
-                announcer.eval(_ANNOUNCE, 1, EPOCH_KEY, CHANNEL, *messages)
-                return True
-            except redis.RedisError as exc:
-                logger.warning("auth cache: could not announce an invalidation (%s)", exc)
-        return False
-    finally:
-        announcer.close()
-        announcer.connection_pool.disconnect()
 
 
 class PrincipalCache:
     """Key hash -> Principal, valid only while the invalidation subscription is healthy."""
 
-    def __init__(self, client: redis.Redis, ttl: float = TTL_SECONDS) -> None:
+    def __init__(self, client: AnyRedis, ttl: float = TTL_SECONDS) -> None:
         self._client = client
         self._ttl = ttl
         self._lock = threading.Lock()
@@ -205,8 +216,11 @@ class PrincipalCache:
 
     def _listen(self) -> None:
         while not self._stop.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=False)
+            pubsub: redis.client.PubSub | None = None
             try:
+                # On a cluster: the node holding the epoch (any node hears every message).
+                server = node_client(self._client, EPOCH_KEY)
+                pubsub = server.pubsub(ignore_subscribe_messages=False)
                 pubsub.subscribe(CHANNEL)
                 self._heard_epoch = None  # this subscription's baseline: its first read
                 next_check = 0.0
@@ -215,15 +229,18 @@ class PrincipalCache:
                     if message is not None:
                         self._handle(message)
                     if time.monotonic() >= next_check and self._generation is not None:
-                        self._check_epoch(int(self._client.get(EPOCH_KEY) or 0))
+                        self._check_epoch(int(server.get(EPOCH_KEY) or 0))
                         next_check = time.monotonic() + EPOCH_CHECK_SECONDS
             except Exception as exc:  # the listener must outlive any failure; it only disables
                 if not self._stop.is_set():
                     logger.warning("auth cache: invalidation channel lost (%s); cache off", exc)
+                with suppress(Exception):
+                    refresh_topology(self._client)
             finally:
                 self._disable()
-                with suppress(Exception):
-                    pubsub.close()
+                if pubsub is not None:
+                    with suppress(Exception):
+                        pubsub.close()
             self._stop.wait(_RETRY_SECONDS)
 
     def _check_epoch(self, epoch: int) -> None:

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import redis
+from timo_hub.platform.redis_client import AnyRedis
 
 KEY = "timo:workers:heartbeat"
 # Long enough to outlive a few missed beats, short enough that a dead fleet shows as absent.
 TTL_SECONDS = 600
 
 
-def record_heartbeat(client: redis.Redis, now: datetime | None = None) -> datetime:
+def record_heartbeat(client: AnyRedis, now: datetime | None = None) -> datetime:
     """Stamp the heartbeat with `now` (UTC) and return it."""
     now = now or datetime.now(UTC)
     client.set(KEY, now.isoformat(), ex=TTL_SECONDS)
     return now
 
 
-def last_heartbeat(client: redis.Redis) -> datetime | None:
+def last_heartbeat(client: AnyRedis) -> datetime | None:
     """When a worker last stamped the heartbeat, or None if none has lately."""
     value = client.get(KEY)
     if not value:

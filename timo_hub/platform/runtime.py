@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
 from kombu.connection import Connection
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from timo_hub.platform.db import Database
+from timo_hub.platform.redis_client import (
+    SOCKET_TIMEOUT_SECONDS,
+    AnyRedis,
+    build_redis_client,
+    close_client,
+)
 from timo_hub.platform.settings import Settings
 
-REDIS_SOCKET_TIMEOUT = 2.0
+REDIS_SOCKET_TIMEOUT = SOCKET_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -26,13 +29,14 @@ class Runtime:
 
     settings: Settings
     database: Database
-    redis: redis.Redis
+    redis: AnyRedis
+    """A single server's client, or a Redis Cluster's (`timo_hub.platform.redis_client`)."""
     broker_url: str
 
     def close(self) -> None:
         """Release the process's connections."""
         self.database.close()
-        self.redis.connection_pool.disconnect()
+        close_client(self.redis)
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -42,16 +46,7 @@ def build_runtime(settings: Settings) -> Runtime:
     return Runtime(
         settings=settings,
         database=Database(settings.database_url),
-        # redis-py's pool notices a fork and reconnects in the child by itself.
-        redis=redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=REDIS_SOCKET_TIMEOUT,
-            socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
-            health_check_interval=30,
-            # One immediate retry replaces a pooled connection a Redis restart killed; more, with
-            # redis-py's default backoff, would hold a request for seconds when Redis is down.
-            retry=Retry(NoBackoff(), 1),
-        ),
+        redis=build_redis_client(settings.redis_url, cluster=settings.redis_cluster),
         broker_url=settings.effective_broker_url,
     )
 

@@ -55,6 +55,8 @@ class Settings(BaseModel):
     home: Path = Path(".timo")
     database_url: str | None = None
     redis_url: str | None = None
+    # `TIMO_REDIS_URL` names one node of a Redis Cluster; the client finds the others.
+    redis_cluster: bool = False
     broker_url: str | None = None
     key_pepper: str = DEV_KEY_PEPPER
     secret_key: str = DEV_SECRET_KEY
@@ -152,6 +154,18 @@ class Settings(BaseModel):
         return checked.rstrip("/") if checked else None
 
     @model_validator(mode="after")
+    def _cluster_is_named(self) -> Settings:
+        if self.redis_cluster:
+            if self.redis_url is None:
+                raise ValueError(
+                    "TIMO_REDIS_CLUSTER=true needs TIMO_REDIS_URL naming one node of the cluster "
+                    "(the embedded Redis is a single server)"
+                )
+            if urlsplit(self.redis_url).scheme == "unix":
+                raise ValueError("TIMO_REDIS_CLUSTER=true needs a redis:// or rediss:// URL")
+        return self
+
+    @model_validator(mode="after")
     def _production_has_no_dev_defaults(self) -> Settings:
         if self.env != "production":
             return self
@@ -193,6 +207,12 @@ class Settings(BaseModel):
         """The broker URL; without `TIMO_BROKER_URL` it is the Redis of `TIMO_REDIS_URL`."""
         if self.broker_url:
             return self.broker_url
+        if self.redis_cluster:
+            # kombu's Redis transport speaks to one server, not to a cluster.
+            raise SettingsError(
+                "no broker: a Redis Cluster cannot be the broker; set TIMO_BROKER_URL "
+                "(RabbitMQ, amqp://...)"
+            )
         if self.redis_url is None:
             raise SettingsError("no broker: neither TIMO_BROKER_URL nor TIMO_REDIS_URL is known")
         return broker_url_for_redis(self.redis_url)
@@ -222,6 +242,7 @@ _VARIABLES = {
     "home": "TIMO_HOME",
     "database_url": "TIMO_DATABASE_URL",
     "redis_url": "TIMO_REDIS_URL",
+    "redis_cluster": "TIMO_REDIS_CLUSTER",
     "broker_url": "TIMO_BROKER_URL",
     "key_pepper": "TIMO_KEY_PEPPER",
     "secret_key": "TIMO_SECRET_KEY",

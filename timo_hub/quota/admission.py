@@ -44,9 +44,24 @@ from typing import NamedTuple, cast
 
 import hiredis
 import redis
-from redis.connection import Connection
-from redis.exceptions import NoScriptError
+from redis.connection import Connection, ConnectionPool
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MasterDownError,
+    MovedError,
+    NoScriptError,
+    TryAgainError,
+)
 
+from timo_hub.platform.redis_client import (
+    AnyRedis,
+    group_by_node,
+    is_cluster,
+    node_client,
+    node_name,
+    refresh_topology,
+)
 from timo_hub.quota import metrics
 from timo_hub.quota.period import Period
 
@@ -381,9 +396,28 @@ def counter_keys(account_id: uuid.UUID | str, period: Period) -> CounterKeys:
     )
 
 
-def server_run_id(client: redis.Redis) -> str:
-    """The `run_id` of the Redis server behind `client` (new at every start of the server)."""
-    return str(client.info("server")["run_id"])
+def server_run_id(client: AnyRedis, key: str = "") -> str:
+    """The `run_id` of the Redis server that holds `key` (new at every start of the server; on a
+    cluster, each node has its own, and a promoted replica's is not its old master's)."""
+    if is_cluster(client) and not key:
+        raise ValueError("on a Redis Cluster, a server life is a node's: name a key")
+    return str(node_client(client, key).info("server")["run_id"])
+
+
+class RunIds:
+    """Each node's server life, asked once per node (a reconcile run looks at many accounts)."""
+
+    def __init__(self, client: AnyRedis) -> None:
+        self._client = client
+        self._known: dict[str, str] = {}
+        refresh_topology(client, force=True)  # a run starts from the cluster's map as it is now
+
+    def of(self, key: str) -> str:
+        """The `run_id` of the server that holds `key`."""
+        name = node_name(self._client, key)
+        if name not in self._known:
+            self._known[name] = server_run_id(self._client, key)
+        return self._known[name]
 
 
 def _bulk_strings(*parts: object) -> bytes:
@@ -410,10 +444,11 @@ class _Link:
     authenticates and selects the database; the hot path skips its per-command layers.
     """
 
-    __slots__ = ("conn", "offset_at", "offset_us", "pid", "poller", "reader", "run_id")
+    __slots__ = ("conn", "offset_at", "offset_us", "pid", "poller", "pool", "reader", "run_id")
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, pool: ConnectionPool) -> None:
         self.conn = conn
+        self.pool = pool
         self.pid = os.getpid()
         self.run_id = ""
         self.offset_us = 0.0
@@ -471,6 +506,17 @@ def _read_reply(sock: socket.socket, reader: hiredis.Reader) -> object:
             return reply
 
 
+# Cluster answers that mean the script did not run on the node asked (`AskError` covers MOVED).
+# A demoted primary refuses the script's first write, so READONLY means nothing ran either.
+_NOTHING_RAN_ON_THIS_NODE = (
+    AskError,
+    TryAgainError,
+    ClusterDownError,
+    MasterDownError,
+    redis.ReadOnlyError,
+)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The script's answer for one call."""
@@ -499,9 +545,9 @@ class Admitter:
     client to retry. A new connection first asks the server for its `run_id` and its clock.
     """
 
-    def __init__(self, client: redis.Redis, fence_token: str) -> None:
+    def __init__(self, client: AnyRedis, fence_token: str) -> None:
         self._client = client
-        self._pool = client.connection_pool
+        self._cluster = is_cluster(client)
         self._fence_token = fence_token
         sha = hashlib.sha1(ADMIT_LUA.encode()).hexdigest()
         # EVALSHA <sha> 5 <keys> <limit> <wanted> <run> <deadline> <token> <fence ms> <lease>
@@ -515,11 +561,31 @@ class Admitter:
         self._record_unused = client.register_script(RECORD_UNUSED_LUA)
         self._local = threading.local()
 
-    def _link(self) -> _Link:
+    def _link(self, key: str) -> _Link:
+        if self._cluster:
+            return self._node_link(key)
         link: _Link | None = getattr(self._local, "link", None)
         if link is None or link.pid != os.getpid():
-            link = _Link(self._new_connection())
+            pool = cast(redis.Redis, self._client).connection_pool
+            link = _Link(self._new_connection(pool), pool)
             self._local.link = link
+        return self._ready(link)
+
+    def _node_link(self, key: str) -> _Link:
+        # On a cluster, a thread keeps one link per node it has talked to, and picks the one
+        # serving the key's slot as the client's slot map says (refreshed on MOVED or failure).
+        node = node_client(self._client, key)
+        links: dict[int, _Link] | None = getattr(self._local, "links", None)
+        if links is None:
+            links = self._local.links = {}
+        link = links.get(id(node))
+        if link is None or link.pid != os.getpid():
+            link = links[id(node)] = _Link(
+                self._new_connection(node.connection_pool), node.connection_pool
+            )
+        return self._ready(link)
+
+    def _ready(self, link: _Link) -> _Link:
         conn = link.conn
         # A server that restarted has closed our socket: readable now, with EOF or junk.
         if conn._sock is not None and not link.is_quiet():
@@ -528,11 +594,12 @@ class Admitter:
             self._introduce(link)
         return link
 
-    def _new_connection(self) -> Connection:
+    @staticmethod
+    def _new_connection(pool: ConnectionPool) -> Connection:
         # Made outside the pool's count: these connections are never returned to it, and a pool
         # that counted each (one per thread, one more per timed-out call) would refuse new ones
         # once `max_connections` were made. A plain `redis.Redis` pool makes `Connection`s.
-        return cast(Connection, self._pool.connection_class(**self._pool.connection_kwargs))
+        return cast(Connection, pool.connection_class(**pool.connection_kwargs))
 
     def _introduce(self, link: _Link) -> None:
         conn = link.conn
@@ -610,7 +677,7 @@ class Admitter:
         # thread that reads the answer when it comes and takes back a call counted too late for
         # its caller. This thread starts afresh.
         conn, reader = link.conn, link.reader
-        link.conn = self._new_connection()
+        link.conn = self._new_connection(link.pool)
         try:
             threading.Thread(
                 target=self._await_late_reply,
@@ -708,22 +775,40 @@ class Admitter:
         With `wanted` > 1, count up to that many at once as a lease named `lease` (the script
         grants less, or one, when a window has little left: `LEASE_HEADROOM`).
         """
-        link = self._link()
         keys = counter_keys(account_id, period)
-        deadline = int((time.monotonic() + ADMIT_BUDGET_SECONDS) * 1_000_000 + link.offset_us)
-        args: list[object] = [
-            -1 if limit is None else limit,
-            wanted if count else 0,
-            link.run_id,
-            deadline,
-            self._fence_token,
-            FENCE_MILLISECONDS,
-            lease,
-            -1 if burst_limit is None else burst_limit,
-            window_seconds * 1_000_000,
-        ]
-        state, used, at, granted, burst_used = self._run(link, keys, args)
-        return Outcome(State(state), int(used), int(at), link.run_id, int(granted), int(burst_used))
+        for attempt in range(2):
+            try:
+                link = self._link(keys.counter)
+                deadline = int(
+                    (time.monotonic() + ADMIT_BUDGET_SECONDS) * 1_000_000 + link.offset_us
+                )
+                args: list[object] = [
+                    -1 if limit is None else limit,
+                    wanted if count else 0,
+                    link.run_id,
+                    deadline,
+                    self._fence_token,
+                    FENCE_MILLISECONDS,
+                    lease,
+                    -1 if burst_limit is None else burst_limit,
+                    window_seconds * 1_000_000,
+                ]
+                state, used, at, granted, burst_used = self._run(link, keys, args)
+            except _NOTHING_RAN_ON_THIS_NODE as exc:
+                # The slot is served elsewhere now (a failover, a resharding), or the cluster is
+                # between masters: nothing ran. Learn the new map; a MOVED is asked again once,
+                # at the node that now serves the slot.
+                refresh_topology(self._client, force=isinstance(exc, MovedError))
+                if isinstance(exc, MovedError) and attempt == 0:
+                    continue
+                raise redis.ConnectionError(f"quota store is changing masters: {exc}") from exc
+            except redis.ConnectionError:
+                refresh_topology(self._client)  # a dead node: its replica may serve it soon
+                raise
+            return Outcome(
+                State(state), int(used), int(at), link.run_id, int(granted), int(burst_used)
+            )
+        raise AssertionError("unreachable")
 
     def seed(
         self,
@@ -737,7 +822,7 @@ class Admitter:
         window (of `window_seconds`; 0: none) at the calls `windows` has for the window current
         in Redis then (by window number; none: 0). True if it did."""
         keys = counter_keys(account_id, period)
-        run_id = server_run_id(self._client)
+        run_id = server_run_id(self._client, keys.counter)
         args: list[str | int] = [
             self._fence_token,
             used,
@@ -769,8 +854,12 @@ class Admitter:
 
     def record_unused(self, records: list[tuple[CounterKeys, str, int]]) -> None:
         """Record how many calls of each lease (keys, name, unused) are still unused, in one
-        round trip."""
-        pipe = self._client.pipeline(transaction=False)
+        round trip (on a cluster, one per lease: a cluster pipeline does not load scripts)."""
+        if self._cluster:
+            for keys, lease, unused in records:
+                self._record_unused(keys=[keys.leases], args=[lease, unused])
+            return
+        pipe = cast(redis.Redis, self._client).pipeline(transaction=False)
         for keys, lease, unused in records:
             self._record_unused(keys=[keys.leases], args=[lease, unused], client=pipe)
         pipe.execute()
@@ -823,20 +912,22 @@ class CounterReading:
 
 
 def read_counters(
-    client: redis.Redis, account_ids: list[uuid.UUID], period: Period
+    client: AnyRedis, account_ids: list[uuid.UUID], period: Period
 ) -> dict[uuid.UUID, CounterReading]:
-    """Each account's counter, read in pipelines of 500 accounts."""
+    """Each account's counter, read in pipelines of 500 accounts per server."""
     found: dict[uuid.UUID, CounterReading] = {}
-    for start in range(0, len(account_ids), 500):
-        chunk = account_ids[start : start + 500]
-        pipe = client.pipeline(transaction=False)
-        for account_id in chunk:
-            keys = counter_keys(account_id, period)
-            pipe.mget(keys.counter, keys.run, keys.takebacks)
-        for account_id, (used, run, takebacks) in zip(chunk, pipe.execute(), strict=True):
-            found[account_id] = CounterReading(
-                None if used is None else int(used),
-                None if run is None else run.decode(),
-                int(takebacks or 0),
-            )
+    all_keys = [counter_keys(account_id, period) for account_id in account_ids]
+    for server, positions in group_by_node(client, [k.counter for k in all_keys]):
+        for start in range(0, len(positions), 500):
+            chunk = positions[start : start + 500]
+            pipe = server.pipeline(transaction=False)
+            for position in chunk:
+                keys = all_keys[position]
+                pipe.mget(keys.counter, keys.run, keys.takebacks)
+            for position, (used, run, takebacks) in zip(chunk, pipe.execute(), strict=True):
+                found[account_ids[position]] = CounterReading(
+                    None if used is None else int(used),
+                    None if run is None else run.decode(),
+                    int(takebacks or 0),
+                )
     return found

@@ -28,9 +28,10 @@ import uuid
 from dataclasses import dataclass
 
 from timo_hub.accounts import store
+from timo_hub.platform.redis_client import group_by_node
 from timo_hub.platform.runtime import Runtime
 from timo_hub.quota import metrics
-from timo_hub.quota.admission import Admitter, counter_keys, read_counters, server_run_id
+from timo_hub.quota.admission import Admitter, RunIds, counter_keys, read_counters
 from timo_hub.quota.counting import counted_calls
 from timo_hub.quota.ledger import period_usage, prune_window_usage
 from timo_hub.quota.period import Period
@@ -97,7 +98,7 @@ def check(runtime: Runtime, period: Period) -> list[CounterCheck]:
     with runtime.database.connection() as conn:
         ledger = period_usage(conn, period.first_day)
         logged = counted_calls(conn, period.first_day, period.end.date())
-    run_id = server_run_id(runtime.redis)
+    run_ids = RunIds(runtime.redis)
     counters = read_counters(runtime.redis, accounts, period)
     checks = []
     for account_id in accounts:
@@ -111,7 +112,7 @@ def check(runtime: Runtime, period: Period) -> list[CounterCheck]:
         proven = max(stored, in_log)
         if counter is None:
             state = CounterState.MISSING
-        elif reading.run_id != run_id:
+        elif reading.run_id != run_ids.of(counter_keys(account_id, period).counter):
             state = CounterState.FOREIGN
         elif counter < proven:
             state = CounterState.BEHIND
@@ -131,11 +132,12 @@ def repair(runtime: Runtime, period: Period, checks: list[CounterCheck]) -> list
     taken back since it was read, is left alone.
     """
     admitter = Admitter(runtime.redis, fence_token="reconcile")
-    run_id = server_run_id(runtime.redis)
+    run_ids = RunIds(runtime.redis)
     repairs = []
     for item in checks:
         if item.state is not CounterState.BEHIND:
             continue
+        run_id = run_ids.of(counter_keys(item.account_id, period).counter)
         changed = admitter.raise_to(item.account_id, period, item.proven, run_id, item.takebacks)
         if changed is not None and changed[0] != changed[1]:
             repairs.append(Repair(item.account_id, *changed))
@@ -163,24 +165,27 @@ def end_dead_leases(runtime: Runtime, period: Period) -> int:
     with runtime.database.connection() as conn:
         accounts = [a.id for a in store.list_accounts(conn)]
     found: dict[uuid.UUID, list[str]] = {}
-    for start in range(0, len(accounts), 500):
-        chunk = accounts[start : start + 500]
-        pipe = runtime.redis.pipeline(transaction=False)
-        for account_id in chunk:
-            pipe.hkeys(counter_keys(account_id, period).leases)
-        for account_id, names in zip(chunk, pipe.execute(), strict=True):
-            if names:
-                found[account_id] = [raw.decode() for raw in names]
+    lease_keys = [counter_keys(account_id, period).leases for account_id in accounts]
+    for server, positions in group_by_node(runtime.redis, lease_keys):
+        for start in range(0, len(positions), 500):
+            chunk = positions[start : start + 500]
+            pipe = server.pipeline(transaction=False)
+            for position in chunk:
+                pipe.hkeys(lease_keys[position])
+            for position, names in zip(chunk, pipe.execute(), strict=True):
+                if names:
+                    found[accounts[position]] = [raw.decode() for raw in names]
     if not found:
         return 0
     with runtime.database.connection() as conn:
         rows = conn.execute(LIVE_WRITERS, {"live": DEAD_LEASE_SECONDS})
         live = {str(row[0]) for row in rows}
     admitter = Admitter(runtime.redis, fence_token="reconcile")
-    run_id = server_run_id(runtime.redis)
+    run_ids = RunIds(runtime.redis)
     ended = 0
     for account_id, names in found.items():
         keys = counter_keys(account_id, period)
+        run_id = run_ids.of(keys.counter)
         for name in names:
             if name.partition(":")[0] not in live and admitter.settle(keys, name, run_id, -1) >= 0:
                 ended += 1
