@@ -9,9 +9,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import psutil
 import requests
 
 from tests.support.processes import free_port
@@ -27,6 +29,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
             "TIMO_HOME": str(settings.home),
             "TIMO_DATABASE_URL": settings.database_url or "",
             "TIMO_REDIS_URL": settings.redis_url or "",
+            "TIMO_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
             "TIMO_BROKER_URL": settings.effective_broker_url,
             "TIMO_KEY_PEPPER": settings.key_pepper,
             "TIMO_SECRET_KEY": settings.secret_key,
@@ -52,6 +55,34 @@ def web_process(
     Waits until health answers 200, or (with `healthy=False`, for servers whose dependencies
     are meant to be down) until it answers at all.
     """
+    with web_server(settings, workers, healthy, env) as server:
+        yield server.base
+
+
+@dataclass(frozen=True)
+class WebServer:
+    """A running gunicorn: where it answers, and its master process (to kill)."""
+
+    base: str
+    process: subprocess.Popen[bytes]
+
+    def processes(self) -> list[psutil.Process]:
+        """The master and its workers."""
+        try:
+            master = psutil.Process(self.process.pid)
+            return [master, *master.children()]
+        except psutil.NoSuchProcess:
+            return []
+
+
+@contextmanager
+def web_server(
+    settings: Settings,
+    workers: int = 1,
+    healthy: bool = True,
+    env: dict[str, str] | None = None,
+) -> Iterator[WebServer]:
+    """`web_process`, yielding the server's process too."""
     port = free_port()
     gunicorn = Path(sys.executable).parent / "gunicorn"
     command = [
@@ -67,8 +98,8 @@ def web_process(
     ]
     with _serving(
         command, port, {**settings_environment(settings), **(env or {})}, healthy
-    ) as base:
-        yield base
+    ) as server:
+        yield server
 
 
 @contextmanager
@@ -88,12 +119,14 @@ def procfile_web_process(
     }
     # `exec` so that stopping the shell stops gunicorn's master.
     command = ["/bin/sh", "-c", "exec " + line.removeprefix("web:").strip()]
-    with _serving(command, port, environment, healthy=True) as base:
-        yield base
+    with _serving(command, port, environment, healthy=True) as server:
+        yield server.base
 
 
 @contextmanager
-def _serving(command: list[str], port: int, env: dict[str, str], healthy: bool) -> Iterator[str]:
+def _serving(
+    command: list[str], port: int, env: dict[str, str], healthy: bool
+) -> Iterator[WebServer]:
     # A file, not a pipe: nobody reads a pipe while the server runs, and once its buffer is full
     # every log line (one per request) would block the worker that writes it.
     with tempfile.TemporaryFile(mode="w+") as log:
@@ -101,7 +134,7 @@ def _serving(command: list[str], port: int, env: dict[str, str], healthy: bool) 
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_until_up(process, base, healthy, log)
-            yield base
+            yield WebServer(base, process)
         finally:
             process.terminate()
             try:
