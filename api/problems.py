@@ -23,6 +23,7 @@ import psycopg
 import redis
 from flask import Flask, Response, json, request
 from psycopg_pool import PoolTimeout
+from redis.exceptions import RedisClusterException
 from werkzeug.exceptions import HTTPException
 
 from api.request_state import current_request
@@ -266,7 +267,10 @@ def init_app(app: Flask) -> None:
     """Route every error raised in `app` to a problem response."""
     app.register_error_handler(ApiError, _from_api_error)
     app.register_error_handler(errors.DomainError, _from_domain_error)
-    for dependency_error in (redis.RedisError, psycopg.OperationalError, PoolTimeout):
+    # A Redis Cluster's client raises RedisClusterException (not a RedisError) when it cannot
+    # learn the cluster's map at all.
+    dependencies = (redis.RedisError, RedisClusterException, psycopg.OperationalError, PoolTimeout)
+    for dependency_error in dependencies:
         app.register_error_handler(dependency_error, _from_dependency_down)
     app.register_error_handler(HTTPException, from_http_exception)
     app.register_error_handler(Exception, _from_unexpected)

@@ -14,6 +14,7 @@ from flask import Flask, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from psycopg_pool import PoolTimeout
+from redis.exceptions import RedisClusterException
 from werkzeug.exceptions import HTTPException
 
 from api.dashboard import blueprint, security, sessions
@@ -83,6 +84,7 @@ def unexpected(error: Exception) -> ResponseReturnValue:
 
 
 @blueprint.errorhandler(redis.RedisError)
+@blueprint.errorhandler(RedisClusterException)
 @blueprint.errorhandler(psycopg.OperationalError)
 @blueprint.errorhandler(PoolTimeout)
 def dependency_down(error: Exception) -> ResponseReturnValue:

@@ -14,15 +14,19 @@ threads saw the failure.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, TypeAlias, cast
 
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from typing_extensions import TypeIs
+
+logger = logging.getLogger(__name__)
 
 AnyRedis: TypeAlias = redis.Redis | RedisCluster
 
@@ -61,15 +65,23 @@ def node_client(client: AnyRedis, key: str) -> redis.Redis:
     """A client of the one server that holds `key` (on a single server: `client` itself)."""
     if not is_cluster(client):
         return client
-    node = client.get_node_from_key(key)
-    return client.get_redis_connection(node)
+    return client.get_redis_connection(_node_of(client, key))
 
 
 def node_name(client: AnyRedis, key: str) -> str:
     """The `host:port` of the server that holds `key` ("" on a single server)."""
     if not is_cluster(client):
         return ""
-    return str(client.get_node_from_key(key).name)
+    return str(_node_of(client, key).name)
+
+
+def _node_of(client: RedisCluster, key: str) -> ClusterNode:
+    try:
+        return client.get_node_from_key(key)
+    except RedisClusterException as exc:
+        # Not a RedisError (a slot no node serves in the map this process holds): for callers
+        # it is the same as an unreachable server, so it gets the same 503 and the same retry.
+        raise redis.ConnectionError(f"no node serves this key's slot yet: {exc}") from exc
 
 
 def refresh_topology(client: AnyRedis, *, force: bool = False) -> None:
@@ -88,7 +100,11 @@ def refresh_topology(client: AnyRedis, *, force: bool = False) -> None:
         if not force and now - _refreshed_at.get(id(client), -1e9) < REFRESH_INTERVAL_SECONDS:
             return
         _refreshed_at[id(client)] = now
-        client.nodes_manager.initialize()
+        try:
+            client.nodes_manager.initialize()
+        except (redis.RedisError, RedisClusterException) as exc:
+            # Best effort: the caller is already failing over a node; the next failure retries.
+            logger.warning("redis cluster: could not re-read the slot map: %s", exc)
     finally:
         _refresh_lock.release()
 
@@ -150,7 +166,7 @@ def group_by_node(client: AnyRedis, keys: list[str]) -> list[tuple[redis.Redis, 
     refresh_topology(client, force=True)
     groups: dict[str, tuple[redis.Redis, list[int]]] = {}
     for position, key in enumerate(keys):
-        node = client.get_node_from_key(key)
+        node = _node_of(client, key)
         if node.name not in groups:
             groups[node.name] = (client.get_redis_connection(node), [])
         groups[node.name][1].append(position)
