@@ -3,22 +3,34 @@ call is admitted beyond the limit, before, during or after."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
+import redis
 import requests
 
 from tests.support.accounts import new_customer
 from tests.support.cluster_settings import on_cluster
-from tests.support.redis_cluster import RedisClusterServers
+from tests.support.redis_cluster import RedisClusterError, RedisClusterServers
 from tests.support.web import web_process
+from timo_hub.platform.redis_client import build_redis_client
 from timo_hub.platform.runtime import Runtime, build_runtime
 from timo_hub.platform.settings import Settings
-from timo_hub.quota.admission import counter_keys
+from timo_hub.quota.admission import (
+    ADMIT_LUA,
+    FENCE_MILLISECONDS,
+    Admitter,
+    State,
+    counter_keys,
+    server_run_id,
+)
 from timo_hub.quota.period import period_containing
 from timo_hub.quota.reconcile import CounterState, check
 
@@ -125,7 +137,7 @@ def test_a_master_killed_mid_traffic_fails_over_without_over_admitting(
     assert new_master.address != killed_master.address
     assert int(new_master.client().get(counter) or 0) == LIMIT
     stamp = new_master.client().get(counter + ":run")
-    assert stamp is not None and stamp.decode() == new_master.info("server")["run_id"]
+    assert stamp is not None and stamp.decode() == server_run_id(new_master.client())
     with cluster_runtime.database.connection() as conn:
         ledger = conn.execute(
             "SELECT used FROM quota_usage WHERE account_id = %s", (customer.account.id,)
@@ -133,3 +145,84 @@ def test_a_master_killed_mid_traffic_fails_over_without_over_admitting(
     assert ledger == (LIMIT,)
     found = {c.account_id: c for c in check(cluster_runtime, period)}
     assert found[customer.account.id].state is CounterState.IN_STEP
+
+
+def test_a_master_demoted_and_promoted_again_does_not_trust_the_counter_it_is_given_back(
+    fresh_redis_cluster: RedisClusterServers,
+) -> None:
+    """Guards over-admission on a failback. Master Y counts two calls that never reach its
+    replica X (their replication is cut), X takes over without them, Y rejoins as X's replica and
+    is given X's copy, then an operator moves the master back to Y. Y is the same process, so the
+    same `run_id` as the stamp beside the counter: trusted by `run_id` alone, the counter would
+    re-admit the two lost calls. A server life includes the replication id, new at each
+    promotion, so Y's counter is rebuilt instead."""
+    cluster = fresh_redis_cluster
+    client = build_redis_client(cluster.url, cluster=True)
+    admitter = Admitter(client, fence_token="failback")
+    account = uuid.uuid4()
+    period = period_containing(datetime.now(UTC))
+    keys = counter_keys(account, period)
+    assert admitter.admit(account, LIMIT, period).state is State.REBUILD
+    assert admitter.seed(account, period, 0)
+    assert admitter.admit(account, LIMIT, period).used == 1
+    y = cluster.master_of(keys.counter)
+    (x,) = cluster.replicas_of(y)
+    y_client = y.client()
+    assert y_client.wait(1, 5000) == 1  # X has the counter at 1
+
+    # Two calls counted on Y that X never gets: X is stopped (SIGSTOP), Y drops its replica
+    # link and then counts them, and X, resumed, finds the takeover command waiting on a
+    # connection it already has, before it can reconnect to Y and catch up.
+    keys_order = (keys.counter, keys.run, keys.fence, keys.leases, keys.burst)
+    life = server_run_id(y_client)
+    deadline = int(y_client.time()[0] * 1_000_000 + 60_000_000)
+    args = (LIMIT, 1, life, deadline, "t", FENCE_MILLISECONDS, "-", -1, 60_000_000)
+    assert x.pid is not None
+    x_client = x.client()
+    x_client.ping()
+    os.kill(x.pid, signal.SIGSTOP)
+    try:
+        pipe = y_client.pipeline(transaction=False)
+        pipe.execute_command("CLIENT", "KILL", "TYPE", "replica")
+        pipe.eval(ADMIT_LUA, 5, *keys_order, *args)
+        pipe.eval(ADMIT_LUA, 5, *keys_order, *args)
+        _, first, second = pipe.execute()
+        takeover = threading.Thread(
+            target=lambda: x_client.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
+        )
+        takeover.start()
+        time.sleep(0.1)
+    finally:
+        os.kill(x.pid, signal.SIGCONT)
+    takeover.join(timeout=10)
+    assert (first[0], first[1], second[0], second[1]) == (State.ADMITTED, 2, State.ADMITTED, 3)
+    _wait_for(lambda: cluster.master_of(keys.counter).address == x.address, "X takes over")
+    assert int(x.client().get(keys.counter) or 0) == 1, "the cut did not lose the two calls"
+    _wait_for(
+        lambda: y.role == "replica" and y.info("replication")["master_link_status"] == "up",
+        "Y rejoins as X's replica",
+    )
+    # The operator moves the master back (TAKEOVER: at once, without an election to wait for).
+    y_client.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
+    _wait_for(lambda: cluster.master_of(keys.counter).address == y.address, "Y is master again")
+    assert int(y_client.get(keys.counter) or 0) == 1
+    assert y.info("server")["run_id"] == life.partition(".")[0]  # the same process
+
+    outcome = admitter.admit(account, LIMIT, period)
+    stamp = y_client.get(keys.run)
+    assert outcome.state is State.REBUILD, (
+        f"the given-back counter was trusted: {outcome}; stamp {stamp!r}, seeded under {life}, "
+        f"Y now {server_run_id(y_client)}"
+    )
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except (redis.RedisError, RedisClusterError, KeyError):
+            pass
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
+import redis
 import requests
 from redis.cluster import key_slot
 
 from tests.support.accounts import new_customer
+from tests.support.processes import free_port
 from tests.support.redis_cluster import RedisClusterServers
 from tests.support.web import web_process
+from timo_hub.accounts.cache import publish_invalidation
 from timo_hub.people.sign_in_throttle import _keys as sign_in_keys
-from timo_hub.platform.redis_client import node_name
+from timo_hub.platform.redis_client import build_redis_client, describe, node_name
 from timo_hub.platform.runtime import Runtime
 from timo_hub.platform.settings import Settings
 from timo_hub.quota.admission import counter_keys
@@ -92,8 +96,10 @@ def test_calls_over_two_servers_on_a_cluster_admit_exactly_the_limit(
 def test_a_revocation_reaches_every_web_process_on_a_cluster(
     cluster_settings: Settings, cluster_runtime: Runtime
 ) -> None:
-    # Guards the cache on a cluster: a revoke announced on one node must reach listeners
-    # whichever node they listen on, and within a second.
+    """Guards the auth cache on a cluster: it must be on in every process (listening on the node
+    that holds the invalidation epoch) and an invalidation announced there must reach them all
+    within a second. A key revoked in PostgreSQL alone is still accepted by a process whose cache
+    holds it, which shows the cache is on; the announcement then makes every process refuse it."""
     customer = new_customer(cluster_runtime, plan="developer")
     with web_process(cluster_settings) as first, web_process(cluster_settings) as second:
         doomed = requests.post(
@@ -104,22 +110,37 @@ def test_a_revocation_reaches_every_web_process_on_a_cluster(
             for _ in range(3):
                 response = requests.get(f"{base}/api/v1/account", headers=doomed_auth, timeout=5)
                 assert response.status_code == 200
-        revoked = requests.delete(
-            f"{first}/api/v1/auth/keys/{doomed['id']}", headers=customer.auth, timeout=5
-        )
-        assert revoked.status_code == 204
-        answered = time.monotonic()
-        while True:
-            status = requests.get(
-                f"{second}/api/v1/account", headers=doomed_auth, timeout=5
-            ).status_code
-            if status == 401:
-                break
-            assert status == 200
-            assert time.monotonic() - answered < 1.0, "second process accepted it after 1 s"
-            time.sleep(0.005)
+        with cluster_runtime.database.connection() as conn:
+            conn.execute("UPDATE api_keys SET revoked_at = now() WHERE id = %s", (doomed["id"],))
+        for base in (first, second):  # cached, so still accepted: each process's cache is on
+            response = requests.get(f"{base}/api/v1/account", headers=doomed_auth, timeout=5)
+            assert response.status_code == 200
+        assert publish_invalidation(cluster_runtime.redis, key_id=uuid.UUID(doomed["id"]))
+        announced = time.monotonic()
+        for base in (first, second):
+            while True:
+                status = requests.get(
+                    f"{base}/api/v1/account", headers=doomed_auth, timeout=5
+                ).status_code
+                if status == 401:
+                    break
+                assert status == 200
+                assert time.monotonic() - announced < 1.0, f"{base} accepted it after 1 s"
+                time.sleep(0.005)
         for base in (first, second):
             assert requests.get(f"{base}/api/v1/account", headers=customer.auth, timeout=5).ok
+
+
+def test_a_process_starts_while_a_node_it_names_is_down(redis_cluster: RedisClusterServers) -> None:
+    """Guards a process that cannot start: the cluster client asks for the map at once, so the
+    URL names several nodes and the first that answers is enough; when none does, the failure is
+    a RedisError (answered 503), not redis-py's RedisClusterException (a 500)."""
+    dead = f"127.0.0.1:{free_port()}"
+    alive = redis_cluster.url.removeprefix("redis://").partition("/")[0]
+    client = build_redis_client(f"redis://{dead},{alive}/0", cluster=True)
+    assert describe(client)["cluster_state"] == "ok"
+    with pytest.raises(redis.ConnectionError):
+        build_redis_client(f"redis://{dead}/0", cluster=True)
 
 
 def test_health_reports_the_clusters_state(

@@ -15,9 +15,11 @@ threads saw the failure.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any, TypeAlias, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -38,9 +40,39 @@ _refresh_lock = threading.Lock()
 _refreshed_at: dict[int, float] = {}
 
 
+def _forget_refreshes() -> None:
+    # A child forked while a parent thread held the lock would otherwise never refresh.
+    global _refresh_lock
+    _refresh_lock = threading.Lock()
+    _refreshed_at.clear()
+
+
+os.register_at_fork(after_in_child=_forget_refreshes)
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, whose every failure is a `RedisError`.
+
+    When it cannot learn the cluster's map at all (every node it knows is down) it raises
+    `RedisClusterException`, which is not one; every caller of ours treats an unreachable Redis
+    as a `RedisError` (503, retry later, keep a lease to end later), so here it becomes one.
+    """
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except RedisClusterException as exc:
+            raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+
+
 def build_redis_client(url: str, *, cluster: bool) -> AnyRedis:
-    """A client of the server at `url`, or of the cluster that node belongs to; no I/O until used
-    (redis-py's pools notice a fork and reconnect in the child by themselves)."""
+    """A client of the server at `url`, or of the cluster its nodes belong to.
+
+    A single server's client does no I/O until used (redis-py's pools notice a fork and
+    reconnect in the child by themselves). A cluster's asks the first node of `url` that
+    answers for the cluster's map at once: name several (`redis://h1:7000,h2:7000,h3:7000/0`) so
+    that a process can start while one of them is down.
+    """
     options: dict[str, Any] = {
         "socket_timeout": SOCKET_TIMEOUT_SECONDS,
         "socket_connect_timeout": SOCKET_TIMEOUT_SECONDS,
@@ -51,9 +83,27 @@ def build_redis_client(url: str, *, cluster: bool) -> AnyRedis:
     }
     if not cluster:
         return redis.Redis.from_url(url, **options)
-    # The cluster client discovers every node from this one, on first use. A slot whose master
-    # is down answers an error until its replica takes over; the client then re-reads the map.
-    return RedisCluster.from_url(url, require_full_coverage=False, **options)
+    first, nodes = cluster_nodes_of(url)
+    try:
+        # A slot whose master is down answers an error until its replica takes over; the client
+        # then re-reads the map.
+        return _Cluster.from_url(first, startup_nodes=nodes, require_full_coverage=False, **options)
+    except RedisClusterException as exc:
+        raise redis.ConnectionError(f"no node of {len(nodes)} named answers: {exc}") from exc
+
+
+def cluster_nodes_of(url: str) -> tuple[str, list[ClusterNode]]:
+    """`url` with only its first node, and every node it names (`host:port`, comma-separated)."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    nodes = []
+    for address in hosts.split(","):
+        host, colon, port = address.strip().rpartition(":")
+        if not colon or "]" in port:  # no port (an IPv6 address in brackets has colons)
+            host, port = address.strip(), "6379"
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))
+    first = urlunsplit(parts._replace(netloc=userinfo + at + hosts.split(",")[0].strip()))
+    return first, nodes
 
 
 def is_cluster(client: AnyRedis) -> TypeIs[RedisCluster]:
@@ -66,6 +116,12 @@ def node_client(client: AnyRedis, key: str) -> redis.Redis:
     if not is_cluster(client):
         return client
     return client.get_redis_connection(_node_of(client, key))
+
+
+def named_node_client(client: RedisCluster, key: str) -> tuple[str, redis.Redis]:
+    """The `host:port` of the node that holds `key`, and a client of it."""
+    node = _node_of(client, key)
+    return str(node.name), client.get_redis_connection(node)
 
 
 def node_name(client: AnyRedis, key: str) -> str:
@@ -87,26 +143,46 @@ def _node_of(client: RedisCluster, key: str) -> ClusterNode:
 def refresh_topology(client: AnyRedis, *, force: bool = False) -> None:
     """Re-read a cluster's slot map (a node failed or moved a slot); nothing on a single server.
 
-    At most one refresh per `REFRESH_INTERVAL_SECONDS` per client unless `force`: every thread
-    that saw the same failover does not need its own.
+    Without `force`, the map is re-read in a thread of its own (a dead node can cost the reader
+    a connect timeout, which a request must not wait for), at most once per
+    `REFRESH_INTERVAL_SECONDS` per client: every thread that saw the same failover does not need
+    its own. With `force`, now, in the caller's thread (a batch about to read many accounts).
     """
     if not is_cluster(client):
         return
-    # Threads that find a refresh under way go on: theirs would learn the same map.
-    if not _refresh_lock.acquire(blocking=False):
+    if force:
+        _refresh(client, wait=True)
+        return
+    if time.monotonic() - _refreshed_at.get(id(client), -1e9) < REFRESH_INTERVAL_SECONDS:
+        return
+    threading.Thread(target=_refresh, args=(client,), name="redis-cluster-map", daemon=True).start()
+
+
+def _refresh(client: RedisCluster, wait: bool = False) -> None:
+    # Threads that find a refresh under way go on (unless they must wait for it): theirs would
+    # learn the same map.
+    if not _refresh_lock.acquire(blocking=wait):
         return
     try:
-        now = time.monotonic()
-        if not force and now - _refreshed_at.get(id(client), -1e9) < REFRESH_INTERVAL_SECONDS:
-            return
-        _refreshed_at[id(client)] = now
-        try:
-            client.nodes_manager.initialize()
-        except (redis.RedisError, RedisClusterException) as exc:
-            # Best effort: the caller is already failing over a node; the next failure retries.
-            logger.warning("redis cluster: could not re-read the slot map: %s", exc)
+        _refreshed_at[id(client)] = time.monotonic()
+        client.nodes_manager.initialize()
+    except (redis.RedisError, RedisClusterException) as exc:
+        # Best effort: the caller is already failing over a node; the next failure retries.
+        logger.warning("redis cluster: could not re-read the slot map: %s", exc)
     finally:
         _refresh_lock.release()
+
+
+def learn_moved_slot(client: AnyRedis, moved: redis.exceptions.MovedError) -> None:
+    """Point the slot a `MOVED` answer names at the node it names (no I/O), and re-read the
+    whole map in the background (a failover moves many slots at once)."""
+    if not is_cluster(client):
+        return
+    try:
+        client.nodes_manager.move_slot(moved)
+    except (redis.RedisError, RedisClusterException, KeyError) as exc:
+        logger.warning("redis cluster: could not follow a MOVED answer: %s", exc)
+    refresh_topology(client)
 
 
 def close_client(client: AnyRedis) -> None:

@@ -8,8 +8,10 @@ guards make the count exact, not just atomic (the protocol as a whole is in `tim
 docs/decisions.md):
 
 * A counter is trusted only in the Redis server life that seeded it. Beside each counter lives the
-  server `run_id` it was seeded under; a counter restored from a stale AOF or RDB, or replicated to
-  a promoted replica, carries another server's id and counts as missing.
+  server life it was seeded under (the server's `run_id`, new at every start, and its replication
+  id, new whenever it is promoted to master); a counter restored from a stale AOF or RDB, or
+  replicated to a promoted replica (or back to a former master promoted again), carries another
+  life and counts as missing.
 * A missing counter is never guessed. The first caller to find it missing takes the account's
   rebuild fence and answers `REBUILD`; everyone else answers `REBUILDING` until the fence holder
   has seeded the counter with the true count (`timo_hub.quota.rebuild`).
@@ -44,6 +46,7 @@ from typing import NamedTuple, cast
 
 import hiredis
 import redis
+from redis.cluster import RedisCluster
 from redis.connection import Connection, ConnectionPool
 from redis.exceptions import (
     AskError,
@@ -58,6 +61,8 @@ from timo_hub.platform.redis_client import (
     AnyRedis,
     group_by_node,
     is_cluster,
+    learn_moved_slot,
+    named_node_client,
     node_client,
     node_name,
     refresh_topology,
@@ -87,18 +92,34 @@ UNDO_SECONDS = 600
 # by one.
 LEASE_HEADROOM = 1000
 
+# Whether a server life (`run_id.master_replid`, from the caller) is still this server's: its
+# replication id changes whenever it becomes a master, and its socket (so the caller's view of its
+# run id) whenever it restarts. A process can keep its connection to a master that is demoted and
+# promoted again, and with it a life that is over; the scripts that trust a stamp check it here.
+SAME_LIFE = """
+local function same_life(life)
+  local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+  return replid ~= nil and string.sub(life, -#replid - 1) == '.' .. replid
+end
+"""
+
 # KEYS: counter, run, fence, leases, burst. ARGV: limit (-1 unlimited), calls wanted (0 only
-# looks), run id, deadline (µs, Redis clock), fence token, fence ms, lease name, burst limit (-1
-# none), burst window (µs). Counts one call, or up to `wanted` (a lease: recorded under its name
+# looks), server life, deadline (µs, Redis clock), fence token, fence ms, lease name, burst limit
+# (-1 none), burst window (µs), whether to check that the life is still the server's (1: on a
+# cluster, where masters change; 0: a single server, whose life ends only with its connections).
+# Counts one call, or up to `wanted` (a lease: recorded under its name
 # in `leases` with the calls its process may not use yet, `lease_ahead`, so that what is never
 # used can be returned, by its process or for a dead one by reconcile, and never more than that),
 # in the month and in the current burst window, if both admit. Returns {state, used, Redis time
 # in µs, n, burst used}: n is the calls counted, or for a refusal the leases on record (calls
 # that may come back soon); the month is checked first, so a refusal by both says the month.
-ADMIT_LUA = """
+ADMIT_LUA = (
+    SAME_LIFE
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if now > tonumber(ARGV[4]) then return {-3, 0, now, 0, 0} end
+if ARGV[10] == '1' and not same_life(ARGV[3]) then return {-5, 0, now, 0, 0} end
 local found = redis.call('MGET', KEYS[1], KEYS[2])
 if found[1] and found[2] == ARGV[3] then
   local used = tonumber(found[1])
@@ -145,6 +166,7 @@ if ARGV[2] == '0' then return {-4, 0, now, 0, 0} end
 if redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) then return {-1, 0, now, 0, 0} end
 return {-2, 0, now, 0, 0}
 """.replace("HEADROOM", str(LEASE_HEADROOM))
+)
 
 # KEYS: counter, run, fence, seeded, leases, burst. ARGV: fence token, seed, run id, expire-at
 # epoch, burst window (µs; 0: none), then pairs of (window number, calls) from the ledger. 1 when
@@ -185,10 +207,13 @@ return 1
 # nothing. `takebacks` counts the calls taken back from this counter, so that reconcile can tell a
 # counter lowered by one while it was looking (its proof may predate the refund) from one that is
 # behind.
-UNCOUNT_LUA = """
+UNCOUNT_LUA = (
+    SAME_LIFE
+    + """
 if not redis.call('SET', KEYS[4], 1, 'NX', 'EX', ARGV[3]) then return 0 end
 local found = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
-if found[1] and found[2] == ARGV[1] and tonumber(found[3] or '0') < tonumber(ARGV[2]) then
+if found[1] and found[2] == ARGV[1] and tonumber(found[3] or '0') < tonumber(ARGV[2])
+    and same_life(ARGV[1]) then
   redis.call('DECR', KEYS[1])
   redis.call('INCR', KEYS[5])
   local wus = tonumber(ARGV[4])
@@ -204,6 +229,7 @@ if found[1] and found[2] == ARGV[1] and tonumber(found[3] or '0') < tonumber(ARG
 end
 return 0
 """
+)
 
 # KEYS: counter, run, leases, burst. ARGV: lease name, run id, calls unused (-1: as last
 # recorded), burst window number (-1: none or unknown). Ends a lease: returns the calls it counted
@@ -211,14 +237,16 @@ return 0
 # Only a lease still on record is ended (the record goes with it), so running this twice, or
 # after a rebuild, returns nothing more. Returns the calls returned, or -1 when the lease was no
 # longer on record.
-SETTLE_LUA = """
+SETTLE_LUA = (
+    SAME_LIFE
+    + """
 local recorded = redis.call('HGET', KEYS[3], ARGV[1])
 if not recorded then return -1 end
 redis.call('HDEL', KEYS[3], ARGV[1])
 local unused = tonumber(ARGV[3])
 if unused < 0 then unused = tonumber(recorded) end
 local found = redis.call('MGET', KEYS[1], KEYS[2])
-if unused > 0 and found[1] and found[2] == ARGV[2] then
+if unused > 0 and found[1] and found[2] == ARGV[2] and same_life(ARGV[2]) then
   redis.call('DECRBY', KEYS[1], unused)
   local b = redis.call('HMGET', KEYS[4], 'w', 'n')
   if tonumber(b[1]) == tonumber(ARGV[4]) then
@@ -228,6 +256,7 @@ if unused > 0 and found[1] and found[2] == ARGV[2] then
 end
 return 0
 """
+)
 
 # KEYS: leases. ARGV: lease name, calls unused. Records how much of a lease is still unused (what
 # reconcile returns if its process dies), if the lease is still on record.
@@ -247,9 +276,11 @@ return 0
 # Raises a counter of this server life to at least the target, unless a call was taken back from
 # it since (the target may count it); a missing or foreign counter is left to the rebuild.
 # Returns {before, after}, or {-1, -1} when it left the counter alone for one of those reasons.
-RAISE_LUA = """
+RAISE_LUA = (
+    SAME_LIFE
+    + """
 local found = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
-if not found[1] or found[2] ~= ARGV[2] then return {-1, -1} end
+if not found[1] or found[2] ~= ARGV[2] or not same_life(ARGV[2]) then return {-1, -1} end
 if tonumber(found[3] or '0') ~= tonumber(ARGV[3]) then return {-1, -1} end
 local used, target = tonumber(found[1]), tonumber(ARGV[1])
 if used < target then
@@ -258,6 +289,7 @@ if used < target then
 end
 return {used, used}
 """
+)
 
 
 MONTH_POLICY = "month"
@@ -280,6 +312,9 @@ class State(enum.IntEnum):
     """The script ran after the call's deadline and counted nothing."""
     UNKNOWN = -4
     """A look (not a count) found no trustworthy counter."""
+    STALE = -5
+    """The caller's view of the server's life is out of date (a master demoted and promoted
+    again since it connected): nothing ran; it must ask the server who it is, then again."""
 
 
 class BurstWindow(NamedTuple):
@@ -397,11 +432,17 @@ def counter_keys(account_id: uuid.UUID | str, period: Period) -> CounterKeys:
 
 
 def server_run_id(client: AnyRedis, key: str = "") -> str:
-    """The `run_id` of the Redis server that holds `key` (new at every start of the server; on a
-    cluster, each node has its own, and a promoted replica's is not its old master's)."""
+    """The life of the Redis server that holds `key`: its `run_id` (new at every start) and its
+    `master_replid` (new whenever it becomes a master: a promoted replica, or a demoted master
+    promoted again, is a new life even though the process is the same)."""
     if is_cluster(client) and not key:
         raise ValueError("on a Redis Cluster, a server life is a node's: name a key")
-    return str(node_client(client, key).info("server")["run_id"])
+    server = node_client(client, key)
+    return _life(server.info("server")["run_id"], server.info("replication")["master_replid"])
+
+
+def _life(run_id: object, replication_id: object) -> str:
+    return f"{run_id}.{replication_id}"
 
 
 class RunIds:
@@ -429,11 +470,11 @@ def _bulk_strings(*parts: object) -> bytes:
     return b"".join(out)
 
 
-def _run_id_from_info(info: bytes) -> str:
+def _from_info(info: bytes, field: str) -> str:
     for line in info.decode().splitlines():
-        if line.startswith("run_id:"):
+        if line.startswith(field + ":"):
             return line.partition(":")[2].strip()
-    raise redis.ResponseError("INFO server did not report a run_id")
+    raise redis.ResponseError(f"INFO did not report {field}")
 
 
 class _Link:
@@ -444,7 +485,16 @@ class _Link:
     authenticates and selects the database; the hot path skips its per-command layers.
     """
 
-    __slots__ = ("conn", "offset_at", "offset_us", "pid", "poller", "pool", "reader", "run_id")
+    __slots__ = (
+        "conn",
+        "offset_at",
+        "offset_us",
+        "pid",
+        "poller",
+        "pool",
+        "reader",
+        "run_id",
+    )
 
     def __init__(self, conn: Connection, pool: ConnectionPool) -> None:
         self.conn = conn
@@ -550,9 +600,10 @@ class Admitter:
         self._cluster = is_cluster(client)
         self._fence_token = fence_token
         sha = hashlib.sha1(ADMIT_LUA.encode()).hexdigest()
-        # EVALSHA <sha> 5 <keys> <limit> <wanted> <run> <deadline> <token> <fence ms> <lease>
-        # <burst limit> <burst window>: 17 strings.
-        self._evalsha_prefix = b"*17\r\n" + _bulk_strings("EVALSHA", sha, 5)
+        # EVALSHA <sha> 5 <keys> <limit> <wanted> <life> <deadline> <token> <fence ms> <lease>
+        # <burst limit> <burst window> <check life>: 18 strings.
+        self._evalsha_prefix = b"*18\r\n" + _bulk_strings("EVALSHA", sha, 5)
+        self._check_life = 1 if self._cluster else 0
         self._seed = client.register_script(SEED_LUA)
         self._raise = client.register_script(RAISE_LUA)
         self._uncount = client.register_script(UNCOUNT_LUA)
@@ -574,13 +625,13 @@ class Admitter:
     def _node_link(self, key: str) -> _Link:
         # On a cluster, a thread keeps one link per node it has talked to, and picks the one
         # serving the key's slot as the client's slot map says (refreshed on MOVED or failure).
-        node = node_client(self._client, key)
-        links: dict[int, _Link] | None = getattr(self._local, "links", None)
+        name, node = named_node_client(cast(RedisCluster, self._client), key)
+        links: dict[str, _Link] | None = getattr(self._local, "links", None)
         if links is None:
             links = self._local.links = {}
-        link = links.get(id(node))
-        if link is None or link.pid != os.getpid():
-            link = links[id(node)] = _Link(
+        link = links.get(name)
+        if link is None or link.pid != os.getpid() or link.pool is not node.connection_pool:
+            link = links[name] = _Link(
                 self._new_connection(node.connection_pool), node.connection_pool
             )
         return self._ready(link)
@@ -608,8 +659,10 @@ class Admitter:
             # A fresh parser and poller before anything is read: nothing of an earlier socket's
             # half-read reply may be taken for an answer on this one.
             link.watch(cast(socket.socket, conn._sock))
-            conn.send_packed_command(conn.pack_commands([("INFO", "server"), ("TIME",)]), False)
-            link.run_id = _run_id_from_info(conn.read_response())
+            commands = [("INFO", "server"), ("INFO", "replication"), ("TIME",)]
+            conn.send_packed_command(conn.pack_commands(commands), False)
+            run_id = _from_info(conn.read_response(), "run_id")
+            link.run_id = _life(run_id, _from_info(conn.read_response(), "master_replid"))
             seconds, micros = conn.read_response()
             link.offset_at = -float("inf")
             link.learn_offset(int(seconds) * 1_000_000 + int(micros), time.monotonic())
@@ -777,6 +830,7 @@ class Admitter:
         """
         keys = counter_keys(account_id, period)
         for attempt in range(2):
+            link: _Link | None = None
             try:
                 link = self._link(keys.counter)
                 deadline = int(
@@ -792,13 +846,26 @@ class Admitter:
                     lease,
                     -1 if burst_limit is None else burst_limit,
                     window_seconds * 1_000_000,
+                    self._check_life,
                 ]
                 state, used, at, granted, burst_used = self._run(link, keys, args)
+                if state == State.STALE:
+                    # Nothing ran: this link asks its node who it is, and the call is asked again.
+                    link.conn.disconnect()
+                    if attempt == 0:
+                        continue
+                    raise redis.ConnectionError("quota store changed masters twice in one call")
             except _NOTHING_RAN_ON_THIS_NODE as exc:
                 # The slot is served elsewhere now (a failover, a resharding), or the cluster is
-                # between masters: nothing ran. Learn the new map; a MOVED is asked again once,
-                # at the node that now serves the slot.
-                refresh_topology(self._client, force=isinstance(exc, MovedError))
+                # between masters: nothing ran. This node's life may be changing too: its link
+                # asks again who it talks to before its next call. A MOVED is asked again once,
+                # at the node it names.
+                if link is not None:
+                    link.conn.disconnect()
+                if isinstance(exc, MovedError):
+                    learn_moved_slot(self._client, exc)
+                else:
+                    refresh_topology(self._client)
                 if isinstance(exc, MovedError) and attempt == 0:
                     continue
                 raise redis.ConnectionError(f"quota store is changing masters: {exc}") from exc
