@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 .PHONY: dev demo-history screenshots test test-fast lint bench bench-startup bench-hot-path \
 	bench-publishing bench-webhooks \
-	bench-ingest bench-analytics clean
+	bench-ingest bench-analytics bench-capacity bench-cluster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,17 @@ $(VENV)/.installed-bench-data: pyproject.toml | $(VENV)/.installed
 
 bench-analytics: $(VENV)/.installed-bench-data
 	$(BIN)/python bench/analytics.py
+
+# Per-process figures for docs/capacity.md: CPU per request (web, Redis), per event (ingest,
+# PostgreSQL), per account (forecast), bytes per event and per account; about 5 minutes.
+# redis-benchmark (Debian's redis-tools) drives the admission script alone; skipped without it.
+bench-capacity: $(VENV)/.installed-bench
+	command -v redis-benchmark >/dev/null || apt-get install -y redis-tools || true
+	$(BIN)/python bench/capacity.py
+
+# One admission on a Redis Cluster (3 masters, 3 replicas) beside one on a single server.
+bench-cluster: $(VENV)/.installed
+	$(BIN)/python bench/cluster_admission.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

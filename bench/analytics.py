@@ -74,16 +74,16 @@ DELETE_ACCOUNT_DATA = (
 )
 
 
-def _daily_counts(total: int, first: date) -> list[int]:
+def _daily_counts(total: int, first: date, days: int = HISTORY_DAYS) -> list[int]:
     """`total` calls over the history with one fixed shape (weekly pattern, growth, noise), so
     both accounts' series are the same up to scale and their models do the same work."""
     rng = np.random.default_rng(11)
     weights = np.array(
         [
             WEEKLY[(first + timedelta(days=d)).weekday()]
-            * (1 + 0.5 * d / HISTORY_DAYS)
+            * (1 + 0.5 * d / days)
             * rng.lognormal(0, 0.1)
-            for d in range(HISTORY_DAYS)
+            for d in range(days)
         ]
     )
     counts = np.floor(total * weights / weights.sum()).astype(int)
@@ -91,15 +91,22 @@ def _daily_counts(total: int, first: date) -> list[int]:
     return [int(c) for c in counts]
 
 
-def _load(runtime: Runtime, account: uuid.UUID, keys: list[uuid.UUID], total: int) -> None:
+def load_history(
+    runtime: Runtime,
+    account: uuid.UUID,
+    keys: list[uuid.UUID],
+    total: int,
+    days: int = HISTORY_DAYS,
+) -> None:
+    """`total` events of the account over the `days` full days before today, in the log."""
     # Full days before today, so today's partial day does not depend on the hour the bench runs.
-    first = datetime.now(UTC).date() - timedelta(days=HISTORY_DAYS)
+    first = datetime.now(UTC).date() - timedelta(days=days)
     with runtime.database.connection() as conn:
-        months = {(first + timedelta(days=d)).replace(day=1) for d in range(HISTORY_DAYS + 1)}
+        months = {(first + timedelta(days=d)).replace(day=1) for d in range(days + 1)}
         PartitionRegistry().ensure(conn, months)
     offset = 0
     with tqdm(total=total, unit="event", unit_scale=True, desc=f"load {total:,}") as bar:
-        for d, count in enumerate(_daily_counts(total, first)):
+        for d, count in enumerate(_daily_counts(total, first, days)):
             day = first + timedelta(days=d)
             for chunk_start in range(0, count, CHUNK):
                 chunk = min(CHUNK, count - chunk_start)
@@ -134,7 +141,7 @@ def latency(small: int, large: int, repeat: int) -> list[str]:
             keys = [issued.key.id]
             keys += [service.issue_key(runtime, account.id, f"key {i}").key.id for i in (2, 3)]
             accounts[label] = (account.id, issued.secret)
-            _load(runtime, account.id, keys, total)
+            load_history(runtime, account.id, keys, total)
         first = (datetime.now(UTC) - timedelta(days=HISTORY_DAYS + 1)).date()
         days = projection_rebuild.days_to_rebuild(runtime.database, first)
         with tqdm(total=len(days), unit="day", desc="rebuild usage_daily") as bar:

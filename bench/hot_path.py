@@ -44,9 +44,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +87,9 @@ class Result:
     p99_ms: float
     non_2xx: int
     cpu_us: float  # server CPU per request under load (gunicorn master, workers, threads)
+    requests: int = 0  # requests served under load
+    # Each meter's change over the loaded run (what `serve_and_measure`'s `meters` read).
+    meters: dict[str, float] = field(default_factory=dict)
 
 
 def _free_port() -> int:
@@ -100,9 +103,21 @@ def _to_ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def _serve_and_measure(  # type: ignore[no-untyped-def]
-    key: str, env: dict[str, str], worker_class: str, args, root: Path = ROOT
+def serve_and_measure(  # type: ignore[no-untyped-def]
+    key: str,
+    env: dict[str, str],
+    worker_class: str,
+    args,
+    root: Path = ROOT,
+    *,
+    wrk_script: Path | None = None,
+    warmup_seconds: int = 2,
+    meters: Mapping[str, Callable[[], float]] | None = None,
 ) -> Result:
+    """Serve `key` under gunicorn and drive it with wrk (`wrk_script`: a Lua script of wrk's,
+    say one choosing each request's key); `meters` (cumulative readings, e.g. another server's
+    CPU seconds) are read just outside the loaded run, the server's CPU just inside."""
+    meters = meters or {}
     name, app, path = SERVERS[key]
     port = _free_port()
     gunicorn = [str(Path(sys.executable).parent / "gunicorn")]
@@ -135,11 +150,16 @@ def _serve_and_measure(  # type: ignore[no-untyped-def]
         try:
             _wait_until_up(name, url, env)
             wrk = ["wrk", "-t", "1", "--latency", "-H", f"Authorization: {env['BENCH_AUTH']}"]
+            if wrk_script is not None:
+                wrk += ["-s", str(wrk_script)]
             connections = ["-c", str(args.connections)]
-            subprocess.run([*wrk, *connections, "-d", "2s", url], capture_output=True, check=True)
-            cpu_before = _tree_cpu(server.pid)
+            warmup = [*wrk, *connections, "-d", f"{warmup_seconds}s", url]
+            subprocess.run(warmup, capture_output=True, check=True)
+            before = {meter: read() for meter, read in meters.items()}
+            cpu_before = tree_cpu(server.pid)
             loaded = _wrk([*wrk, *connections, "-d", f"{args.seconds}s", url])
-            cpu_used = _tree_cpu(server.pid) - cpu_before
+            cpu_used = tree_cpu(server.pid) - cpu_before
+            after = {meter: meters[meter]() for meter in reversed(meters)}
             # One connection: the latency is service time, not queueing behind 31 others.
             single = _wrk([*wrk, "-c", "1", "-d", f"{max(args.seconds // 2, 2)}s", url])
         finally:
@@ -155,6 +175,8 @@ def _serve_and_measure(  # type: ignore[no-untyped-def]
         _percentile(single, 99),
         int(non_2xx.group(1)) if non_2xx else 0,
         cpu_used / total * 1e6,
+        total,
+        {meter: after[meter] - before[meter] for meter in meters},
     )
 
 
@@ -175,7 +197,7 @@ def _wait_until_up(name: str, url: str, env: dict[str, str]) -> None:
             time.sleep(0.1)
 
 
-def _tree_cpu(pid: int) -> float:
+def tree_cpu(pid: int) -> float:
     """CPU seconds used so far by a process and its children."""
     import psutil
 
@@ -240,7 +262,22 @@ def _run(home: str, args) -> None:  # type: ignore[no-untyped-def]
     """Create a benchmark account, then measure each server under each worker class."""
     # Production refuses the development pepper; the key must be hashed under the servers' one.
     os.environ.setdefault("TIMO_KEY_PEPPER", BENCH_PEPPER)
-    settings = resolve_services(Settings.from_env(home=Path(home)))
+    env = prepare_servers(resolve_services(Settings.from_env(home=Path(home))))
+    with celery_worker(env):
+        for worker_class in args.worker_class or ["buffering", "gthread"]:
+            if args.before is not None:
+                contenders = {"before": (args.before.resolve(), worker_class)}
+                _compare_with_before(env, contenders | {"after": (ROOT, worker_class)}, args)
+            elif args.against_worker_class is not None:
+                contenders = {"before": (ROOT, args.against_worker_class)}
+                _compare_with_before(env, contenders | {"after": (ROOT, worker_class)}, args)
+            else:
+                _compare_servers(env, worker_class, args)
+
+
+def prepare_servers(settings: Settings) -> dict[str, str]:
+    """Migrate, create the bench plan and an account on it; return the servers' environment
+    (production settings naming `settings`'s services, the account's key in BENCH_AUTH)."""
     migrate.migrate(settings.database_url or "")
     runtime = build_runtime(settings)
     with runtime.database.connection() as conn:
@@ -257,7 +294,7 @@ def _run(home: str, args) -> None:  # type: ignore[no-untyped-def]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIMO_")}
     env.update(
         {
-            "TIMO_HOME": home,
+            "TIMO_HOME": str(settings.home),
             "TIMO_ENV": "production",
             "TIMO_LOG_LEVEL": "INFO",
             "TIMO_METRICS_TOKEN": "bench-metrics-token",
@@ -270,20 +307,11 @@ def _run(home: str, args) -> None:  # type: ignore[no-untyped-def]
             "BENCH_AUTH": f"Bearer {issued.secret}",
         }
     )
-    with _celery_worker(env):
-        for worker_class in args.worker_class or ["buffering", "gthread"]:
-            if args.before is not None:
-                contenders = {"before": (args.before.resolve(), worker_class)}
-                _compare_with_before(env, contenders | {"after": (ROOT, worker_class)}, args)
-            elif args.against_worker_class is not None:
-                contenders = {"before": (ROOT, args.against_worker_class)}
-                _compare_with_before(env, contenders | {"after": (ROOT, worker_class)}, args)
-            else:
-                _compare_servers(env, worker_class, args)
+    return env
 
 
 @contextmanager
-def _celery_worker(env: dict[str, str]) -> Iterator[None]:
+def celery_worker(env: dict[str, str]) -> Iterator[None]:
     """A Celery worker ingesting the events (c) publishes, for the whole run."""
     celery = str(Path(sys.executable).parent / "celery")
     command = ["nice", "-n", "19", celery, "-A", "workers.entry", "worker", "--loglevel", "WARNING"]
@@ -314,7 +342,7 @@ def _compare_servers(env: dict[str, str], worker_class: str, args) -> None:  # t
     ratios: dict[str, list[float]] = {"c/a": [], "c/b": [], "p99+@1": [], "p99+@n": []}
     for round_ in range(args.rounds):
         order = "abc" if round_ % 2 == 0 else "cba"
-        results = {key: _serve_and_measure(key, env, worker_class, args) for key in order}
+        results = {key: serve_and_measure(key, env, worker_class, args) for key in order}
         for key in "abc":
             r = results[key]
             print(
@@ -349,7 +377,7 @@ def _compare_with_before(  # type: ignore[no-untyped-def]
         order = list(contenders) if round_ % 2 == 0 else list(reversed(contenders))
         for name in order:
             root, worker_class = contenders[name]
-            runs[name].append(_serve_and_measure(args.server, env, worker_class, args, root))
+            runs[name].append(serve_and_measure(args.server, env, worker_class, args, root))
     described = "; ".join(
         f"{name} {root.name} {worker_class}" for name, (root, worker_class) in contenders.items()
     )

@@ -37,10 +37,11 @@ from timo_hub.platform.embedded import release_services, resolve_services  # noq
 from timo_hub.platform.settings import Settings  # noqa: E402
 
 
-def _events(count: int) -> list[str]:
+def event_lines(count: int, start: datetime | None = None) -> list[str]:
+    """`count` events of 50 accounts and 100 keys, 7 ms apart from `start` (three days ago)."""
     accounts = [uuid.uuid4() for _ in range(50)]
     keys = [uuid.uuid4() for _ in range(100)]
-    start = datetime.now(UTC) - timedelta(days=3)
+    start = start or datetime.now(UTC) - timedelta(days=3)
     return [
         ApiCallRecorded(
             event_id=new_event_id(),
@@ -57,17 +58,20 @@ def _events(count: int) -> list[str]:
     ]
 
 
-def _count(url: str) -> int:
+def count_events(url: str) -> int:
+    """Rows in the event log."""
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT count(*) FROM events").fetchone()[0]  # type: ignore[index]
 
 
-def _reset(url: str) -> None:
+def reset_log(url: str) -> None:
+    """Empty the event log and the projection."""
     with psycopg.connect(url) as conn:
         conn.execute("TRUNCATE events, usage_daily")
 
 
-def _purge(broker_url: str) -> None:
+def purge_queues(broker_url: str) -> None:
+    """Empty the broker's queues (the naive baseline's too)."""
     app = producer_app(broker_url)
     with app.connection() as conn:
         app.control.purge(connection=conn)
@@ -76,7 +80,7 @@ def _purge(broker_url: str) -> None:
             conn.default_channel.queue_purge(name)
 
 
-def _solo_worker(celery: str, app: str, queue: str) -> list[str]:
+def solo_worker(celery: str, app: str, queue: str) -> list[str]:
     """One worker process: the solo pool runs tasks in the consuming process itself."""
     return [
         celery,
@@ -94,15 +98,28 @@ def _solo_worker(celery: str, app: str, queue: str) -> list[str]:
     ]
 
 
+def publish_batches(broker_url: str, lines: list[str]) -> None:
+    """Send `lines` to the `events` queue as web processes ship them, `BATCH_SIZE` a message."""
+    app = producer_app(broker_url)
+    with app.producer_or_acquire() as producer:
+        for i in range(0, len(lines), BATCH_SIZE):
+            app.send_task(
+                INGEST_TASK,
+                args=[lines[i : i + BATCH_SIZE]],
+                queue=EVENTS_QUEUE,
+                producer=producer,
+            )
+
+
 def _time_worker(command: list[str], env: dict[str, str], url: str, expected: int) -> float:
     worker = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = time.monotonic() + 600
-        while _count(url) < expected:
+        while count_events(url) < expected:
             if time.monotonic() > deadline or worker.poll() is not None:
-                raise SystemExit(f"worker stalled at {_count(url)} of {expected} events")
+                raise SystemExit(f"worker stalled at {count_events(url)} of {expected} events")
             time.sleep(0.02)
         done = datetime.now(UTC)
     finally:
@@ -124,7 +141,7 @@ def main() -> None:
         settings = resolve_services(Settings.from_env(home=Path(home)))
         url = settings.database_url or ""
         migrate.migrate(url)
-        _reset(url)
+        reset_log(url)
         env = {
             **os.environ,
             "TIMO_HOME": home,
@@ -135,8 +152,9 @@ def main() -> None:
         }
         celery = str(Path(sys.executable).parent / "celery")
 
-        _purge(settings.effective_broker_url)  # leftovers (say, from the hot-path bench) skew it
-        lines = _events(args.events)
+        # Leftovers (say, from the hot-path bench) skew it.
+        purge_queues(settings.effective_broker_url)
+        lines = event_lines(args.events)
         with psycopg.connect(url) as conn:  # partitions exist in production ahead of time
             PartitionRegistry().ensure(
                 conn,
@@ -145,21 +163,13 @@ def main() -> None:
                     (datetime.now(UTC) - timedelta(days=3)).date().replace(day=1),
                 },
             )
-        app = producer_app(settings.effective_broker_url)
-        with app.producer_or_acquire() as producer:
-            for i in range(0, len(lines), BATCH_SIZE):
-                app.send_task(
-                    INGEST_TASK,
-                    args=[lines[i : i + BATCH_SIZE]],
-                    queue=EVENTS_QUEUE,
-                    producer=producer,
-                )
+        publish_batches(settings.effective_broker_url, lines)
         batched = _time_worker(
-            _solo_worker(celery, "workers.entry", EVENTS_QUEUE), env, url, args.events
+            solo_worker(celery, "workers.entry", EVENTS_QUEUE), env, url, args.events
         )
 
-        _reset(url)
-        naive_lines = _events(args.naive_events)
+        reset_log(url)
+        naive_lines = event_lines(args.naive_events)
         naive = producer_app(settings.effective_broker_url)
         with naive.producer_or_acquire() as producer:
             for line in naive_lines:
@@ -167,9 +177,9 @@ def main() -> None:
                     "naive.ingest", args=[line], queue="naive_events", producer=producer
                 )
         baseline = _time_worker(
-            _solo_worker(celery, "bench.naive_worker", "naive_events"), env, url, args.naive_events
+            solo_worker(celery, "bench.naive_worker", "naive_events"), env, url, args.naive_events
         )
-        _reset(url)
+        reset_log(url)
     finally:
         release_services(Path(home))
         shutil.rmtree(home, ignore_errors=True)
