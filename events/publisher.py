@@ -27,23 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery
-from kombu.entity import Exchange, Queue
+from kombu.entity import Queue
 
 from events import event_log, pipeline_metrics
 from events.model import ApiCallRecorded
 from events.spool import Segment, Spool
+from timo_hub.platform.broker_queues import mismatch_advice, publishing_settings, task_queue
 from timo_hub.platform.db import Database
 
 logger = logging.getLogger(__name__)
 
 INGEST_TASK = "timo.events.ingest"
 EVENTS_QUEUE = "events"
-# Explicit exchange and routing key: a bare Queue("events") would be bound with Celery's default
-# key and also receive what is meant for the "celery" queue (and vice versa).
-TASK_QUEUES = (
-    Queue("celery", Exchange("celery", type="direct"), routing_key="celery"),
-    Queue(EVENTS_QUEUE, Exchange(EVENTS_QUEUE, type="direct"), routing_key=EVENTS_QUEUE),
-)
 TASK_ROUTES = {INGEST_TASK: {"queue": EVENTS_QUEUE}}
 
 BATCH_SIZE = 1000
@@ -68,23 +63,28 @@ MAX_BACKOFF_SECONDS = 5.0
 RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
+def task_queues(broker_url: str) -> tuple[Queue, Queue]:
+    """The default "celery" queue and the `events` queue, as the broker of `broker_url` has them
+    (quorum queues on RabbitMQ; see `timo_hub.platform.broker_queues`)."""
+    return (task_queue("celery", broker_url), task_queue(EVENTS_QUEUE, broker_url))
+
+
 def producer_app(broker_url: str) -> Celery:
     """A Celery app used only to send event batches (web processes run no tasks)."""
     app = Celery("timo-events-publisher", broker=broker_url, set_as_current=False)
-    transport_options: dict[str, object] = {"max_retries": 2}
-    if broker_url.startswith(("amqp", "pyamqp")):
-        transport_options["confirm_publish"] = True
     app.conf.update(
-        task_queues=TASK_QUEUES,
+        task_queues=task_queues(broker_url),
         task_routes=TASK_ROUTES,
         task_serializer="json",
         # Event lines repeat their keys and ids: zstd shrinks a batch ~8x for ~0.4 us per event,
         # less than the Redis transport's base64 of the uncompressed body cost, and the broker
         # (by default the Redis that admits every call) copies an eighth of the bytes.
         task_compression="zstd",
-        broker_transport_options=transport_options,
         broker_connection_timeout=2,
         task_publish_retry_policy=RETRY_POLICY,
+        # Confirmed and persistent on RabbitMQ: a batch leaves the spool's "to send" only once
+        # the broker has it on disk.
+        **publishing_settings(broker_url, max_retries=2),
     )
     return app
 
@@ -327,4 +327,8 @@ class EventPublisher:
             except Exception as exc:
                 backoff = min(max(backoff * 2, 0.25), MAX_BACKOFF_SECONDS)
                 retry_at = time.monotonic() + backoff
-                logger.warning("events stay spooled (%s); retrying in %.2fs", exc, backoff)
+                logger.warning(
+                    "events stay spooled (%s); retrying in %.2fs",
+                    mismatch_advice(exc) or exc,
+                    backoff,
+                )

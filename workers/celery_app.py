@@ -7,21 +7,28 @@ when the child exits; nothing is shared across the fork.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_shutdown
+from celery.signals import beat_init, worker_init, worker_process_shutdown
 
 from events.partitions import PartitionRegistry
-from events.publisher import TASK_QUEUES, TASK_ROUTES
-from timo_hub.platform import prometheus
+from events.publisher import TASK_ROUTES, task_queues
+from timo_hub.platform import broker_queues, prometheus
 from timo_hub.platform.logs import configure_logging
 from timo_hub.platform.runtime import Runtime, build_runtime
 from timo_hub.platform.settings import Settings
-from timo_hub.webhooks.dispatch import DELIVERY_ROUTES, WEBHOOKS_QUEUE
+from timo_hub.webhooks.dispatch import DELIVERY_ROUTES, webhooks_queue
 from workers.schedule import BEAT_SCHEDULE
 
+logger = logging.getLogger(__name__)
+
 TASK_MODULES = ["workers.tasks", "workers.webhook_tasks"]
+# sysexits.h EX_CONFIG: what a process manager shows for "fix the configuration, then restart".
+EXIT_CONFIGURATION = 78
 
 
 class TimoCelery(Celery):
@@ -29,17 +36,43 @@ class TimoCelery(Celery):
 
     runtime: Runtime
     partitions: PartitionRegistry
+    whole_second_countdowns = False
+
+    def send_task(
+        self,
+        name: str,
+        args: Any = None,
+        kwargs: Any = None,
+        countdown: float | None = None,
+        *more: Any,
+        **options: Any,
+    ) -> Any:
+        """Send a task (retries too); on RabbitMQ a countdown is rounded up to whole seconds.
+
+        There Celery delays a task in the broker's delay queues (native delayed delivery), whose
+        routing key counts whole seconds: it truncates a countdown, so a first ingest retry
+        (0.5 s) raised "countdown must be a positive number" and its message was dropped, and a
+        webhook retry due in 4.7 s arrived early, found nothing due and waited for the dispatch run.
+        """
+        if countdown is not None and countdown > 0 and self.whole_second_countdowns:
+            countdown = math.ceil(countdown)
+        return super().send_task(name, args, kwargs, countdown, *more, **options)
 
 
 def create_celery_app(settings: Settings) -> TimoCelery:
     """Build the Celery app for resolved `settings`."""
     configure_logging(settings)
     runtime = build_runtime(settings)
-    app = TimoCelery("timo", broker=runtime.broker_url, include=TASK_MODULES, set_as_current=True)
+    broker_url = runtime.broker_url
+    app = TimoCelery("timo", broker=broker_url, include=TASK_MODULES, set_as_current=True)
     app.runtime = runtime
     app.partitions = PartitionRegistry()
+    app.whole_second_countdowns = broker_queues.uses_amqp(broker_url)
     app.conf.update(
-        task_queues=(*TASK_QUEUES, WEBHOOKS_QUEUE),
+        # Quorum queues on RabbitMQ (`timo_hub.platform.broker_queues`): Celery then consumes
+        # with per-consumer prefetch (`worker_detect_quorum_queues`) and holds countdown tasks in
+        # the broker's delay queues (native delayed delivery), not in the worker.
+        task_queues=(*task_queues(broker_url), webhooks_queue(broker_url)),
         task_routes={**TASK_ROUTES, **DELIVERY_ROUTES},
         timezone="UTC",
         enable_utc=True,
@@ -52,14 +85,29 @@ def create_celery_app(settings: Settings) -> TimoCelery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        # Redis hands an unacknowledged message (its worker died) to another worker after this
-        # long. Batches take well under a second and retries are new messages, so a minute
-        # makes redelivery prompt while never racing a task that is still running.
-        broker_transport_options={"visibility_timeout": 60},
+        # Tasks the worker and beat send are confirmed and persistent on RabbitMQ. Redis hands an
+        # unacknowledged message (its worker died) to another worker after `visibility_timeout`.
+        # Batches take well under a second and retries are new messages, so a minute makes
+        # redelivery prompt while never racing a task that is still running.
+        **broker_queues.publishing_settings(broker_url, visibility_timeout=60),
         beat_schedule=BEAT_SCHEDULE,
         worker_hijack_root_logger=False,
     )
     return app
+
+
+@worker_init.connect
+@beat_init.connect
+def _refuse_outdated_queues(sender: object = None, **_: object) -> None:
+    """Exit with a clear message (not Celery's traceback, again at every restart) when RabbitMQ
+    still holds an older Timo Hub's classic queues, which a quorum declaration cannot replace."""
+    app = getattr(sender, "app", None)
+    if not isinstance(app, TimoCelery):
+        return
+    advice = broker_queues.outdated_declaration(app.runtime.broker_url, app.amqp.queues.values())
+    if advice is not None:
+        logger.critical("cannot start: %s", advice)
+        raise SystemExit(EXIT_CONFIGURATION)
 
 
 @worker_process_shutdown.connect

@@ -14,8 +14,11 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from events.publisher import task_queues
+from timo_hub.platform.broker_queues import upgrade_queues, uses_amqp
 from timo_hub.platform.embedded import EmbeddedRedis, start_postgres
 from timo_hub.platform.settings import broker_url_for_redis
+from timo_hub.webhooks.dispatch import webhooks_queue
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,10 @@ def start_services(home: Path) -> ServiceUrls:
         embedded_redis = EmbeddedRedis(home / "redis")
         redis_url = embedded_redis.acquire()
     broker_url = os.environ.get("TIMO_TEST_BROKER_URL") or broker_url_for_redis(redis_url)
+    if uses_amqp(broker_url):
+        # Earlier runs on this RabbitMQ (or an older Timo Hub) may have left classic queues of our
+        # names, which a quorum declaration cannot replace: upgrade them as an operator would.
+        upgrade_queues(broker_url, (*task_queues(broker_url), webhooks_queue(broker_url)))
     return ServiceUrls(admin_url, redis_url, broker_url, embedded_redis)
 
 

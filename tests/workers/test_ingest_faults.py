@@ -59,12 +59,10 @@ def _send(settings: Settings, batches: list[list[ApiCallRecorded]]) -> set[str]:
 
 
 def _purge(settings: Settings) -> None:
-    from kombu import Queue
-
     app = producer_app(settings.effective_broker_url)
     with app.connection() as conn:  # not from the pool: an outage test may have killed those
         for name in (EVENTS_QUEUE, "celery"):
-            Queue(name, channel=conn.default_channel).declare()
+            app.amqp.queues[name](conn.default_channel).declare()  # quorum on RabbitMQ
             conn.default_channel.queue_purge(name)
 
 

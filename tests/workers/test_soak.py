@@ -35,7 +35,6 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
-from kombu.entity import Queue
 
 from events.model import ApiCallRecorded
 from events.publisher import EVENTS_QUEUE, INGEST_TASK, producer_app
@@ -478,5 +477,5 @@ def _purge(broker_url: str) -> None:
     app = producer_app(broker_url)
     with app.connection_for_write() as conn:
         for name in (EVENTS_QUEUE, "celery"):
-            Queue(name, channel=conn.default_channel).declare()
+            app.amqp.queues[name](conn.default_channel).declare()  # quorum on RabbitMQ
             conn.default_channel.queue_purge(name)

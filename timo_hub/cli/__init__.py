@@ -12,6 +12,7 @@ import sys
 import click
 
 from timo_hub.cli.accounts import accounts, keys
+from timo_hub.cli.broker import broker
 from timo_hub.cli.context import CliContext
 from timo_hub.cli.dev import dev
 from timo_hub.cli.events import events, projections_group
@@ -44,6 +45,7 @@ cli.add_command(projections_group, name="projections")
 cli.add_command(quota)
 cli.add_command(forecast)
 cli.add_command(spool)
+cli.add_command(broker)
 
 
 def main() -> None:

@@ -15,22 +15,29 @@ import threading
 from collections.abc import Iterable
 
 from celery import Celery
-from kombu.entity import Exchange, Queue
+from kombu.entity import Queue
+
+from timo_hub.platform.broker_queues import (
+    mismatch_advice,
+    publishing_settings,
+    task_queue,
+    uses_amqp,
+)
 
 logger = logging.getLogger(__name__)
 
 DELIVER_TASK = "timo.webhooks.deliver"
-WEBHOOKS_QUEUE_NAME = "webhooks"
 # Its own queue, so that an operator can give deliveries (which wait on customers' servers for
 # up to 10 s) their own workers without touching ingestion.
-WEBHOOKS_QUEUE = Queue(
-    WEBHOOKS_QUEUE_NAME,
-    Exchange(WEBHOOKS_QUEUE_NAME, type="direct"),
-    routing_key=WEBHOOKS_QUEUE_NAME,
-)
+WEBHOOKS_QUEUE_NAME = "webhooks"
 DELIVERY_ROUTES = {DELIVER_TASK: {"queue": WEBHOOKS_QUEUE_NAME}}
 SEND_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 BROKER_TIMEOUT_SECONDS = 2.0
+
+
+def webhooks_queue(broker_url: str) -> Queue:
+    """The `webhooks` queue as the broker of `broker_url` has it (a quorum queue on RabbitMQ)."""
+    return task_queue(WEBHOOKS_QUEUE_NAME, broker_url)
 
 
 class DeliveryQueue:
@@ -104,7 +111,7 @@ class DeliveryQueue:
             logger.warning(
                 "webhooks: could not queue %d delivery(ies), the dispatch run will: %s",
                 len(ids),
-                exc,
+                mismatch_advice(exc) or exc,
             )
 
     def _celery(self) -> Celery:
@@ -112,10 +119,10 @@ class DeliveryQueue:
             if self._app is None:
                 app = Celery("timo-webhooks", broker=self._broker_url, set_as_current=False)
                 app.conf.update(
-                    task_queues=(WEBHOOKS_QUEUE,),
+                    task_queues=(webhooks_queue(self._broker_url),),
                     task_routes=DELIVERY_ROUTES,
                     task_serializer="json",
-                    broker_transport_options=_transport_options(self._broker_url),
+                    **publishing_settings(self._broker_url, **_transport_options(self._broker_url)),
                     broker_connection_timeout=BROKER_TIMEOUT_SECONDS,
                     broker_connection_retry=False,
                 )
@@ -127,12 +134,9 @@ def _transport_options(broker_url: str) -> dict[str, object]:
     """Bounded waits on the broker: a connect timeout alone lets a broker that accepts and never
     answers hold the sender for ever."""
     options: dict[str, object] = {"max_retries": 1}
-    if broker_url.startswith(("amqp", "pyamqp")):
-        options.update(
-            confirm_publish=True,
-            read_timeout=BROKER_TIMEOUT_SECONDS,
-            write_timeout=BROKER_TIMEOUT_SECONDS,
-        )
+    if uses_amqp(broker_url):
+        # The confirm of each message is waited for too (`publishing_settings`), this long.
+        options.update(read_timeout=BROKER_TIMEOUT_SECONDS, write_timeout=BROKER_TIMEOUT_SECONDS)
     else:
         options.update(
             socket_timeout=BROKER_TIMEOUT_SECONDS, socket_connect_timeout=BROKER_TIMEOUT_SECONDS
