@@ -20,7 +20,7 @@ from tests.support.redis_cluster import (
     key_in_slots,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_servers]
 
 # Observed: about 2 s with a node timeout of 1 s (Redis 6.2 and 7.0); the bound leaves room for a
 # loaded CI machine.
