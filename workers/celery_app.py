@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
@@ -54,8 +55,16 @@ class TimoCelery(Celery):
         (0.5 s) raised "countdown must be a positive number" and its message was dropped, and a
         webhook retry due in 4.7 s arrived early, found nothing due and waited for the dispatch run.
         """
-        if countdown is not None and countdown > 0 and self.whole_second_countdowns:
-            countdown = math.ceil(countdown)
+        if self.whole_second_countdowns:
+            eta = options.get("eta")
+            if isinstance(eta, datetime) and not more:
+                # Celery turns an eta into a truncated countdown the same way: turn it into one
+                # rounded up instead.
+                del options["eta"]
+                eta = eta if eta.tzinfo is not None else eta.replace(tzinfo=UTC)  # Celery: UTC
+                countdown = max((eta - datetime.now(UTC)).total_seconds(), countdown or 0.0)
+            if countdown is not None and countdown > 0:
+                countdown = math.ceil(countdown)
         return super().send_task(name, args, kwargs, countdown, *more, **options)
 
 

@@ -62,6 +62,17 @@ def test_an_older_versions_queues_are_migrated_with_their_messages(
         with worker_process(own, tmp_path / "worker.log"):
             eventually(lambda: sum(log_counts(runtime).values()) == 300, timeout=60)
 
+        # A migration that died after declaring the new queue, before moving the messages back:
+        # they wait in the holding queue, which no worker consumes, so none may start.
+        with Connection(node.url) as conn:
+            holding = Queue("webhooks.upgrading", queue_arguments={"x-queue-type": "quorum"})
+            with conn.Producer() as producer:
+                producer.publish("{}", routing_key=holding.name, declare=[holding])
+        stranded = tmp_path / "stranded-worker.log"
+        with worker_process(own, stranded) as worker:
+            assert worker.process.wait(timeout=60) == 78
+        assert "an interrupted `timo-hub broker migrate` left messages in" in stranded.read_text()
+
 
 def _publish_as_an_older_version(broker_url: str, batches: list[list[object]]) -> None:
     """Declare the queues as versions before quorum queues did, and queue ingest tasks."""

@@ -65,6 +65,45 @@ def test_every_publisher_confirms_into_quorum_queues_on_rabbitmq(settings: Setti
         worker_app.runtime.close()
 
 
+def test_countdowns_on_rabbitmq_are_rounded_up_to_whole_seconds(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards retries dropped or sent early: on RabbitMQ Celery delays a task in queues keyed by
+    whole seconds and truncates its countdown, so a 0.5 s ingest retry raised ("countdown must be
+    a positive number") and was dropped, and a 4.7 s one came at 4 s. Ours are rounded up, etas
+    too; on Redis they are left alone."""
+    sent: list[tuple[float | None, object]] = []
+
+    def record(
+        self: Celery,
+        name: str,
+        args: object = None,
+        kwargs: object = None,
+        countdown: float | None = None,
+        *more: object,
+        **options: object,
+    ) -> None:
+        sent.append((countdown, options.get("eta")))
+
+    monkeypatch.setattr(Celery, "send_task", record)
+    rabbit = create_celery_app(
+        settings.model_copy(update={"broker_url": "amqp://g:g@127.0.0.1:1//"})
+    )
+    redis_app = create_celery_app(
+        settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    )
+    try:
+        rabbit.send_task("t", countdown=0.5)
+        rabbit.send_task("t", countdown=4.7)
+        rabbit.send_task("t", countdown=3)
+        rabbit.send_task("t", eta=datetime.now(UTC) + timedelta(seconds=0.4))
+        redis_app.send_task("t", countdown=0.5)
+    finally:
+        rabbit.runtime.close()
+        redis_app.runtime.close()
+    assert sent == [(1, None), (5, None), (3, None), (1, None), (0.5, None)]
+
+
 def test_the_redis_broker_keeps_its_queues(settings: Settings) -> None:
     """With Redis, queues are declared as before quorum queues (nothing for kombu's virtual
     transport to misread) and nothing asks for confirms."""

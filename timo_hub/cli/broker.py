@@ -10,6 +10,7 @@ in PostgreSQL's due deliveries, and is sent later). Idempotent, and resumes an i
 from __future__ import annotations
 
 import click
+from amqp.exceptions import AMQPError  # type: ignore[import-untyped]
 from kombu.exceptions import OperationalError
 
 from events.publisher import task_queues
@@ -38,6 +39,10 @@ def migrate(ctx: CliContext) -> None:
         raise click.ClickException(str(exc)) from None
     except (OSError, OperationalError) as exc:
         raise click.ClickException(f"cannot reach the broker: {exc}") from None
+    except AMQPError as exc:  # refused midway (a concurrent declaration, permissions): resumable
+        raise click.ClickException(
+            f"the broker refused a step ({exc}); run `timo-hub broker migrate` again"
+        ) from None
     for result in results:
         if not result.upgraded:
             click.echo(f"{result.name}: already a quorum queue")

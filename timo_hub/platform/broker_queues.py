@@ -126,6 +126,15 @@ def outdated_declaration(
                 refusal = _declare(conn, queue)
                 if refusal is not None:
                     return mismatch_advice(refusal) or str(refusal)
+            for queue in queues:
+                # An interrupted migration's messages wait there, and only a run of it moves
+                # them back: starting without them would leave them unconsumed, silently.
+                holding = f"{queue.name}{HOLDING_SUFFIX}"
+                if _exists(conn, holding):
+                    return (
+                        f"an interrupted `{UPGRADE_COMMAND}` left messages in {holding!r}; "
+                        "run it again (it resumes), then start the workers and beat"
+                    )
     except (OSError, OperationalError, *conn.connection_errors):
         return None
     return None
@@ -182,10 +191,12 @@ def _upgrade(conn: Connection, queue: Queue, progress: Callable[[str], None]) ->
             channel.queue_declare(
                 holding, durable=True, auto_delete=False, arguments=QUORUM_ARGUMENTS
             )
-        if _exists(conn, name):
-            _empty_and_delete(conn, name, holding)
+        # The old exchange goes first: an older web process still publishing then gets an error,
+        # not a confirm, for a message no queue would have taken, and keeps it to send again.
         with _channel(conn) as channel:
             channel.exchange_delete(queue.exchange.name)
+        if _exists(conn, name):
+            _empty_and_delete(conn, name, holding)
         with _channel(conn) as channel:
             queue(channel).declare()
     with _channel(conn) as channel:
