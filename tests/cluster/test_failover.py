@@ -34,7 +34,7 @@ from timo_hub.quota.admission import (
 from timo_hub.quota.period import period_containing
 from timo_hub.quota.reconcile import CounterState, check
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_servers]
 
 LIMIT = 1000
 CALLERS = 12

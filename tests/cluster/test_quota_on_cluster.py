@@ -28,7 +28,7 @@ from timo_hub.quota.admission import counter_keys
 from timo_hub.quota.period import period_containing
 from timo_hub.quota.reconcile import CounterState, check
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_servers]
 
 CALLS = 1100
 LIMIT = 1000
