@@ -15,11 +15,12 @@ def processes_mentioning(text: str) -> list[psutil.Process]:
         try:
             cmdline = " ".join(proc.info["cmdline"] or [])
             environ = proc.info.get("environ") or {}
+            mentioned = text in cmdline or any(text in value for value in environ.values())
+            # A process may exit between the listing and this look: it is gone, as asked.
+            if mentioned and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        mentioned = text in cmdline or any(text in value for value in environ.values())
-        if mentioned and proc.status() != psutil.STATUS_ZOMBIE:
-            found.append(proc)
     return found
 
 
