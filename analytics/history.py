@@ -9,8 +9,9 @@ the step from a partial day to a full one as growth, or the partial day as a dro
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 
 # Models see at most this much history: older usage says little about next month.
@@ -30,21 +31,31 @@ def daily_history(
     incomplete, typically the account's creation day; it is dropped when it is the first day with
     calls. The result has a daily `DatetimeIndex` (possibly empty).
     """
-    counts = pd.Series(calls_by_day, dtype="float64")
-    if counts.empty:
+    # Plain dates and a numpy array, not pandas' general conversions: the nightly run builds one
+    # of these per account, and pandas' way cost more than the forecast itself.
+    days = {_as_date(day): float(n) for day, n in calls_by_day.items() if n > 0}
+    days = {day: n for day, n in days.items() if day <= last_day}
+    if not days:
         return _empty()
-    counts.index = pd.DatetimeIndex(pd.to_datetime(list(counts.index)))
-    counts = counts[(counts.index <= pd.Timestamp(last_day)) & (counts > 0)]
-    if counts.empty:
-        return _empty()
-    first = counts.index.min().date()
+    first = min(days)
     if first == partial_day:
         first += timedelta(days=1)
     first = max(first, last_day - timedelta(days=max_days - 1))
     if first > last_day:
         return _empty()
-    index = pd.date_range(first, last_day, freq="D")
-    return counts.reindex(index, fill_value=0.0).astype("float64")
+    values = np.zeros((last_day - first).days + 1)
+    for day, n in days.items():
+        if day >= first:
+            values[(day - first).days] = n
+    return pd.Series(values, index=pd.date_range(first, periods=values.size, freq="D"))
+
+
+def _as_date(day: object) -> date:
+    if isinstance(day, datetime):
+        return day.date()
+    if isinstance(day, date):
+        return day
+    return pd.Timestamp(day).date()  # type: ignore[arg-type]
 
 
 def _empty() -> pd.Series:
