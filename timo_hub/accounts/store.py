@@ -26,6 +26,7 @@ ACCOUNT_FROM = """
 accounts a JOIN plans p ON p.name = a.plan JOIN account_limits l ON l.account_id = a.id
 """
 SELECT_ACCOUNT = f"SELECT {ACCOUNT_COLUMNS} FROM {ACCOUNT_FROM} WHERE a.id = %(id)s"
+SELECT_ACCOUNTS_BY_ID = f"SELECT {ACCOUNT_COLUMNS} FROM {ACCOUNT_FROM} WHERE a.id = ANY(%(ids)s)"
 SELECT_ACCOUNT_BY_EMAIL = f"""
 SELECT {ACCOUNT_COLUMNS} FROM {ACCOUNT_FROM} WHERE lower(a.email) = lower(%(email)s)
 """
@@ -45,6 +46,9 @@ FROM plans ORDER BY sort_order
 """
 SELECT_LIMIT_OVERRIDES = """
 SELECT policy, calls FROM account_limit_overrides WHERE account_id = %(id)s ORDER BY policy
+"""
+SELECT_OWN_MONTHLY_LIMITS = """
+SELECT account_id FROM account_limit_overrides WHERE account_id = ANY(%(ids)s) AND policy = 'month'
 """
 SET_LIMIT_OVERRIDE = """
 INSERT INTO account_limit_overrides (account_id, policy, calls)
@@ -174,6 +178,17 @@ def get_account(conn: psycopg.Connection, account_id: uuid.UUID) -> Account | No
         return cur.execute(SELECT_ACCOUNT, {"id": account_id}).fetchone()
 
 
+def get_accounts(
+    conn: psycopg.Connection, account_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, Account]:
+    """The accounts with these ids (those that exist), in one statement."""
+    with conn.cursor(row_factory=class_row(Account)) as cur:
+        return {
+            account.id: account
+            for account in cur.execute(SELECT_ACCOUNTS_BY_ID, {"ids": account_ids})
+        }
+
+
 def find_account_by_email(conn: psycopg.Connection, email: str) -> Account | None:
     """The account with this email, compared case-insensitively."""
     with conn.cursor(row_factory=class_row(Account)) as cur:
@@ -286,6 +301,13 @@ def limit_overrides(conn: psycopg.Connection, account_id: uuid.UUID) -> dict[str
     """The limits an operator set for the account, by policy (`month`, `burst`); None: unlimited."""
     rows = conn.execute(SELECT_LIMIT_OVERRIDES, {"id": account_id})
     return {policy: None if calls is None else int(calls) for policy, calls in rows}
+
+
+def with_own_monthly_limit(
+    conn: psycopg.Connection, account_ids: list[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Those of these accounts that have a monthly limit of their own (`limit_overrides`)."""
+    return {row[0] for row in conn.execute(SELECT_OWN_MONTHLY_LIMITS, {"ids": account_ids})}
 
 
 def set_limit_override(

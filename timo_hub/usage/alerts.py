@@ -138,6 +138,8 @@ def raise_alerts(
         due.append(ALERT_80_PERCENT)
     if projection.exhaustion_date is not None:
         due.append(ALERT_EXHAUSTION)
+    if not due:
+        return ()
     raised = []
     with database.connection() as conn:
         if projection.exhaustion_date is not None:

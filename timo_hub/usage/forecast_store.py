@@ -102,21 +102,47 @@ def save_forecast(
 ) -> None:
     """Store (or replace) the day's forecast for this horizon and model, with the digest of the
     history it was computed from and the calls of `day` it knew of."""
-    conn.execute(
-        SAVE_FORECAST,
-        {
-            "account": account_id,
-            "day": day,
-            "days": days,
-            "model": model,
-            "limit": limit,
-            "generated_at": generated_at,
-            "version": version,
-            "body": Jsonb(body),
-            "digest": digest,
-            "used_today": used_today,
-        },
+    save_forecasts(
+        conn,
+        [
+            forecast_row(
+                account_id, day, days, model, limit, generated_at, version, body, digest, used_today
+            )
+        ],
     )
+
+
+def forecast_row(
+    account_id: uuid.UUID,
+    day: date,
+    days: int,
+    model: str,
+    limit: int | None,
+    generated_at: datetime,
+    version: int,
+    body: dict[str, Any],
+    digest: bytes,
+    used_today: int,
+) -> dict[str, Any]:
+    """One forecast for `save_forecasts` (the arguments of `save_forecast`)."""
+    return {
+        "account": account_id,
+        "day": day,
+        "days": days,
+        "model": model,
+        "limit": limit,
+        "generated_at": generated_at,
+        "version": version,
+        "body": Jsonb(body),
+        "digest": digest,
+        "used_today": used_today,
+    }
+
+
+def save_forecasts(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
+    """Store (or replace) many forecasts (`forecast_row`) in one round of statements."""
+    with conn.cursor() as cur:
+        cur.executemany(SAVE_FORECAST, rows)
 
 
 def delete_forecasts_before(conn: psycopg.Connection, day: date) -> int:

@@ -15,6 +15,7 @@ reads in one short transaction, computes with no connection held, and writes in 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -30,7 +31,7 @@ from timo_hub.accounts import store as accounts_store
 from timo_hub.accounts.service import AccountNotFoundError
 from timo_hub.platform import months
 from timo_hub.platform.db import Database
-from timo_hub.quota.counting import counted_calls_by_day
+from timo_hub.quota.counting import counted_calls_by_account_and_day
 from timo_hub.usage import forecast_store
 from timo_hub.usage.alerts import raise_alerts
 from timo_hub.usage.forecast_body import SCHEMA_VERSION, ForecastOut, forecast_body
@@ -44,6 +45,10 @@ logger = logging.getLogger(__name__)
 # is ahead of the forecast's by more than 2% of the limit (and more than a handful of calls).
 STALE_USED_SHARE = 0.02
 STALE_USED_CALLS = 10
+
+# The nightly run forecasts this many accounts per vectorized batch: large enough that the
+# batch's per-day array operations cost little per account, small enough to hold a few tens of MB.
+BATCH_ACCOUNTS = 200
 
 # Stored forecasts older than this are deleted by the nightly run.
 FORECAST_RETENTION_DAYS = 7
@@ -132,22 +137,72 @@ def run_all(
     now: datetime,
     on_done: Callable[[uuid.UUID, NightlyOutcome | None], None] | None = None,
 ) -> tuple[int, int]:
-    """`run_nightly` for each account; one account's failure is logged and the rest go on.
+    """`run_nightly` for each account, `BATCH_ACCOUNTS` at a time; one account's failure is
+    logged and the rest go on.
 
-    Returns (succeeded, failed).
+    A batch is read in one transaction, forecast in one vectorized pass and stored in another;
+    should anything in that fail, its accounts are run one by one, so that the failure stays
+    with its account. Returns (succeeded, failed).
     """
     succeeded = failed = 0
-    for account_id in account_ids:
-        outcome: NightlyOutcome | None = None
-        try:
-            outcome = run_nightly(database, account_id, now)
-            succeeded += 1
-        except Exception:
+
+    def finish(account_id: uuid.UUID, outcome: NightlyOutcome | None) -> None:
+        nonlocal succeeded, failed
+        if outcome is None:
             failed += 1
-            logger.exception("forecast failed for account %s", account_id)
+        else:
+            succeeded += 1
         if on_done is not None:
             on_done(account_id, outcome)
+
+    # (itertools.batched is Python 3.12.)
+    remaining = iter(account_ids)
+    while batch := list(itertools.islice(remaining, BATCH_ACCOUNTS)):
+        try:
+            outcomes = _run_batch(database, batch, now)
+        except Exception:
+            logger.exception(
+                "forecast batch failed; running its %d account(s) one by one", len(batch)
+            )
+            outcomes = None
+        if outcomes is not None:
+            for account_id in batch:
+                finish(account_id, outcomes.get(account_id))
+            continue
+        for account_id in batch:
+            try:
+                outcome: NightlyOutcome | None = run_nightly(database, account_id, now)
+            except Exception:
+                logger.exception("forecast failed for account %s", account_id)
+                outcome = None
+            finish(account_id, outcome)
     return succeeded, failed
+
+
+def _run_batch(
+    database: Database, account_ids: list[uuid.UUID], now: datetime
+) -> dict[uuid.UUID, NightlyOutcome | None]:
+    """The nightly forecast of a batch of accounts: None for those that failed (gone, or their
+    alerts could not be recorded)."""
+    with database.connection() as conn:
+        found = accounts_store.get_accounts(conn, account_ids)
+    accounts = [found[account_id] for account_id in account_ids if account_id in found]
+    for account_id in account_ids:
+        if account_id not in found:
+            logger.warning("forecast skipped: account %s no longer exists", account_id)
+    computed = _compute_and_store_many(
+        database, accounts, days=DEFAULT_HORIZON_DAYS, model=DEFAULT_MODEL, now=now
+    )
+    outcomes: dict[uuid.UUID, NightlyOutcome | None] = {}
+    for account, (body, projection) in zip(accounts, computed, strict=True):
+        try:
+            raised = raise_alerts(database, account.id, projection)
+        except Exception:
+            logger.exception("alerts failed for account %s", account.id)
+            outcomes[account.id] = None
+            continue
+        outcomes[account.id] = NightlyOutcome(account.id, body.model, raised)
+    return outcomes
 
 
 def active_account_ids(database: Database) -> list[uuid.UUID]:
@@ -184,19 +239,35 @@ def _compute_and_store(
     model: ModelChoice,
     now: datetime,
 ) -> tuple[ForecastOut, MonthProjection]:
+    return _compute_and_store_many(database, [account], days=days, model=model, now=now)[0]
+
+
+def _compute_and_store_many(
+    database: Database,
+    accounts: list[accounts_store.Account],
+    *,
+    days: int,
+    model: ModelChoice,
+    now: datetime,
+) -> list[tuple[ForecastOut, MonthProjection]]:
+    """Forecast each account, project its month and store the body, in the accounts' order:
+    one transaction reads every account's history, one stores every body."""
     # Imported here, not at module level: a web worker should not pay for statsmodels at boot
     # (gunicorn's master imports it once before forking: `timo_hub.gunicorn_config`).
-    from analytics.forecasting import forecast
+    from analytics.forecasting import forecast, forecast_many
     from analytics.history import daily_history
     from analytics.month_projection import PlanOption, project_month
 
+    if not accounts:
+        return []
     today = now.date()
+    ids = [account.id for account in accounts]
     with database.connection() as conn:
-        # One statement, so the history, today's calls and the digest below are one snapshot.
-        counts = counted_calls_by_day(conn, account.id, history_first(today), today)
+        # One statement, so the histories, today's calls and the digests below are one snapshot.
+        counts = counted_calls_by_account_and_day(conn, ids, history_first(today), today)
         # An account with a monthly limit of its own (a contract) keeps it on any plan: no plan
         # change would help, so none is recommended.
-        contracted = "month" in accounts_store.limit_overrides(conn, account.id)
+        contracted = accounts_store.with_own_monthly_limit(conn, ids)
         plans = [
             PlanOption(
                 plan.name,
@@ -204,39 +275,53 @@ def _compute_and_store(
                 None if plan.price_usd is None else float(plan.price_usd),
             )
             for plan in accounts_store.list_plans(conn)
-            if not contracted
         ]
-    past = {day: n for day, n in counts.items() if day < today}
-    history = daily_history(
-        past,
-        last_day=today - timedelta(days=1),
-        partial_day=account.created_at.astimezone(UTC).date(),
-        max_days=HISTORY_DAYS,
-    )
+    pasts = [
+        {day: n for day, n in counts[account.id].items() if day < today} for account in accounts
+    ]
+    histories = [
+        daily_history(
+            past,
+            last_day=today - timedelta(days=1),
+            partial_day=account.created_at.astimezone(UTC).date(),
+            max_days=HISTORY_DAYS,
+        )
+        for account, past in zip(accounts, pasts, strict=True)
+    ]
     first_day, last_day = months.month_start(today), months.last_day(today)
     horizon = max(days + 1, months.days_to_month_end(today))
-    result = forecast(history, horizon, model, first_date=today)
-    projection = project_month(
-        result,
-        today=today,
-        month=(first_day, last_day),
-        month_usage={day: n for day, n in counts.items() if day >= first_day},
-        limit=account.monthly_limit,
-        plans=plans,
-    )
-    body = forecast_body(result, projection, days=days, requested_model=model, generated_at=now)
-    with database.connection() as conn:
-        forecast_store.save_forecast(
-            conn,
-            account.id,
-            today,
-            days,
-            model,
-            account.monthly_limit,
-            now,
-            SCHEMA_VERSION,
-            body.model_dump(mode="json"),
-            forecast_store.history_digest(past),
-            counts.get(today, 0),
+    if model == "auto":
+        results = forecast_many(histories, horizon, first_dates=[today] * len(histories))
+    else:
+        results = [forecast(history, horizon, model, first_date=today) for history in histories]
+    computed = []
+    rows = []
+    for account, past, result in zip(accounts, pasts, results, strict=True):
+        account_counts = counts[account.id]
+        projection = project_month(
+            result,
+            today=today,
+            month=(first_day, last_day),
+            month_usage={day: n for day, n in account_counts.items() if day >= first_day},
+            limit=account.monthly_limit,
+            plans=[] if account.id in contracted else plans,
         )
-    return body, projection
+        body = forecast_body(result, projection, days=days, requested_model=model, generated_at=now)
+        computed.append((body, projection))
+        rows.append(
+            forecast_store.forecast_row(
+                account.id,
+                today,
+                days,
+                model,
+                account.monthly_limit,
+                now,
+                SCHEMA_VERSION,
+                body.model_dump(mode="json"),
+                forecast_store.history_digest(past),
+                account_counts.get(today, 0),
+            )
+        )
+    with database.connection() as conn:
+        forecast_store.save_forecasts(conn, rows)
+    return computed
