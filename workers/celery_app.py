@@ -96,8 +96,9 @@ def create_celery_app(settings: Settings) -> TimoCelery:
         broker_connection_retry_on_startup=True,
         # Tasks the worker and beat send are confirmed and persistent on RabbitMQ. Redis hands an
         # unacknowledged message (its worker died) to another worker after `visibility_timeout`.
-        # Batches take well under a second and retries are new messages, so a minute makes
-        # redelivery prompt while never racing a task that is still running.
+        # Batches take well under a second, a nightly forecast chunk starts no account after
+        # 30 s (`timo_hub.usage.forecast_runs.CHUNK_SECONDS`) and retries are new messages, so a
+        # minute makes redelivery prompt while never racing a task that is still running.
         **broker_queues.publishing_settings(broker_url, visibility_timeout=60),
         beat_schedule=BEAT_SCHEDULE,
         worker_hijack_root_logger=False,

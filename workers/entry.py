@@ -7,6 +7,16 @@ process does, so with no URLs set it joins the embedded servers under `TIMO_HOME
 127.0.0.1 unless `TIMO_WORKER_METRICS_ADDR` says otherwise).
 """
 
+import os
+
+# One BLAS thread per process, as in the web process (`timo_hub.gunicorn_config`), set before
+# anything imports numpy: a forecast's matrices are tiny, so OpenBLAS's default pool (a thread per
+# core in every pool process) only spins, and cost the nightly run about twice the CPU per account;
+# a worker runs one task per pool process, and more processes are the way to use more cores. The
+# pool processes are forked from this one and inherit it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from timo_hub.platform import prometheus
 from timo_hub.platform.settings import Settings
 

@@ -8,6 +8,7 @@ HEARTBEAT_INTERVAL_SECONDS = 15.0
 RECONCILE_INTERVAL_SECONDS = 60.0
 PROJECTION_REFRESH_INTERVAL_SECONDS = 600.0
 WEBHOOK_DISPATCH_INTERVAL_SECONDS = 5.0
+FORECAST_SWEEP_INTERVAL_SECONDS = 300.0
 
 BEAT_SCHEDULE = {
     "analytics-forecast-all": {
@@ -16,6 +17,14 @@ BEAT_SCHEDULE = {
         "schedule": crontab(hour=0, minute=20),
         # A run missed by more than a few hours is superseded by on-demand forecasts anyway.
         "options": {"expires": 6 * 3600},
+    },
+    "analytics-forecast-sweep": {
+        "task": "timo.analytics.forecast_sweep",
+        # Chunks of today's nightly run whose task messages were lost (`forecast_runs`: "Sweep")
+        # are queued again once the run has gone quiet; a run costs a few indexed queries, and
+        # one once today's run is finished.
+        "schedule": FORECAST_SWEEP_INTERVAL_SECONDS,
+        "options": {"expires": FORECAST_SWEEP_INTERVAL_SECONDS},
     },
     "analytics-refresh-projections": {
         "task": "timo.analytics.refresh_projections",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import UTC, datetime
 
 import psycopg
@@ -14,12 +13,11 @@ from psycopg_pool import PoolTimeout
 from events.ingest import ingest_message
 from events.publisher import INGEST_TASK
 from events.retention import maintain
-from timo_hub.accounts.service import AccountNotFoundError
 from timo_hub.platform.heartbeat import record_heartbeat
 from timo_hub.quota import metrics as quota_metrics
 from timo_hub.quota import reconcile as reconciliation
 from timo_hub.quota.period import period_containing
-from timo_hub.usage import forecasts, projection_refresh
+from timo_hub.usage import forecast_runs, forecasts, projection_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -103,40 +101,78 @@ def reconcile_quota() -> dict[str, object]:
 
 @shared_task(name="timo.analytics.forecast_all", ignore_result=True)
 def forecast_all() -> dict[str, int]:
-    """The nightly run: queue one forecast per active account, and prune old forecasts.
+    """The nightly run: plan today's run (or find it), queue a task per chunk, prune old ones.
 
-    One task per account spreads the work over every worker, and a failure stays with its
-    account.
+    Planning is idempotent, and only chunks never queued are queued (or, once the run has gone
+    quiet, those not done): beat firing twice or this message redelivered queues nothing twice.
     """
     app = current_app
+    database = app.runtime.database
     now = datetime.now(UTC)
-    account_ids = forecasts.active_account_ids(app.runtime.database)
-    for account_id in account_ids:
-        forecast_account.apply_async((str(account_id), now.isoformat()))
-    pruned = forecasts.prune(app.runtime.database, now.date())
-    return {"queued": len(account_ids), "pruned": pruned}
+    run = forecast_runs.plan(database, now, chunk_size=app.runtime.settings.forecast_chunk_size)
+    queued = _queue_chunks(run.id, now)
+    pruned = forecasts.prune(database, now.date())
+    forecast_runs.prune(database, now.date())
+    forecast_runs.publish_status(database, run.for_day)
+    return {"run": run.id, "accounts": run.accounts, "queued": queued, "pruned": pruned}
 
 
-@shared_task(name="timo.analytics.forecast_account", bind=True, max_retries=3, ignore_result=True)
-def forecast_account(self: Task, account_id: str, as_of: str | None = None) -> dict[str, object]:
-    """Compute, store and alert on one account's default forecast (the nightly job's unit).
+@shared_task(name="timo.analytics.forecast_sweep", ignore_result=True)
+def forecast_sweep() -> dict[str, int]:
+    """Re-queue the chunks of today's run whose messages are gone (`forecast_runs`: "Sweep")."""
+    database = current_app.runtime.database
+    now = datetime.now(UTC)
+    run = forecast_runs.find(database, now.date())
+    if run is None or run.finished_at is not None:
+        return {"queued": 0}
+    # A last chunk whose execution died between its commit and marking the run finished.
+    forecast_runs.finish_if_complete(database, run.id, now)
+    queued = _queue_chunks(run.id, now)
+    if queued:
+        logger.warning("forecast run %s: re-queued %d chunk(s) that had no task", run.id, queued)
+    forecast_runs.publish_status(database, run.for_day)
+    return {"run": run.id, "queued": queued}
 
-    `as_of` is when the run was scheduled: a task that waited in the queue past midnight still
-    forecasts for the day it was meant for. A database outage retries; any other failure is
-    logged with the account id and dropped, so it cannot hold up the other accounts.
+
+def _queue_chunks(run_id: int, now: datetime) -> int:
+    """Queue a chunk task for each chunk of the run that needs one; returns how many."""
+    database = current_app.runtime.database
+    chunks = forecast_runs.chunks_to_queue(database, run_id, now)
+    for chunk in chunks:
+        forecast_chunk.apply_async((run_id, chunk))
+    # Noted after sending: killed in between, the redelivered caller sends them again (a copy of
+    # a chunk is harmless, `forecast_runs`: "Ownership"), rather than never.
+    forecast_runs.mark_queued(database, run_id, chunks, now)
+    return len(chunks)
+
+
+@shared_task(name="timo.analytics.forecast_chunk", bind=True, max_retries=None, ignore_result=True)
+def forecast_chunk(self: Task, run_id: int, chunk: int) -> dict[str, object]:
+    """Forecast a chunk of a nightly run from where it stands; queue the rest past the budget.
+
+    Acknowledged after it returns (acks_late): a worker killed mid-chunk has the message
+    redelivered, and the new execution skips the accounts the run already forecast. While
+    PostgreSQL is unreachable the chunk is retried, from its last checkpoint.
     """
-    now = datetime.fromisoformat(as_of) if as_of else datetime.now(UTC)
+    database = current_app.runtime.database
     try:
-        outcome = forecasts.run_nightly(current_app.runtime.database, uuid.UUID(account_id), now)
+        outcome = forecast_runs.run_chunk(database, run_id, chunk)
     except (psycopg.OperationalError, PoolTimeout) as exc:
-        raise self.retry(exc=exc, countdown=30) from exc
-    except AccountNotFoundError:
-        logger.warning("forecast skipped: account %s no longer exists", account_id)
-        return {"account_id": account_id, "skipped": True}
-    except Exception:
-        logger.exception("forecast failed for account %s", account_id)
-        return {"account_id": account_id, "failed": True}
-    return {"account_id": account_id, "model": outcome.model, "alerts": list(outcome.alerts_raised)}
+        delay = min(2 ** min(self.request.retries, 5) * 0.5, MAX_RETRY_DELAY_SECONDS)
+        raise self.retry(exc=exc, countdown=delay) from exc
+    if outcome.state == "unfinished":
+        forecast_chunk.apply_async((run_id, chunk))
+    if outcome.state not in {"expired", "gone"}:
+        forecast_runs.publish_status(database, datetime.now(UTC).date())
+    return {
+        "run": run_id,
+        "chunk": chunk,
+        "state": outcome.state,
+        "succeeded": outcome.succeeded,
+        "failed": outcome.failed,
+        "skipped": outcome.skipped,
+        "alerts": outcome.alerts_raised,
+    }
 
 
 @shared_task(name="timo.analytics.refresh_projections", ignore_result=True)

@@ -16,8 +16,9 @@ from timo_hub.platform.runtime import Runtime
 from timo_hub.usage import forecasts
 from workers.celery_app import TimoCelery
 from workers.tasks import (
-    forecast_account,
     forecast_all,
+    forecast_chunk,
+    forecast_sweep,
     heartbeat,
     ingest_events,
     maintain_partitions,
@@ -32,6 +33,9 @@ from workers.webhook_tasks import catch_up, deliver, dispatch_due, prune
 INTENDED_SCHEDULE = {
     # Nightly at 00:20 UTC, once the UTC day has closed; a run late by hours is dropped.
     "analytics-forecast-all": (forecast_all.name, crontab(minute=20, hour=0), {"expires": 21600}),
+    # Chunks of today's nightly run whose messages were lost, queued again every five minutes
+    # once the run has gone quiet; a late sweep gives way to the next.
+    "analytics-forecast-sweep": (forecast_sweep.name, timedelta(minutes=5), {"expires": 300.0}),
     # Projections that moved during the day, every ten minutes; a late run gives way to the next.
     "analytics-refresh-projections": (
         refresh_projections.name,
@@ -51,9 +55,9 @@ INTENDED_SCHEDULE = {
     # The liveness stamp health reports; a stale one is dropped, not queued.
     "workers-heartbeat": (heartbeat.name, timedelta(seconds=15), {"expires": 15.0}),
 }
-# Tasks that run on demand (a shipped batch, one account of the nightly run, one webhook
+# Tasks that run on demand (a shipped batch, one chunk of the nightly run, one webhook
 # delivery), never from beat.
-ON_DEMAND_TASKS = {ingest_events.name, forecast_account.name, deliver.name}
+ON_DEMAND_TASKS = {ingest_events.name, forecast_chunk.name, deliver.name}
 
 
 def test_beat_schedules_every_periodic_task_at_its_interval(celery_app: TimoCelery) -> None:

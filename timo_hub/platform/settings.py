@@ -2,10 +2,11 @@
 
 `Settings.from_env()` reads the `TIMO_*` variables (README's "Configuration") once, validates them
 and returns an immutable object that every process passes around. Nothing else in the product
-reads `os.environ` for configuration. Three places touch the environment for another reason, and
+reads `os.environ` for configuration. Four places touch the environment for another reason, and
 say so: `platform.prometheus` sets `PROMETHEUS_MULTIPROC_DIR`, prometheus-client's own way of
-telling a server's processes where their metrics live; `timo_hub.gunicorn_config` sets the BLAS
-thread variables numpy reads; `timo-hub dev` passes its environment on to the processes it runs.
+telling a server's processes where their metrics live; `timo_hub.gunicorn_config` and
+`workers.entry` set the BLAS thread variables numpy reads; `timo-hub dev` passes its environment
+on to the processes it runs.
 
 Platform code: imports nothing else of the product.
 """
@@ -91,6 +92,9 @@ class Settings(BaseModel):
     webhooks_allow_private: bool = False
     # How long one webhook attempt may take in all (connect, TLS, request, response).
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=30)
+    # Accounts per chunk of the nightly forecast run (`timo_hub.usage.forecast_runs`, whose
+    # `DEFAULT_CHUNK_SIZE` this default is): one chunk task's work.
+    forecast_chunk_size: int = Field(default=500, ge=1, le=100_000)
 
     @field_validator("home")
     @classmethod
@@ -259,6 +263,7 @@ _VARIABLES = {
     "request_read_seconds": "TIMO_REQUEST_READ_SECONDS",
     "webhooks_allow_private": "TIMO_WEBHOOKS_ALLOW_PRIVATE",
     "webhook_timeout_seconds": "TIMO_WEBHOOK_TIMEOUT_SECONDS",
+    "forecast_chunk_size": "TIMO_FORECAST_CHUNK_SIZE",
 }
 
 
