@@ -8,7 +8,8 @@ PYTEST_ARGS ?=
 
 .PHONY: dev demo-history screenshots test test-fast lint bench bench-startup bench-hot-path \
 	bench-publishing bench-webhooks \
-	bench-ingest bench-analytics bench-capacity bench-cluster clean
+	bench-ingest bench-analytics bench-forecast-cost bench-forecast-accuracy bench-capacity \
+	bench-cluster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +77,14 @@ $(VENV)/.installed-bench-data: pyproject.toml | $(VENV)/.installed
 
 bench-analytics: $(VENV)/.installed-bench-data
 	$(BIN)/python bench/analytics.py
+
+# The nightly forecast's CPU per account, now and before issue 19, on 10,000 synthetic accounts.
+bench-forecast-cost: $(VENV)/.installed
+	$(BIN)/python bench/forecast_cost.py
+
+# auto now, auto before issue 19 and seasonal naive on 25 real daily series, 26 origins each.
+bench-forecast-accuracy: $(VENV)/.installed-bench-data
+	$(BIN)/python bench/forecast_accuracy.py
 
 # Per-process figures for docs/capacity.md: CPU per request (web, Redis), per event (ingest,
 # PostgreSQL), per account (forecast), bytes per event and per account; about 5 minutes.

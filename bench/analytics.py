@@ -235,7 +235,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=10_000_000)
     parser.add_argument("--requests", type=int, default=30)
-    parser.add_argument("--origins", type=int, default=100, help="accuracy: daily origins")
+    parser.add_argument("--origins", type=int, default=26, help="accuracy: weekly origins")
     args = parser.parse_args()
     missed = []
     if args.part in ("latency", "all"):

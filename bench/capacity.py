@@ -21,7 +21,7 @@ and is printed with what it is derived from.
   one worker process (`--pool solo`), started and idle before the first message is sent: its CPU
   and PostgreSQL's per event, events/s by wall clock (first commit to last), WAL bytes per event,
   and the log's bytes on disk per event (the month's partition with its indexes).
-* **forecast**: `run_nightly` (the nightly task's work for one account) for
+* **forecast**: `run_all` (a nightly chunk task's work, in batches) for
   `--forecast-accounts` accounts with 120 days of history and as many with 365 (the most a
   forecast reads), in a fresh process per round with one BLAS thread (as the web sets it) and
   with BLAS's default (what a Celery worker has today), alternating: CPU seconds (that process,
@@ -635,7 +635,8 @@ def _measure_forecast(
     finally:
         runtime.close()
     print(
-        f"\nforecast: run_nightly (default horizon and model), {args.forecast_accounts} accounts "
+        f"\nforecast: run_all (default horizon and model, in batches), "
+        f"{args.forecast_accounts} accounts "
         f"with 120 days of history and as many with 365 ({FORECAST_CALLS_PER_DAY} calls a day, "
         f"plan {FORECAST_PLAN}), in a fresh process per round and BLAS setting (after one "
         "untimed forecast), alternating"
@@ -739,8 +740,8 @@ def _forecast_child() -> None:
         for days, accounts in groups:
             cpu, wall = time.process_time(), time.perf_counter()
             postgres = postgres_cpu(job["postmaster"])
-            for account_id in accounts:
-                forecasts.run_nightly(database, account_id, now)
+            # As a chunk task does: batches of `forecasts.BATCH_ACCOUNTS`.
+            forecasts.run_all(database, accounts, now)
             measured[days] = (
                 (time.process_time() - cpu) / len(accounts),
                 (time.perf_counter() - wall) / len(accounts),
