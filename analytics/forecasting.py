@@ -155,7 +155,9 @@ def forecast_many(
     batch = [i for i in long_enough if kept[i] >= smoothing.MIN_HISTORY_DAYS]
     for i, history in enumerate(histories):
         if i not in batch:
-            results[i] = _fit_one(history, horizon, "linear", starts[i], repetitions or PATHS, seed)
+            results[i] = _fit_one(
+                history, horizon, "linear", starts[i], repetitions or AUTO_PATHS, seed
+            )
     if batch:
         smoothed = smoothing.forecast_batch(
             [arrays[i][-kept[i] :] for i in batch],

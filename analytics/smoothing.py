@@ -10,17 +10,19 @@ level by a bounded step while a lasting change still wins within days.
 
 Instead of estimating the smoothing parameters by maximum likelihood per account, every account
 runs every parameter set of `GRID` in one vectorized pass (accounts by parameter sets are the
-columns of each array operation), and the pass records the state at each of the last
-`ORIGIN_DAYS` days. From a state, the forecast of the next 30 days is one expression, so every
-origin is backtested for free: the parameter set with the smallest mean absolute error over all
-origins and horizons wins, per account. The same errors calibrate that account's intervals: the
-forecast errors it actually made at one to 30 days ahead become its own error distribution, by
-horizon band, and the futures are drawn from it (Gaussian copula with the share of the error
-that persisted across a whole origin as a common shift, so a month's total is as uncertain as it
-proved to be). No per-account fitting, no global factor.
+columns of each array operation), recording the state before every few days of its last
+`SELECTION_DAYS`. From a state, the forecast of the next 30 days is one expression, so every
+origin is backtested for free: the sets are ranked by their mean absolute error over those
+origins and horizons, per account, and the forecast is the mean of the best `COMBINED` (a
+combination is more robust on series it was not tuned to than any single choice). A second pass
+runs those sets over the whole history: its errors calibrate the account's intervals. The
+forecast errors it actually made one to 30 days ahead become its own error distribution, by
+horizon band, recent origins weighing more, and the futures are drawn from it (a Gaussian copula
+with the share of the error that persisted across a whole origin as a common shift, so a month's
+total is as uncertain as it proved to be). No per-account fitting, no global factor.
 
 Cost: a fixed number of numpy operations per day of history, each over every account of the
-batch; about a millisecond of CPU per account in batches of a few hundred (bench/forecast_cost.py).
+batch: about 2 ms of CPU per account in batches of 200 (bench/forecast_cost.py).
 """
 
 from __future__ import annotations
@@ -35,8 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import erfinv, ndtr
 
 WEEK = 7
-# Smoothing parameters tried for every account: level (alpha), trend (beta; 0 = no trend),
-# season (gamma). The trend is damped so that it fades over a month instead of compounding.
+# Smoothing parameters tried for every account: level (alpha), trend (beta, phi), season (gamma).
 ALPHAS = (0.05, 0.15, 0.3, 0.5)
 # Trend: (beta, phi); beta 0 is no trend. A damped trend fades over a month instead of
 # compounding; phi 0.98 keeps most of a steady growth over a month.
@@ -65,7 +66,7 @@ ORIGIN_STRIDE = 2
 SELECTION_STRIDE = 4
 # How many of the best parameter sets the forecast averages.
 COMBINED = 8
-HALF_LIFE_DAYS = 56
+HALF_LIFE_DAYS = 112
 BACKTEST_HORIZON = 30
 # Fewer origins than this (a history under four weeks) and an account's errors say too little.
 MIN_HISTORY_DAYS = 4 * WEEK
