@@ -53,8 +53,8 @@ from timo_hub.usage import forecasts, metrics
 logger = logging.getLogger(__name__)
 
 # Accounts per chunk unless configured (`TIMO_FORECAST_CHUNK_SIZE`): a chunk is one task's work
-# (about a minute of CPU at today's cost, so usually two or three tasks with the time budget),
-# and a million accounts make 2,000 chunks.
+# (a second or two of CPU, `forecasts.BATCH_ACCOUNTS` at a time), and a million accounts make
+# 2,000 chunks.
 DEFAULT_CHUNK_SIZE = 500
 # An execution starts no new account after this long: half the Redis broker's visibility
 # timeout (60 s), leaving the other half for the account in progress.
