@@ -161,7 +161,8 @@ def forecast_batch(
         kept_days=days - starts,
         log_point=log_quantiles[QUANTILES.index(0.5)],
         log_quantiles=log_quantiles,
-        paths=np.maximum(np.expm1(log_paths), 0.0),
+        # Whole calls, like the daily quantiles (`forecasting._from_batch`).
+        paths=np.round(np.maximum(np.expm1(log_paths), 0.0)),
         origins=np.isfinite(log_errors[:, :, 0]).sum(axis=1),
         mase=mase,
         smape=smape,
