@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,38 +61,19 @@ def main() -> None:
     if options.child:
         _child(Path(options.child))
         return
+    from bench.worktrees import worktree
+
     with tempfile.TemporaryDirectory(prefix="forecast-accuracy-") as scratch:
-        work = Path(scratch)
-        before_tree = work / "before"
-        if not options.no_before:
-            subprocess.run(
-                [
-                    "git",
-                    "-C",
-                    str(ROOT),
-                    "worktree",
-                    "add",
-                    "--detach",
-                    "-f",
-                    str(before_tree),
-                    options.before_rev,
-                ],
-                check=True,
-                capture_output=True,
-            )
-        try:
-            _compare(options, work, None if options.no_before else before_tree)
-        finally:
-            if not options.no_before:
-                subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before_tree)],
-                    check=False,
-                    capture_output=True,
-                )
+        if options.no_before:
+            _compare(options, Path(scratch), None)
+            return
+        with worktree(options.before_rev, Path(scratch)) as before_tree:
+            _compare(options, Path(scratch), before_tree)
 
 
 def _compare(options: argparse.Namespace, work: Path, before_tree: Path | None) -> None:
     from bench import datasets
+    from bench.worktrees import run_on
 
     data = work / "series.json"
     cases = {}
@@ -111,23 +90,9 @@ def _compare(options: argparse.Namespace, work: Path, before_tree: Path | None) 
     results = {}
     for kind, tree in contenders.items():
         started = time.perf_counter()
-        env = {
-            **os.environ,
-            "OPENBLAS_NUM_THREADS": "1",
-            "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": str(tree),
-        }
         job = work / f"{kind}.json"
         job.write_text(json.dumps({"data": str(data), "kind": kind}))
-        child = subprocess.run(
-            [sys.executable, str(Path(__file__)), "--child", str(job)],
-            env=env,
-            cwd=tree,
-            capture_output=True,
-            text=True,
-        )
-        if child.returncode != 0:
-            raise SystemExit(f"{kind} failed:\n{child.stderr}")
+        run_on(tree, Path(__file__), job)
         results[kind] = json.loads((work / f"{kind}.out.json").read_text())
         print(f"{kind}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     _report(results, cases, datasets.KINDS, options.origins)

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,8 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 if "--child" not in sys.argv:
     sys.path.insert(0, str(ROOT))
 
-# The last commit before issue 19: what "today's code" meant when the issue was filed.
+# The last commit before issue 19 (`bench.worktrees.BEFORE_ISSUE_19`; not imported here: a
+# child must not import from this tree).
 BEFORE_REV = "0da0a8e"
 TODAY = date(2026, 12, 4)
 TARGET_MS = 3.5
@@ -70,36 +70,18 @@ def main() -> None:
     if options.child:
         _child(Path(options.child))
         return
-    with tempfile.TemporaryDirectory(prefix="forecast-cost-") as scratch:
-        work = Path(scratch)
-        before_tree = work / "before"
-        subprocess.run(
-            [
-                "git",
-                "-C",
-                str(ROOT),
-                "worktree",
-                "add",
-                "--detach",
-                "-f",
-                str(before_tree),
-                options.before_rev,
-            ],
-            check=True,
-            capture_output=True,
-        )
-        try:
-            _compare(options, work, before_tree)
-        finally:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before_tree)],
-                check=False,
-                capture_output=True,
-            )
+    from bench.worktrees import worktree
+
+    with (
+        tempfile.TemporaryDirectory(prefix="forecast-cost-") as scratch,
+        worktree(options.before_rev, Path(scratch)) as before_tree,
+    ):
+        _compare(options, Path(scratch), before_tree)
 
 
 def _compare(options: argparse.Namespace, work: Path, before_tree: Path) -> None:
     from bench.synthetic_accounts import synthetic_accounts
+    from bench.worktrees import run_on
 
     if options.real:
         accounts = _real_histories(options.accounts)
@@ -129,21 +111,7 @@ def _compare(options: argparse.Namespace, work: Path, before_tree: Path) -> None
             tree, count = kinds[kind]
             job = work / f"{kind}.json"
             job.write_text(json.dumps({"data": str(data), "accounts": count, "kind": kind}))
-            env = {
-                **os.environ,
-                "OPENBLAS_NUM_THREADS": "1",
-                "OMP_NUM_THREADS": "1",
-                "PYTHONPATH": str(tree),
-            }
-            child = subprocess.run(
-                [sys.executable, str(Path(__file__)), "--child", str(job)],
-                env=env,
-                cwd=tree,
-                capture_output=True,
-                text=True,
-            )
-            if child.returncode != 0:
-                raise SystemExit(f"{kind} failed:\n{child.stderr}")
+            child = run_on(tree, Path(__file__), job)
             cpu_ms, per_second = json.loads(child.stdout.splitlines()[-1])
             figures[kind].append((cpu_ms, per_second))
             print(
