@@ -205,12 +205,6 @@ def _run_batch(
     return outcomes
 
 
-def active_account_ids(database: Database) -> list[uuid.UUID]:
-    """Accounts the nightly run covers."""
-    with database.connection() as conn:
-        return accounts_store.active_account_ids(conn)
-
-
 def prune(database: Database, today: date) -> int:
     """Delete stored forecasts past retention; returns how many."""
     with database.connection() as conn:
