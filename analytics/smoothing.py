@@ -121,7 +121,8 @@ def forecast_batch(
     `MIN_HISTORY_DAYS` long; each ends the day before its own first forecast day).
 
     Deterministic per account: an account's forecast depends on its history, `horizon`,
-    `repetitions` and `seed`, not on which other accounts share the batch.
+    `repetitions` and `seed`, not on which other accounts share the batch (to floating-point
+    rounding, ~1e-13 relative: array reductions may sum in another order).
     """
     logs = _right_aligned(histories, MIN_HISTORY_DAYS)
     starts = _starts(logs)
@@ -187,7 +188,8 @@ def _right_aligned(histories: Sequence[np.ndarray], min_days: int) -> np.ndarray
         tail = np.asarray(history[-width:], dtype=float)
         if tail.size < min_days:
             raise ValueError(f"every history needs at least {min_days} days")
-        logs[i, width - tail.size :] = np.log1p(np.maximum(tail, 0.0))
+        # A missing day (NaN) is no calls, as `daily_history` fills it; never a NaN forecast.
+        logs[i, width - tail.size :] = np.log1p(np.maximum(np.nan_to_num(tail, nan=0.0), 0.0))
     return logs
 
 

@@ -126,3 +126,13 @@ def test_kept_days_matches_the_level_shift_rule() -> None:
         calls[:cut] = rng.poisson(5, cut)
         expected = days - cut if cut else days
         assert abs(int(smoothing.kept_days([calls])[0]) - expected) <= 3
+
+
+def test_a_missing_day_is_no_calls_not_a_nan_forecast() -> None:
+    # Guards against one NaN in a history spreading through the filter into every forecast day,
+    # interval and future (a review found it): it is a day without calls, as daily_history has it.
+    past = history(100, seed=9)
+    past.iloc[50] = np.nan
+    result = forecast(past, 31)
+    for band in (result.predicted, result.lower95, result.upper95, result.paths):
+        assert np.all(np.isfinite(band))

@@ -8,12 +8,15 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from click.testing import Result
+from psycopg_pool import PoolTimeout
 
 from tests.support.accounts import new_customer
 from tests.support.events import seed_calls
 from timo_hub.accounts import service
+from timo_hub.platform.db import Database
 from timo_hub.platform.runtime import Runtime
 from timo_hub.usage import forecast_runs, forecasts
 
@@ -67,6 +70,27 @@ def test_one_failing_account_does_not_stop_the_others(
     assert (succeeded, failed) == (1, 1)
     assert stored(runtime) == {good.account.id}
     assert any(str(missing) in record.getMessage() for record in caplog.records)
+
+
+def test_an_unreachable_database_is_raised_not_counted_as_failed_accounts() -> None:
+    # Guards against a defect a review found: with PostgreSQL down for a moment (a failover at
+    # night), the batch failed, every account of it was retried alone, failed the same way and
+    # was counted as the account's failure; the chunk was then settled as done, nobody retried
+    # it, and those accounts had no forecast that day. `run_all` now raises, so the chunk task
+    # retries from its checkpoint. A real refused connection, nothing patched.
+    unreachable = Database("postgresql://timo@127.0.0.1:9/timo", min_size=0, timeout=0.5)
+    settled: list[uuid.UUID] = []
+    try:
+        with pytest.raises((psycopg.OperationalError, PoolTimeout)):
+            forecasts.run_all(
+                unreachable,
+                [uuid.uuid4(), uuid.uuid4()],
+                datetime.now(UTC),
+                on_done=lambda account_id, outcome: settled.append(account_id),
+            )
+    finally:
+        unreachable.close()
+    assert settled == []  # nothing was written down as done or failed
 
 
 def today_forecasts(runtime: Runtime) -> dict[uuid.UUID, datetime]:

@@ -78,7 +78,9 @@ def run(ctx: CliContext, account_id: uuid.UUID | None, restart: bool) -> None:
             bar.update(count)
 
         for chunk in forecast_runs.unfinished_chunks(database, planned.id):
-            # No time budget here: no broker waits to hand the chunk to someone else.
+            # Marked queued, so that neither beat's run nor the sweep queues it to a worker while
+            # this process computes it. No time budget: no broker waits to hand it to another.
+            forecast_runs.mark_queued(database, planned.id, [chunk], datetime.now(UTC))
             outcome = forecast_runs.run_chunk(
                 database,
                 planned.id,

@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import psycopg
+from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 
 from analytics.parameters import DEFAULT_HORIZON_DAYS, DEFAULT_MODEL, ModelChoice
@@ -45,6 +46,9 @@ logger = logging.getLogger(__name__)
 # is ahead of the forecast's by more than 2% of the limit (and more than a handful of calls).
 STALE_USED_SHARE = 0.02
 STALE_USED_CALLS = 10
+
+# The database being unreachable: raised by `run_all`, never counted as an account's failure.
+DATABASE_DOWN = (psycopg.OperationalError, PoolTimeout)
 
 # The nightly run forecasts this many accounts per vectorized batch: large enough that the
 # batch's per-day array operations cost little per account, small enough to hold a few tens of MB.
@@ -142,7 +146,8 @@ def run_all(
 
     A batch is read in one transaction, forecast in one vectorized pass and stored in another;
     should anything in that fail, its accounts are run one by one, so that the failure stays
-    with its account. Returns (succeeded, failed).
+    with its account. PostgreSQL being unreachable is nobody's account: it is raised, with the
+    accounts before it settled (`on_done`), for the caller to retry. Returns (succeeded, failed).
     """
     succeeded = failed = 0
 
@@ -160,6 +165,9 @@ def run_all(
     while batch := list(itertools.islice(remaining, BATCH_ACCOUNTS)):
         try:
             outcomes = _run_batch(database, batch, now)
+        except DATABASE_DOWN:
+            # Not the accounts' failure: the caller retries (a chunk task from its checkpoint).
+            raise
         except Exception:
             logger.exception(
                 "forecast batch failed; running its %d account(s) one by one", len(batch)
@@ -172,6 +180,8 @@ def run_all(
         for account_id in batch:
             try:
                 outcome: NightlyOutcome | None = run_nightly(database, account_id, now)
+            except DATABASE_DOWN:
+                raise
             except Exception:
                 logger.exception("forecast failed for account %s", account_id)
                 outcome = None
@@ -197,6 +207,8 @@ def _run_batch(
     for account, (body, projection) in zip(accounts, computed, strict=True):
         try:
             raised = raise_alerts(database, account.id, projection)
+        except DATABASE_DOWN:
+            raise
         except Exception:
             logger.exception("alerts failed for account %s", account.id)
             outcomes[account.id] = None
