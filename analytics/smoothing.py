@@ -397,6 +397,11 @@ def _error_pools(log_errors: np.ndarray, horizon: int) -> _Pools:
         for row in np.flatnonzero(total[:, 0] > 0):
             seen = weights[row] > 0
             table[row, band] = np.interp(levels, position[row, seen], errors[row, seen])
+    # Centred on the forecast: the median error is not added back as a bias correction. The
+    # backtest's median error is that of states learned before each origin, mostly about a level
+    # the smoothing has since caught up with; adding it (from all origins, or the last 8 or 16
+    # weeks') made every measure worse on the benchmark (docs/decisions.md).
+    table -= table[:, :, (LEVELS - 1) // 2][..., None]
     ahead = np.arange(1, horizon + 1)
     last_day = BANDS[-1][1]
     band_of = np.searchsorted([last for _, last in BANDS], np.minimum(ahead, last_day))
