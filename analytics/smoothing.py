@@ -92,8 +92,6 @@ class SmoothedBatch:
 
     kept_days: np.ndarray
     """Days of history each account's model used (after a level shift, only those since)."""
-    log_point: np.ndarray
-    """Median forecast per account and day ahead, log scale, shape `(accounts, horizon)`."""
     log_quantiles: np.ndarray
     """`QUANTILES` of each day, log scale, shape `(len(QUANTILES), accounts, horizon)`."""
     paths: np.ndarray
@@ -106,8 +104,6 @@ class SmoothedBatch:
     """Mean absolute % error of the 30-day total over origins that saw 30 days (NaN: none)."""
     log_errors: np.ndarray
     """The chosen parameters' errors, `(accounts, origins, horizon)` (NaN where unseen)."""
-    parameters: np.ndarray
-    """The best (alpha, beta, gamma, phi) per account (the forecast averages `COMBINED`)."""
 
 
 def forecast_batch(
@@ -160,7 +156,6 @@ def forecast_batch(
     mase, smape, total = _accuracy(logs, backtest_point, backtest_actual)
     return SmoothedBatch(
         kept_days=days - starts,
-        log_point=log_quantiles[QUANTILES.index(0.5)],
         log_quantiles=log_quantiles,
         # Whole calls, like the daily quantiles (`forecasting._from_batch`).
         paths=np.round(np.maximum(np.expm1(log_paths), 0.0)),
@@ -169,7 +164,6 @@ def forecast_batch(
         smape=smape,
         total_error_pct=total,
         log_errors=log_errors,
-        parameters=GRID[best[:, 0]],
     )
 
 
